@@ -4,3 +4,4 @@
 pub mod failure;
 pub mod info;
 pub mod logging;
+pub mod plot;
