@@ -1,0 +1,230 @@
+//! Recorded Gymnasium trajectories and replaying them against our environments.
+//!
+//! The file format is the one of `../shared/testdata/gymnasium/classic_control.json`:
+//! `{"generator": ..., "episodes": [{"env", "initial_state", "actions", "obs",
+//! "rewards", "terminated", "truncated"}, ...]}` where `obs[0]` is what `reset`
+//! returned and `obs[t+1]` what `step(actions[t])` returned. `fixar env rollout
+//! --format json` writes the same format.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{make, Env, EnvError};
+
+/// Gymnasium's tolerance for a match: every observation and reward within 1e-5.
+pub const DEFAULT_TOLERANCE: f64 = 1e-5;
+
+/// A file of recorded episodes.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ReferenceFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<String>,
+    pub episodes: Vec<ReferenceEpisode>,
+}
+
+/// One recorded episode.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ReferenceEpisode {
+    pub env: String,
+    /// The env's physical state right after `reset` (see [`Env::reset_to_state`]).
+    pub initial_state: Vec<f64>,
+    pub actions: Vec<Vec<f32>>,
+    pub obs: Vec<Vec<f64>>,
+    pub rewards: Vec<f64>,
+    pub terminated: Vec<bool>,
+    pub truncated: Vec<bool>,
+}
+
+impl ReferenceEpisode {
+    /// Checks that the arrays have consistent lengths.
+    pub fn validate(&self) -> Result<(), String> {
+        let t = self.actions.len();
+        if self.obs.len() != t + 1 {
+            return Err(format!(
+                "{} actions need {} observations, found {}",
+                t,
+                t + 1,
+                self.obs.len()
+            ));
+        }
+        for (name, len) in [
+            ("rewards", self.rewards.len()),
+            ("terminated", self.terminated.len()),
+            ("truncated", self.truncated.len()),
+        ] {
+            if len != t {
+                return Err(format!("{t} actions but {len} {name}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How one replayed episode compares with its recording.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpisodeReport {
+    /// Position of the episode in the file.
+    pub index: usize,
+    pub env: String,
+    /// Steps replayed (fewer than recorded when replay stopped on an error).
+    pub steps: usize,
+    /// Largest |ours − recorded| over every observation element (including `obs[0]`).
+    pub max_obs_dev: f64,
+    /// Largest |ours − recorded| over rewards.
+    pub max_reward_dev: f64,
+    /// First step whose terminated/truncated flags differ.
+    pub first_flag_mismatch: Option<usize>,
+    /// Why the episode could not be replayed (unknown env, bad file, env error).
+    pub error: Option<String>,
+    pub passed: bool,
+}
+
+/// Parses a reference file.
+pub fn parse(text: &str) -> Result<ReferenceFile, serde_json::Error> {
+    serde_json::from_str(text)
+}
+
+/// Replays one episode on `env` from its initial state and actions.
+pub fn replay_on(
+    env: &mut dyn Env,
+    ep: &ReferenceEpisode,
+    index: usize,
+    tolerance: f64,
+) -> EpisodeReport {
+    let mut rep = EpisodeReport {
+        index,
+        env: ep.env.clone(),
+        steps: 0,
+        max_obs_dev: 0.0,
+        max_reward_dev: 0.0,
+        first_flag_mismatch: None,
+        error: None,
+        passed: false,
+    };
+    if let Err(e) = ep.validate() {
+        rep.error = Some(e);
+        return rep;
+    }
+    let dim = env.observation_space().dim();
+    let mut obs = vec![0.0f32; dim];
+    let obs_dev = |ours: &[f32], theirs: &[f64]| -> Result<f64, String> {
+        if theirs.len() != ours.len() {
+            return Err(format!(
+                "recorded observation has {} elements, the env's has {}",
+                theirs.len(),
+                ours.len()
+            ));
+        }
+        Ok(ours
+            .iter()
+            .zip(theirs)
+            .map(|(a, b)| (f64::from(*a) - b).abs())
+            .fold(0.0, f64::max))
+    };
+    let mut run = |rep: &mut EpisodeReport, obs: &mut [f32]| -> Result<(), String> {
+        env.reset_to_state(&ep.initial_state, obs)
+            .map_err(|e| e.to_string())?;
+        rep.max_obs_dev = obs_dev(obs, &ep.obs[0])?;
+        for (t, action) in ep.actions.iter().enumerate() {
+            let out = env.step(action, obs).map_err(|e| e.to_string())?;
+            rep.steps = t + 1;
+            rep.max_obs_dev = rep.max_obs_dev.max(obs_dev(obs, &ep.obs[t + 1])?);
+            rep.max_reward_dev = rep.max_reward_dev.max((out.reward - ep.rewards[t]).abs());
+            if rep.first_flag_mismatch.is_none()
+                && (out.terminated != ep.terminated[t] || out.truncated != ep.truncated[t])
+            {
+                rep.first_flag_mismatch = Some(t);
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = run(&mut rep, &mut obs) {
+        rep.error = Some(e);
+    }
+    // NaN deviations fail too (comparisons with NaN are false).
+    rep.passed = rep.error.is_none()
+        && rep.first_flag_mismatch.is_none()
+        && rep.max_obs_dev <= tolerance
+        && rep.max_reward_dev <= tolerance;
+    rep
+}
+
+/// An env made for an id, or why it could not be made.
+type MadeEnv = Result<Box<dyn Env>, String>;
+
+/// Replays every episode, making each env by id with [`make`] (one env per id, reused).
+pub fn replay_file(file: &ReferenceFile, tolerance: f64) -> Vec<EpisodeReport> {
+    let mut envs: Vec<(String, MadeEnv)> = Vec::new();
+    file.episodes
+        .iter()
+        .enumerate()
+        .map(|(i, ep)| {
+            let slot = match envs.iter().position(|(id, _)| *id == ep.env) {
+                Some(p) => p,
+                None => {
+                    envs.push((
+                        ep.env.clone(),
+                        make(&ep.env).map_err(|e: EnvError| e.to_string()),
+                    ));
+                    envs.len() - 1
+                }
+            };
+            match &mut envs[slot].1 {
+                Ok(env) => replay_on(env.as_mut(), ep, i, tolerance),
+                Err(msg) => EpisodeReport {
+                    index: i,
+                    env: ep.env.clone(),
+                    steps: 0,
+                    max_obs_dev: f64::NAN,
+                    max_reward_dev: f64::NAN,
+                    first_flag_mismatch: None,
+                    error: Some(msg.clone()),
+                    passed: false,
+                },
+            }
+        })
+        .collect()
+}
+
+/// Per env id (in order of first appearance): episodes, passed, largest deviations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EnvSummary {
+    pub env: String,
+    pub episodes: usize,
+    pub passed: usize,
+    pub max_obs_dev: f64,
+    pub max_reward_dev: f64,
+}
+
+/// Aggregates episode reports per env id.
+pub fn summarize(reports: &[EpisodeReport]) -> Vec<EnvSummary> {
+    let mut out: Vec<EnvSummary> = Vec::new();
+    for r in reports {
+        let s = match out.iter_mut().position(|s| s.env == r.env) {
+            Some(p) => &mut out[p],
+            None => {
+                out.push(EnvSummary {
+                    env: r.env.clone(),
+                    episodes: 0,
+                    passed: 0,
+                    max_obs_dev: 0.0,
+                    max_reward_dev: 0.0,
+                });
+                out.last_mut().expect("just pushed")
+            }
+        };
+        s.episodes += 1;
+        s.passed += usize::from(r.passed);
+        // NaN (episode not replayable) propagates so it is visible.
+        s.max_obs_dev = nan_max(s.max_obs_dev, r.max_obs_dev);
+        s.max_reward_dev = nan_max(s.max_reward_dev, r.max_reward_dev);
+    }
+    out
+}
+
+fn nan_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
