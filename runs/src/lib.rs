@@ -5,3 +5,5 @@ pub mod failure;
 pub mod info;
 pub mod logging;
 pub mod plot;
+pub mod report;
+pub mod sweep;
