@@ -12,6 +12,7 @@
 //! - [`VecEnv`]: N copies stepped in parallel with auto-reset.
 //! - [`reference`]: replaying recorded Gymnasium trajectories (`fixar env check`).
 
+pub mod bridge;
 pub mod classic;
 mod error;
 pub mod interop;

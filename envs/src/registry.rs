@@ -50,7 +50,16 @@ pub fn make_native(id: &str) -> Result<Box<dyn Env>, EnvError> {
 /// Gymnasium's own `TimeLimit`). An id neither knows is [`EnvError::UnknownId`],
 /// carrying Gymnasium's message and the native ids.
 pub fn make(id: &str) -> Result<Box<dyn Env>, EnvError> {
-    make_native(id)
+    if let Ok(env) = make_native(id) {
+        return Ok(env);
+    }
+    match crate::bridge::BridgedEnv::new(id, &crate::bridge::BridgeConfig::default()) {
+        Ok(env) => Ok(Box::new(env)),
+        Err(EnvError::UnknownId {
+            gymnasium_message, ..
+        }) => Err(unknown(id, gymnasium_message)),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use crate::EnvError;
 
 /// A box `[low, high]` of float32 vectors; `dim = low.len()`. Bounds may be infinite
 /// (MuJoCo observation spaces are unbounded).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BoxSpace {
     pub low: Vec<f32>,
     pub high: Vec<f32>,

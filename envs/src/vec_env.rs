@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use crate::{make, BoxSpace, Env, EnvError, StepOutcome};
+use crate::{bridge, make, registered_ids, BoxSpace, Env, EnvError, StepOutcome};
 
 /// Native copies are stepped on rayon's pool when there are at least this many; below,
 /// the hand-off costs more than a native step (tens of nanoseconds).
@@ -56,9 +56,17 @@ pub struct VecStep<'a> {
 }
 
 impl VecEnv {
-    /// `n` copies made by [`make`] (native, else bridged: one Python worker per copy).
+    /// `n` copies of `id` as [`make`] makes them: native, else bridged with one Python
+    /// worker per copy (all workers start concurrently).
     pub fn new(id: &str, n: usize) -> Result<Self, EnvError> {
-        let envs = (0..n).map(|_| make(id)).collect::<Result<Vec<_>, _>>()?;
+        let envs = if registered_ids().contains(&id) {
+            (0..n).map(|_| make(id)).collect::<Result<Vec<_>, _>>()?
+        } else {
+            bridge::make_many(id, n, &bridge::BridgeConfig::default())?
+                .into_iter()
+                .map(|e| Box::new(e) as Box<dyn Env>)
+                .collect()
+        };
         Self::from_envs(envs)
     }
 

@@ -1,0 +1,600 @@
+//! The Python Gymnasium bridge: environments without a native port (the MuJoCo tasks
+//! `HalfCheetah-v5`, `Hopper-v5`, `Walker2d-v5`, `InvertedPendulum-v5`, `Reacher-v5`,
+//! ...) run in a Python worker process with the real `gymnasium[mujoco]`.
+//!
+//! - One worker process per env copy (so a [`crate::VecEnv`] of bridged copies steps
+//!   them concurrently), started with the project's Python ([`python_executable`]).
+//! - The worker script (`worker.py`, embedded) talks over stdin/stdout pipes in binary
+//!   frames: a request is `u8 op, u32 length, payload` (the action as little-endian
+//!   float32, a seed, or a state as float64); a response is `u32 length, u8 status, ...`
+//!   (reward f64, flags, float32 observation). JSON only in the start-up handshake.
+//! - Observations are converted to float32 in the worker (MuJoCo computes in float64).
+//!   Actions are passed unclipped: Gymnasium's env clips (or MuJoCo clamps controls)
+//!   exactly as it does in Python.
+//! - `gym.make` adds the registered `TimeLimit`, so `truncated` comes from Gymnasium.
+//! - Failures never hang: every answer is awaited with a timeout ([`BridgeConfig`]); a
+//!   worker that dies or does not answer yields an error naming the env id and the tail
+//!   of the worker's stderr, and a timed-out worker is killed. An unknown id yields
+//!   [`EnvError::UnknownId`] with Gymnasium's own message.
+//! - Clean-up: dropping a [`BridgedEnv`] kills and reaps its worker. If the Rust process
+//!   dies (SIGINT, SIGTERM, a panic that aborts), the worker sees its stdin close or its
+//!   parent change and exits within half a second. (`PR_SET_PDEATHSIG` is not used: it
+//!   fires when the spawning *thread* exits, which would kill workers created from
+//!   short-lived threads.)
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::{BoxSpace, Env, EnvError, StepOutcome};
+
+/// The worker script, run with `python -c`.
+pub const WORKER_SCRIPT: &str = include_str!("worker.py");
+
+/// How much of the worker's stderr is kept for error messages.
+const STDERR_TAIL_BYTES: usize = 4096;
+
+/// How bridged envs are started and how long answers may take.
+#[derive(Clone, Debug)]
+pub struct BridgeConfig {
+    /// The Python interpreter; None: [`python_executable`].
+    pub python: Option<PathBuf>,
+    /// Keyword arguments for `gymnasium.make`, as a JSON object.
+    pub make_kwargs: serde_json::Value,
+    /// Limit for starting Python, importing Gymnasium and making the env.
+    pub startup_timeout: Duration,
+    /// Limit for one `reset` or `step` answer.
+    pub step_timeout: Duration,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            python: None,
+            make_kwargs: serde_json::Value::Object(Default::default()),
+            startup_timeout: Duration::from_secs(120),
+            step_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The project's Python: `$FIXAR_PYTHON` if set, else the workspace's `.venv/bin/python`
+/// (found from this crate's source directory at compile time) if it exists, else
+/// `python3` from `PATH`.
+pub fn python_executable() -> PathBuf {
+    if let Some(p) = std::env::var_os("FIXAR_PYTHON").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python"));
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("python3")
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Bound {
+    Num(f64),
+    Text(String),
+}
+
+impl Bound {
+    fn value(&self) -> Result<f32, String> {
+        match self {
+            Bound::Num(v) => Ok(*v as f32),
+            Bound::Text(t) if t == "inf" => Ok(f32::INFINITY),
+            Bound::Text(t) if t == "-inf" => Ok(f32::NEG_INFINITY),
+            Bound::Text(t) => Err(format!("bad bound {t:?}")),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Handshake {
+    ok: bool,
+    #[serde(default)]
+    unknown_id: bool,
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    obs_low: Vec<Bound>,
+    #[serde(default)]
+    obs_high: Vec<Bound>,
+    #[serde(default)]
+    act_low: Vec<Bound>,
+    #[serde(default)]
+    act_high: Vec<Bound>,
+    #[serde(default)]
+    max_episode_steps: Option<u32>,
+}
+
+fn space(low: &[Bound], high: &[Bound]) -> Result<BoxSpace, String> {
+    let low = low
+        .iter()
+        .map(Bound::value)
+        .collect::<Result<Vec<_>, _>>()?;
+    let high = high
+        .iter()
+        .map(Bound::value)
+        .collect::<Result<Vec<_>, _>>()?;
+    if low.len() != high.len() || low.iter().zip(&high).any(|(l, h)| l > h) {
+        return Err("inconsistent Box bounds".into());
+    }
+    Ok(BoxSpace { low, high })
+}
+
+/// Keeps the last bytes a worker wrote to stderr (also logged at debug level).
+#[derive(Default)]
+struct StderrTail(Mutex<String>);
+
+impl StderrTail {
+    fn push_line(&self, line: &str) {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        t.push_str(line);
+        t.push('\n');
+        if t.len() > 2 * STDERR_TAIL_BYTES {
+            let mut cut = t.len() - STDERR_TAIL_BYTES;
+            while !t.is_char_boundary(cut) {
+                cut += 1;
+            }
+            t.drain(..cut);
+        }
+    }
+
+    fn get(&self) -> String {
+        let t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let start = t.len().saturating_sub(STDERR_TAIL_BYTES);
+        let mut s = start;
+        while !t.is_char_boundary(s) {
+            s += 1;
+        }
+        t[s..].to_string()
+    }
+}
+
+/// A Gymnasium env running in a Python worker process.
+pub struct BridgedEnv {
+    id: String,
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    stderr: Arc<StderrTail>,
+    obs_space: BoxSpace,
+    act_space: BoxSpace,
+    max_episode_steps: Option<u32>,
+    step_timeout: Duration,
+    /// Outgoing request, reused.
+    wbuf: Vec<u8>,
+    /// Incoming frame, reused.
+    rbuf: Vec<u8>,
+    /// A step request was sent and its answer not yet read.
+    pending: bool,
+    /// The worker failed; every call errors.
+    broken: Option<String>,
+}
+
+/// A worker whose process is running but whose handshake has not been read yet.
+pub struct PendingWorker {
+    env: BridgedEnv,
+    startup_timeout: Duration,
+}
+
+impl PendingWorker {
+    /// Starts the worker process for `id` without waiting for it.
+    pub fn spawn(id: &str, cfg: &BridgeConfig) -> Result<Self, EnvError> {
+        let python = cfg.python.clone().unwrap_or_else(python_executable);
+        let mut child = Command::new(&python)
+            .arg("-c")
+            .arg(WORKER_SCRIPT)
+            .arg(id)
+            .arg(cfg.make_kwargs.to_string())
+            .arg(std::process::id().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| EnvError::Bridge {
+                id: id.to_string(),
+                message: format!("cannot start Python `{}`: {e}", python.display()),
+            })?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr_pipe = child.stderr.take().expect("piped stderr");
+        let stderr = Arc::new(StderrTail::default());
+        {
+            let tail = Arc::clone(&stderr);
+            let env_id = id.to_string();
+            std::thread::Builder::new()
+                .name(format!("bridge-stderr-{id}"))
+                .spawn(move || {
+                    use std::io::BufRead;
+                    for line in std::io::BufReader::new(stderr_pipe)
+                        .lines()
+                        .map_while(Result::ok)
+                    {
+                        tracing::debug!(env = %env_id, "worker: {line}");
+                        tail.push_line(&line);
+                    }
+                })
+                .map_err(|e| EnvError::Bridge {
+                    id: id.to_string(),
+                    message: format!("cannot start the stderr reader thread: {e}"),
+                })?;
+        }
+        Ok(Self {
+            env: BridgedEnv {
+                id: id.to_string(),
+                child,
+                stdin,
+                stdout,
+                stderr,
+                obs_space: BoxSpace::default(),
+                act_space: BoxSpace::default(),
+                max_episode_steps: None,
+                step_timeout: cfg.step_timeout,
+                wbuf: Vec::with_capacity(256),
+                rbuf: Vec::with_capacity(1024),
+                pending: false,
+                broken: None,
+            },
+            startup_timeout: cfg.startup_timeout,
+        })
+    }
+
+    /// Reads the handshake: the env's spaces and time limit, or Gymnasium's error.
+    pub fn finish(mut self) -> Result<BridgedEnv, EnvError> {
+        let timeout = self.startup_timeout;
+        let env = &mut self.env;
+        env.read_frame("start-up", timeout)?;
+        let hs: Handshake = serde_json::from_slice(&env.rbuf).map_err(|e| EnvError::Bridge {
+            id: env.id.clone(),
+            message: format!(
+                "bad handshake from the worker ({e}): {}",
+                String::from_utf8_lossy(&env.rbuf)
+            ),
+        })?;
+        if !hs.ok {
+            env.broken = Some(hs.error.clone());
+            return Err(if hs.unknown_id {
+                EnvError::UnknownId {
+                    id: env.id.clone(),
+                    registered: crate::registered_ids()
+                        .into_iter()
+                        .map(String::from)
+                        .collect(),
+                    gymnasium_message: Some(hs.error),
+                }
+            } else {
+                EnvError::Bridge {
+                    id: env.id.clone(),
+                    message: format!("gymnasium.make failed: {}", hs.error),
+                }
+            });
+        }
+        let bad = |m: String| EnvError::Bridge {
+            id: env.id.clone(),
+            message: m,
+        };
+        env.obs_space = space(&hs.obs_low, &hs.obs_high).map_err(bad)?;
+        env.act_space = space(&hs.act_low, &hs.act_high).map_err(|m| EnvError::Bridge {
+            id: env.id.clone(),
+            message: m,
+        })?;
+        env.max_episode_steps = hs.max_episode_steps;
+        tracing::debug!(env = %env.id, pid = env.child.id(), "bridge worker ready");
+        Ok(self.env)
+    }
+}
+
+/// Makes `n` bridged copies of `id`, starting all workers before waiting for any, so
+/// Python's start-up runs concurrently.
+pub fn make_many(id: &str, n: usize, cfg: &BridgeConfig) -> Result<Vec<BridgedEnv>, EnvError> {
+    let pending = (0..n)
+        .map(|_| PendingWorker::spawn(id, cfg))
+        .collect::<Result<Vec<_>, _>>()?;
+    pending.into_iter().map(PendingWorker::finish).collect()
+}
+
+impl BridgedEnv {
+    /// Starts a worker for `id` and waits for its handshake.
+    pub fn new(id: &str, cfg: &BridgeConfig) -> Result<Self, EnvError> {
+        PendingWorker::spawn(id, cfg)?.finish()
+    }
+
+    /// The worker's process id.
+    pub fn worker_pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn fail(&mut self, err: EnvError) -> EnvError {
+        self.broken = Some(err.to_string());
+        self.pending = false;
+        err
+    }
+
+    fn check_usable(&self) -> Result<(), EnvError> {
+        match &self.broken {
+            Some(why) => Err(EnvError::Bridge {
+                id: self.id.clone(),
+                message: format!("the worker is unusable after an earlier failure: {why}"),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The error for a worker that closed its pipe: waits briefly for its exit status.
+    fn died(&mut self, operation: &'static str) -> EnvError {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => break st.to_string(),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Ok(None) => {
+                    let _ = self.child.kill();
+                    break "pipe closed; killed".to_string();
+                }
+                Err(e) => break format!("status unknown: {e}"),
+            }
+        };
+        // Give the stderr reader a moment to collect the last lines (a traceback).
+        std::thread::sleep(Duration::from_millis(50));
+        let err = EnvError::WorkerDied {
+            id: self.id.clone(),
+            operation,
+            status,
+            stderr_tail: self.stderr.get(),
+        };
+        self.fail(err)
+    }
+
+    fn send(&mut self, op: u8, operation: &'static str) -> Result<(), EnvError> {
+        let len = (self.wbuf.len() - 5) as u32;
+        self.wbuf[0] = op;
+        self.wbuf[1..5].copy_from_slice(&len.to_le_bytes());
+        if self.stdin.write_all(&self.wbuf).is_err() {
+            return Err(self.died(operation));
+        }
+        Ok(())
+    }
+
+    /// Reads one response frame (without its length prefix) into `rbuf`.
+    fn read_frame(&mut self, operation: &'static str, timeout: Duration) -> Result<(), EnvError> {
+        let deadline = Instant::now() + timeout;
+        let mut len_buf = [0u8; 4];
+        let mut have = 0usize;
+        let mut want: Option<usize> = None;
+        loop {
+            // Wait for data, bounded by the deadline.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut pfd = libc::pollfd {
+                fd: self.stdout.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = left.as_millis().min(i32::MAX as u128) as i32;
+            // SAFETY: one valid pollfd for the duration of the call.
+            let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                let err = EnvError::Bridge {
+                    id: self.id.clone(),
+                    message: format!("poll on the worker's pipe failed: {e}"),
+                };
+                return Err(self.fail(err));
+            }
+            if r == 0 {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                std::thread::sleep(Duration::from_millis(50));
+                let err = EnvError::WorkerTimeout {
+                    id: self.id.clone(),
+                    operation,
+                    timeout,
+                    stderr_tail: self.stderr.get(),
+                };
+                return Err(self.fail(err));
+            }
+            let n = match want {
+                None => self.stdout.read(&mut len_buf[have..]),
+                Some(total) => self.stdout.read(&mut self.rbuf[have..total]),
+            };
+            let n = match n {
+                Ok(0) => return Err(self.died(operation)),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(self.died(operation)),
+            };
+            have += n;
+            match want {
+                None if have == 4 => {
+                    let total = u32::from_le_bytes(len_buf) as usize;
+                    self.rbuf.clear();
+                    self.rbuf.resize(total, 0);
+                    want = Some(total);
+                    have = 0;
+                    if total == 0 {
+                        return Ok(());
+                    }
+                }
+                Some(total) if have == total => return Ok(()),
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads a response and turns status 1 into [`EnvError::Python`].
+    fn read_answer(&mut self, operation: &'static str) -> Result<(), EnvError> {
+        self.read_frame(operation, self.step_timeout)?;
+        match self.rbuf.first() {
+            Some(0) => Ok(()),
+            Some(1) => Err(EnvError::Python {
+                id: self.id.clone(),
+                operation,
+                message: String::from_utf8_lossy(&self.rbuf[1..]).into_owned(),
+            }),
+            _ => {
+                let err = EnvError::Bridge {
+                    id: self.id.clone(),
+                    message: format!("malformed `{operation}` answer from the worker"),
+                };
+                Err(self.fail(err))
+            }
+        }
+    }
+
+    /// Copies `n` float32 observation elements starting at `at` in the answer.
+    fn take_obs(&mut self, at: usize, obs: &mut [f32]) -> Result<(), EnvError> {
+        let n = self
+            .rbuf
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+        let body = n.and_then(|n| self.rbuf.get(at + 4..at + 4 + 4 * n));
+        match body {
+            Some(body) if body.len() == 4 * obs.len() => {
+                for (o, c) in obs.iter_mut().zip(body.chunks_exact(4)) {
+                    *o = f32::from_le_bytes(c.try_into().expect("4 bytes"));
+                }
+                Ok(())
+            }
+            _ => {
+                let err = EnvError::Bridge {
+                    id: self.id.clone(),
+                    message: "observation of the wrong size from the worker".into(),
+                };
+                Err(self.fail(err))
+            }
+        }
+    }
+
+    fn begin_request(&mut self) {
+        self.wbuf.clear();
+        self.wbuf.extend_from_slice(&[0u8; 5]);
+    }
+}
+
+impl Env for BridgedEnv {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn observation_space(&self) -> &BoxSpace {
+        &self.obs_space
+    }
+    fn action_space(&self) -> &BoxSpace {
+        &self.act_space
+    }
+    fn max_episode_steps(&self) -> Option<u32> {
+        self.max_episode_steps
+    }
+
+    fn reset(&mut self, seed: Option<u64>, obs: &mut [f32]) -> Result<(), EnvError> {
+        self.check_usable()?;
+        self.obs_space.check_obs_buffer(&self.id, obs)?;
+        if self.pending {
+            self.step_wait_raw()?;
+        }
+        self.begin_request();
+        self.wbuf.push(u8::from(seed.is_some()));
+        self.wbuf
+            .extend_from_slice(&seed.unwrap_or(0).to_le_bytes());
+        self.send(b'R', "reset")?;
+        self.read_answer("reset")?;
+        self.take_obs(1, obs)
+    }
+
+    fn step(&mut self, action: &[f32], obs: &mut [f32]) -> Result<StepOutcome, EnvError> {
+        self.step_start(action)?;
+        self.step_wait(obs)
+    }
+
+    fn reset_to_state(&mut self, state: &[f64], obs: &mut [f32]) -> Result<(), EnvError> {
+        self.check_usable()?;
+        self.obs_space.check_obs_buffer(&self.id, obs)?;
+        if let Some(v) = state.iter().find(|v| !v.is_finite()) {
+            return Err(EnvError::InvalidState {
+                id: self.id.clone(),
+                reason: format!("non-finite value {v}"),
+            });
+        }
+        if self.pending {
+            self.step_wait_raw()?;
+        }
+        self.begin_request();
+        for v in state {
+            self.wbuf.extend_from_slice(&v.to_le_bytes());
+        }
+        self.send(b'T', "reset_to_state")?;
+        self.read_answer("reset_to_state")?;
+        self.take_obs(1, obs)
+    }
+
+    fn step_start(&mut self, action: &[f32]) -> Result<bool, EnvError> {
+        self.check_usable()?;
+        self.act_space.check_action(&self.id, action)?;
+        if self.pending {
+            return Err(EnvError::Bridge {
+                id: self.id.clone(),
+                message: "step_start while a step is pending".into(),
+            });
+        }
+        self.begin_request();
+        for v in action {
+            self.wbuf.extend_from_slice(&v.to_le_bytes());
+        }
+        self.send(b'S', "step")?;
+        self.pending = true;
+        Ok(true)
+    }
+
+    fn step_wait(&mut self, obs: &mut [f32]) -> Result<StepOutcome, EnvError> {
+        self.check_usable()?;
+        self.obs_space.check_obs_buffer(&self.id, obs)?;
+        if !self.pending {
+            return Err(EnvError::Bridge {
+                id: self.id.clone(),
+                message: "step_wait without step_start".into(),
+            });
+        }
+        let out = self.step_wait_raw()?;
+        self.take_obs(11, obs)?;
+        Ok(out)
+    }
+}
+
+impl BridgedEnv {
+    /// Reads a pending step's answer; the observation stays in `rbuf` at offset 11.
+    fn step_wait_raw(&mut self) -> Result<StepOutcome, EnvError> {
+        self.pending = false;
+        self.read_answer("step")?;
+        if self.rbuf.len() < 15 {
+            let err = EnvError::Bridge {
+                id: self.id.clone(),
+                message: "short step answer from the worker".into(),
+            };
+            return Err(self.fail(err));
+        }
+        let reward = f64::from_le_bytes(self.rbuf[1..9].try_into().expect("8 bytes"));
+        Ok(StepOutcome {
+            reward,
+            terminated: self.rbuf[9] != 0,
+            truncated: self.rbuf[10] != 0,
+        })
+    }
+}
+
+impl Drop for BridgedEnv {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,190 @@
+//! The Python Gymnasium bridge against the real `gymnasium[mujoco]` in the project's
+//! venv: MuJoCo stepping, ground-truth replay through the bridge, error paths (unknown
+//! id, killed worker, hung worker) and clean-up.
+
+use std::time::{Duration, Instant};
+
+use envs::bridge::{self, BridgeConfig, BridgedEnv};
+use envs::reference::{self, DEFAULT_TOLERANCE};
+use envs::{make, Env, EnvError, VecEnv};
+
+fn process_exists(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+#[test]
+fn mujoco_inverted_pendulum_steps_through_the_bridge() {
+    let mut env = make("InvertedPendulum-v5").expect("bridged env");
+    assert_eq!(env.observation_space().dim(), 4);
+    assert_eq!(env.action_space().dim(), 1);
+    assert_eq!(env.action_space().high, vec![3.0]);
+    assert_eq!(env.max_episode_steps(), Some(1000));
+    let (mut a, mut b) = ([0.0f32; 4], [0.0f32; 4]);
+    env.reset(Some(3), &mut a).unwrap();
+    env.reset(Some(3), &mut b).unwrap();
+    assert_eq!(a, b, "Gymnasium seeding is deterministic");
+    // Pushing constantly one way topples the pole: v5 pays 1 per step in which the pole
+    // is still up, 0 on the terminating step.
+    let mut steps = 0;
+    let mut total = 0.0;
+    loop {
+        let out = env.step(&[3.0], &mut a).unwrap();
+        steps += 1;
+        total += out.reward;
+        if out.terminated || out.truncated {
+            assert!(out.terminated && steps < 200, "steps {steps}");
+            break;
+        }
+    }
+    assert_eq!(total, (steps - 1) as f64);
+    assert!(a[1].abs() > 0.2, "pole angle at termination {a:?}");
+    // Bad input is rejected on the Rust side, the worker stays usable.
+    assert!(matches!(
+        env.step(&[f32::NAN], &mut a),
+        Err(EnvError::NonFiniteAction { .. })
+    ));
+    assert!(matches!(
+        env.step(&[0.0, 0.0], &mut a),
+        Err(EnvError::ActionLength { .. })
+    ));
+    env.reset(None, &mut a).unwrap();
+    env.step(&[0.0], &mut a).unwrap();
+}
+
+#[test]
+fn bridged_gymnasium_reproduces_the_reference_file() {
+    // The bridge's reset_to_state + step path against the recorded ground truth: checks
+    // the protocol carries actions, rewards, flags and observations without loss.
+    let dir = std::env::var("FIXAR_SHARED_DIR").unwrap_or_else(|_| env!("FIXAR_SHARED_DIR").into());
+    let text =
+        std::fs::read_to_string(format!("{dir}/testdata/gymnasium/classic_control.json")).unwrap();
+    let file = reference::parse(&text).unwrap();
+    for id in ["Pendulum-v1", "MountainCarContinuous-v0"] {
+        let mut env = BridgedEnv::new(id, &BridgeConfig::default()).unwrap();
+        let ep = file.episodes.iter().position(|e| e.env == id).unwrap();
+        let r = reference::replay_on(&mut env, &file.episodes[ep], ep, DEFAULT_TOLERANCE);
+        assert!(r.passed, "{r:?}");
+    }
+}
+
+#[test]
+fn unknown_id_shows_gymnasium_message_and_native_ids() {
+    let err = make("NoSuchEnv-v0").err().expect("unknown id fails");
+    let msg = err.to_string();
+    assert!(matches!(err, EnvError::UnknownId { .. }), "{msg}");
+    assert!(msg.contains("doesn't exist"), "Gymnasium's message: {msg}");
+    for id in envs::registered_ids() {
+        assert!(msg.contains(id), "{msg}");
+    }
+}
+
+#[test]
+fn killed_worker_is_an_error_naming_the_env_not_a_hang() {
+    let cfg = BridgeConfig {
+        step_timeout: Duration::from_secs(20),
+        ..BridgeConfig::default()
+    };
+    let mut env = BridgedEnv::new("InvertedPendulum-v5", &cfg).unwrap();
+    let mut obs = [0.0f32; 4];
+    env.reset(Some(0), &mut obs).unwrap();
+    // SAFETY: killing our own child process.
+    unsafe { libc::kill(env.worker_pid() as i32, libc::SIGKILL) };
+    let t = Instant::now();
+    let err = env.step(&[0.0], &mut obs).expect_err("dead worker");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    let msg = err.to_string();
+    assert!(matches!(err, EnvError::WorkerDied { .. }), "{msg}");
+    assert!(msg.contains("InvertedPendulum-v5"), "{msg}");
+    // Later calls fail fast too.
+    assert!(env.reset(None, &mut obs).is_err());
+}
+
+#[test]
+fn hung_worker_times_out_and_is_killed() {
+    let cfg = BridgeConfig {
+        step_timeout: Duration::from_millis(700),
+        ..BridgeConfig::default()
+    };
+    let mut env = BridgedEnv::new("InvertedPendulum-v5", &cfg).unwrap();
+    let pid = env.worker_pid();
+    let mut obs = [0.0f32; 4];
+    env.reset(Some(0), &mut obs).unwrap();
+    // SAFETY: stopping our own child process.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let t = Instant::now();
+    let err = env.step(&[0.0], &mut obs).expect_err("stopped worker");
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(600) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    let msg = err.to_string();
+    assert!(matches!(err, EnvError::WorkerTimeout { .. }), "{msg}");
+    assert!(msg.contains("InvertedPendulum-v5"), "{msg}");
+    assert!(
+        !process_exists(pid),
+        "timed-out worker was killed and reaped"
+    );
+}
+
+#[test]
+fn workers_exit_on_drop_and_when_their_stdin_closes() {
+    let env = BridgedEnv::new("InvertedPendulum-v5", &BridgeConfig::default()).unwrap();
+    let pid = env.worker_pid();
+    assert!(process_exists(pid));
+    drop(env);
+    assert!(!process_exists(pid));
+
+    // A parent that dies closes the worker's stdin: the worker must leave by itself.
+    let mut child = std::process::Command::new(bridge::python_executable())
+        .arg("-c")
+        .arg(bridge::WORKER_SCRIPT)
+        .arg("Pendulum-v1")
+        .arg("{}")
+        .arg(std::process::id().to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdin.take());
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "worker did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn vector_env_of_bridged_copies_matches_single_copies() {
+    let n = 2;
+    let copies = bridge::make_many("InvertedPendulum-v5", n, &BridgeConfig::default()).unwrap();
+    let mut v = VecEnv::from_envs(
+        copies
+            .into_iter()
+            .map(|e| Box::new(e) as Box<dyn Env>)
+            .collect(),
+    )
+    .unwrap();
+    v.reset(Some(40)).unwrap();
+    let mut single = BridgedEnv::new("InvertedPendulum-v5", &BridgeConfig::default()).unwrap();
+    let mut o = [0.0f32; 4];
+    single.reset(Some(41), &mut o).unwrap();
+    assert_eq!(&v.observations()[4..8], &o);
+    let actions = [0.5f32, -0.4];
+    for _ in 0..30 {
+        let r = single.step(&actions[1..], &mut o).unwrap();
+        let s = v.step(&actions).unwrap();
+        assert_eq!(s.outcomes[1], r);
+        if r.done() {
+            assert_eq!(&s.final_obs[4..8], &o);
+            break;
+        }
+        assert_eq!(&s.obs[4..8], &o);
+    }
+}
