@@ -1,0 +1,314 @@
+//! One training iteration of an actor-critic agent, split into the phases the
+//! accelerator runs, each a list of GEMMs and element-wise update passes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::workload::{Algo, Workload};
+
+/// A phase of one training iteration (plus action inference, which is one too: the
+/// environment step that feeds the replay buffer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Actor forward on the current state(s) to choose the action for the environment.
+    ActionInference,
+    /// Target actor forward on the next states: a' = mu'(s').
+    TargetActor,
+    /// Target critic(s) forward on (s', a').
+    TargetCritic,
+    /// Critic(s) forward on (s, a) from the replay batch.
+    CriticForward,
+    /// Critic(s) backward: input errors (all but the first layer) and weight gradients.
+    CriticBackward,
+    /// Critic weight update.
+    CriticUpdate,
+    /// Actor forward on s, then critic 1 forward on (s, mu(s)) for the actor loss.
+    ActorForward,
+    /// Backward through critic 1 to its action input, then through the actor with its
+    /// weight gradients.
+    ActorBackward,
+    /// Actor weight update.
+    ActorUpdate,
+    /// Soft (Polyak) update of every target network.
+    TargetUpdate,
+    /// Replay-batch fetch from off-chip memory not hidden behind the previous iteration's
+    /// compute (stall cycles only).
+    ReplayFetch,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 11] = [
+        Phase::ActionInference,
+        Phase::TargetActor,
+        Phase::TargetCritic,
+        Phase::CriticForward,
+        Phase::CriticBackward,
+        Phase::CriticUpdate,
+        Phase::ActorForward,
+        Phase::ActorBackward,
+        Phase::ActorUpdate,
+        Phase::TargetUpdate,
+        Phase::ReplayFetch,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::ActionInference => "action inference",
+            Phase::TargetActor => "target actor",
+            Phase::TargetCritic => "target critic",
+            Phase::CriticForward => "critic forward",
+            Phase::CriticBackward => "critic backward",
+            Phase::CriticUpdate => "critic update",
+            Phase::ActorForward => "actor forward",
+            Phase::ActorBackward => "actor backward",
+            Phase::ActorUpdate => "actor update",
+            Phase::TargetUpdate => "target update",
+            Phase::ReplayFetch => "replay fetch (stall)",
+        }
+    }
+}
+
+/// Which GEMM dimension carries the batch; decides how intra-batch parallelism splits it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchAxis {
+    /// Forward and input-error GEMMs: the streamed rows are samples.
+    M,
+    /// Weight-gradient GEMMs: the reduction runs over samples, so split partial
+    /// gradients are summed across cores.
+    K,
+}
+
+/// Where the stationary operand (the one held in the PE registers) comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stationary {
+    /// Weights from the weight memory (transposed indexing for input errors).
+    Weights,
+    /// Errors from the activation/error buffer (weight gradients).
+    Buffer,
+}
+
+/// Y (m x n) = X (m x k) . S (k x n), with S stationary in the PE array and X streamed
+/// one row per cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gemm {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub batch_axis: BatchAxis,
+    pub stationary: Stationary,
+}
+
+impl Gemm {
+    pub fn macs(&self) -> u64 {
+        (self.m * self.k * self.n) as u64
+    }
+}
+
+/// An element-wise pass over parameters (optimizer step or soft target update).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParamPass {
+    pub params: u64,
+    /// On-chip words written per parameter (to every core's weight-memory replica at once).
+    pub writes_per_param: u64,
+    /// Off-chip words read or written per parameter (optimizer state).
+    pub offchip_words_per_param: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Gemm(Gemm),
+    Params(ParamPass),
+}
+
+/// A phase with its operations and how often it runs per training iteration
+/// (1/policy_delay for TD3's delayed actor and target updates).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PhasePlan {
+    pub phase: Phase,
+    pub runs_per_iteration: f64,
+    pub ops: Vec<Op>,
+}
+
+/// A workload split into phases, built once and evaluated against many configurations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub workload: Workload,
+    pub phases: Vec<PhasePlan>,
+    /// Off-chip bytes of one replay batch: (s, a, r, s', done) per sample.
+    pub replay_bytes: u64,
+    /// Words of weights held in every core's weight memory (all online and target
+    /// networks, two FXP16 weights per 32-bit word).
+    pub weight_words: u64,
+    /// The largest single layer's weight words, and which layer it is.
+    pub largest_layer: (String, u64),
+    /// Words one sample's stored activations and errors take in the buffer.
+    pub buffer_words_per_sample: u64,
+}
+
+fn forward(widths: &[usize], batch: usize, ops: &mut Vec<Op>) {
+    for p in widths.windows(2) {
+        ops.push(Op::Gemm(Gemm {
+            m: batch,
+            k: p[0],
+            n: p[1],
+            batch_axis: BatchAxis::M,
+            stationary: Stationary::Weights,
+        }));
+    }
+}
+
+/// Backward from the output layer down: input errors for layer l (skipped for the
+/// first layer unless `input_errors`), weight gradients when `grads`.
+fn backward(widths: &[usize], batch: usize, input_errors: bool, grads: bool, ops: &mut Vec<Op>) {
+    for l in (0..widths.len() - 1).rev() {
+        let (fan_in, fan_out) = (widths[l], widths[l + 1]);
+        if grads {
+            ops.push(Op::Gemm(Gemm {
+                m: fan_in,
+                k: batch,
+                n: fan_out,
+                batch_axis: BatchAxis::K,
+                stationary: Stationary::Buffer,
+            }));
+        }
+        if l > 0 || input_errors {
+            ops.push(Op::Gemm(Gemm {
+                m: batch,
+                k: fan_out,
+                n: fan_in,
+                batch_axis: BatchAxis::M,
+                stationary: Stationary::Weights,
+            }));
+        }
+    }
+}
+
+impl Plan {
+    /// Splits one training iteration of `w` into phases. The workload is assumed valid
+    /// (`Workload::validate`).
+    pub fn new(w: &Workload) -> Plan {
+        let actor = w.actor_widths();
+        let critic = w.critic_widths();
+        let b = w.batch;
+        let critics = w.critics();
+        let delayed = 1.0 / w.policy_delay() as f64;
+        let opt = w.optimizer;
+        let update = |params: u64| {
+            Op::Params(ParamPass {
+                params,
+                writes_per_param: 1,
+                offchip_words_per_param: opt.offchip_words_per_param(),
+            })
+        };
+        let mut phases = Vec::new();
+        let mut push = |phase, runs, ops| {
+            phases.push(PhasePlan {
+                phase,
+                runs_per_iteration: runs,
+                ops,
+            })
+        };
+
+        let mut ops = Vec::new();
+        forward(&actor, w.inference_batch, &mut ops);
+        push(Phase::ActionInference, 1.0, ops);
+
+        let mut ops = Vec::new();
+        forward(&actor, b, &mut ops);
+        push(Phase::TargetActor, 1.0, ops);
+
+        let mut ops = Vec::new();
+        for _ in 0..critics {
+            forward(&critic, b, &mut ops);
+        }
+        push(Phase::TargetCritic, 1.0, ops.clone());
+        push(Phase::CriticForward, 1.0, ops);
+
+        let mut ops = Vec::new();
+        for _ in 0..critics {
+            backward(&critic, b, false, true, &mut ops);
+        }
+        push(Phase::CriticBackward, 1.0, ops);
+        push(
+            Phase::CriticUpdate,
+            1.0,
+            vec![update(w.critic_params() * critics as u64)],
+        );
+
+        let mut ops = Vec::new();
+        forward(&actor, b, &mut ops);
+        forward(&critic, b, &mut ops);
+        push(Phase::ActorForward, delayed, ops);
+
+        let mut ops = Vec::new();
+        backward(&critic, b, true, false, &mut ops);
+        backward(&actor, b, false, true, &mut ops);
+        push(Phase::ActorBackward, delayed, ops);
+        push(Phase::ActorUpdate, delayed, vec![update(w.actor_params())]);
+
+        let target_params = w.actor_params() + w.critic_params() * critics as u64;
+        push(
+            Phase::TargetUpdate,
+            delayed,
+            vec![Op::Params(ParamPass {
+                params: target_params,
+                writes_per_param: 1,
+                offchip_words_per_param: 0,
+            })],
+        );
+        push(Phase::ReplayFetch, 1.0, Vec::new());
+
+        let per_word = if w.precision.bits() == 16 { 2 } else { 1 };
+        let words = |params: u64| params.div_ceil(per_word);
+        // Online and target copies of the actor and every critic.
+        let weight_words = 2 * words(target_params);
+        let mut largest = (String::new(), 0u64);
+        for (net, widths) in [("actor", &actor), ("critic", &critic)] {
+            for (l, p) in widths.windows(2).enumerate() {
+                let ws = words((p[0] * p[1] + p[1]) as u64);
+                if ws > largest.1 {
+                    largest = (format!("{net} layer {l} ({}x{})", p[0], p[1]), ws);
+                }
+            }
+        }
+        // Activations of every layer of the actor and the critics, plus their errors.
+        let acts: usize = actor.iter().sum::<usize>() + critics * critic.iter().sum::<usize>();
+        let replay_words = 2 * w.obs_dim + w.act_dim + 2;
+        Plan {
+            workload: w.clone(),
+            phases,
+            replay_bytes: (b * replay_words) as u64 * (w.precision.bits() as u64 / 8),
+            weight_words,
+            largest_layer: largest,
+            buffer_words_per_sample: words(2 * acts as u64),
+        }
+    }
+
+    /// MACs of one training iteration (phases weighted by how often they run).
+    pub fn training_macs(&self) -> f64 {
+        self.phases
+            .iter()
+            .map(|p| {
+                p.runs_per_iteration
+                    * p.ops
+                        .iter()
+                        .map(|o| match o {
+                            Op::Gemm(g) => g.macs() as f64,
+                            Op::Params(_) => 0.0,
+                        })
+                        .sum::<f64>()
+            })
+            .sum()
+    }
+}
+
+impl Algo {
+    pub fn name(self) -> &'static str {
+        match self {
+            Algo::Ddpg => "DDPG",
+            Algo::Td3 => "TD3",
+        }
+    }
+}
