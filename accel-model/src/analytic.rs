@@ -54,6 +54,8 @@ pub struct ArrayGeom {
     pub weight_load: u64,
     /// Cycles to load one stationary tile from the activation/error buffer.
     pub buffer_load: u64,
+    pub weight_read_bits: usize,
+    pub buffer_read_bits: usize,
     /// Cycles from a row entering the array to its column sums reaching the output buffer.
     pub latency: u64,
 }
@@ -94,6 +96,8 @@ impl ArrayGeom {
             lanes: precision.lanes(),
             weight_load: div_ceil(tile_bits, hw.weight_memory.read_bits) as u64,
             buffer_load: div_ceil(tile_bits, hw.buffers.read_bits) as u64,
+            weight_read_bits: hw.weight_memory.read_bits,
+            buffer_read_bits: hw.buffers.read_bits,
             latency: 2 + ceil_log2(hw.pe_rows),
         }
     }
@@ -107,6 +111,14 @@ impl ArrayGeom {
         match s {
             Stationary::Weights => self.weight_load,
             Stationary::Buffer => self.buffer_load,
+        }
+    }
+
+    /// Bits per cycle the stationary operand's memory delivers.
+    pub fn read_bits(&self, s: Stationary) -> usize {
+        match s {
+            Stationary::Weights => self.weight_read_bits,
+            Stationary::Buffer => self.buffer_read_bits,
         }
     }
 

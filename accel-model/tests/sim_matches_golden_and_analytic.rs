@@ -1,0 +1,207 @@
+//! The cycle-level simulator against quant's golden GEMM (bit for bit) and against the
+//! analytic model (cycle for cycle), over shapes, arrays, precisions and mappings.
+
+use accel_model::analytic::{ArrayGeom, Mapping};
+use accel_model::plan::{BatchAxis, Gemm, Op, Plan, Stationary};
+use accel_model::sim::{simulate_gemm, GemmData};
+use accel_model::{presets, HwConfig, Precision, Workload};
+use quant::{FxFormat, Overflow, Rounding};
+
+/// xorshift64*: deterministic test data without a rand dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn codes(&mut self, n: usize, f: &FxFormat) -> Vec<i64> {
+        let span = (f.raw_max() as i128 - f.raw_min() as i128 + 1) as u128;
+        (0..n)
+            .map(|_| (f.raw_min() as i128 + (self.next() as u128 % span) as i128) as i64)
+            .collect()
+    }
+}
+
+fn hw(rows: usize, cols: usize, cores: usize, read_bits: usize) -> HwConfig {
+    let mut hw = presets::load("fixar-u50").unwrap().hw;
+    hw.pe_rows = rows;
+    hw.pe_cols = cols;
+    hw.cores = cores;
+    hw.weight_memory.read_bits = read_bits;
+    hw.buffers.read_bits = read_bits / 2;
+    hw
+}
+
+fn formats(p: Precision) -> (FxFormat, FxFormat, FxFormat) {
+    match p {
+        Precision::Fxp16 => (
+            FxFormat::signed(16, 6).unwrap(),
+            FxFormat::signed(16, 2).unwrap(),
+            FxFormat::signed(16, 7)
+                .unwrap()
+                .with_modes(Rounding::RndConv, Overflow::Sat),
+        ),
+        Precision::Fxp32 => (
+            FxFormat::signed(32, 12).unwrap(),
+            FxFormat::signed(32, 4).unwrap(),
+            FxFormat::signed(32, 14)
+                .unwrap()
+                .with_modes(Rounding::Rnd, Overflow::Wrap),
+        ),
+    }
+}
+
+fn check(
+    geom: &ArrayGeom,
+    g: &Gemm,
+    p: Precision,
+    mapping: Mapping,
+    rng: &mut Rng,
+    with_bias: bool,
+) {
+    let (xf, wf, out) = formats(p);
+    let x = rng.codes(g.m * g.k, &xf);
+    let w = rng.codes(g.k * g.n, &wf);
+    let bf = FxFormat::signed(p.bits(), 8).unwrap();
+    let b = rng.codes(g.n, &bf);
+    let bias = with_bias.then_some((b.as_slice(), bf));
+    let d = GemmData {
+        x: &x,
+        xf,
+        w: &w,
+        wf,
+        bias,
+        out,
+    };
+    let sim = simulate_gemm(geom, g, &d, mapping);
+    let golden = quant::golden_gemm(
+        &x,
+        &xf,
+        &w,
+        &wf,
+        bias.as_ref().map(|(b, f)| (*b, f)),
+        g.m,
+        g.k,
+        g.n,
+        &out,
+    );
+    assert_eq!(
+        sim.y, golden,
+        "values differ: {g:?} {p:?} {mapping:?} {geom:?}"
+    );
+    let cost = geom.gemm_cost(g, mapping);
+    assert_eq!(
+        sim.cycles, cost.cycles,
+        "cycles differ: {g:?} {p:?} {mapping:?} {geom:?} (sim cores {:?}, reduction {})",
+        sim.core_cycles, sim.reduction_cycles
+    );
+    assert_eq!(sim.reduction_cycles, cost.reduction_cycles);
+    assert_eq!(sim.macs, g.macs());
+}
+
+#[test]
+fn simulator_equals_golden_gemm_and_analytic_cycles_over_shapes_arrays_and_mappings() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let shapes = [
+        (1, 1, 1),
+        (1, 17, 400),
+        (3, 16, 16),
+        (5, 33, 7),
+        (16, 23, 40),
+        (40, 9, 65),
+        (64, 64, 1),
+        (7, 100, 33),
+    ];
+    let arrays = [
+        (16, 16, 4, 512),
+        (8, 8, 3, 512),
+        (4, 8, 2, 96),
+        (16, 4, 5, 256),
+    ];
+    let mut checked = 0;
+    for &(rows, cols, cores, read_bits) in &arrays {
+        let hw = hw(rows, cols, cores, read_bits);
+        for p in [Precision::Fxp16, Precision::Fxp32] {
+            let geom = ArrayGeom::new(&hw, p);
+            for (i, &(m, k, n)) in shapes.iter().enumerate() {
+                for (axis, stationary) in [
+                    (BatchAxis::M, Stationary::Weights),
+                    (BatchAxis::K, Stationary::Buffer),
+                ] {
+                    let g = Gemm {
+                        m,
+                        k,
+                        n,
+                        batch_axis: axis,
+                        stationary,
+                    };
+                    let split = if axis == BatchAxis::M { m } else { k };
+                    let mut maps = vec![Mapping::IntraLayer];
+                    maps.extend(
+                        (1..=cores.min(split)).map(|active| Mapping::IntraBatch { active }),
+                    );
+                    for map in maps {
+                        check(&geom, &g, p, map, &mut rng, i % 2 == 0);
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 300, "{checked}");
+}
+
+#[test]
+fn simulated_phases_of_a_small_td3_iteration_take_the_analytic_cycles() {
+    let mut w = Workload::cleanrl_td3("small", 3, 1, Precision::Fxp16);
+    w.actor_hidden = vec![24, 20];
+    w.critic_hidden = vec![24, 20];
+    w.batch = 12;
+    let mut rng = Rng(7);
+    for p in [Precision::Fxp16, Precision::Fxp32] {
+        w.precision = p;
+        let hw = hw(8, 8, 3, 512);
+        let geom = ArrayGeom::new(&hw, p);
+        let plan = Plan::new(&w);
+        for ph in &plan.phases {
+            for intra_layer in [true, false] {
+                let (cost, maps) = geom.phase_gemms(&ph.ops, intra_layer);
+                let gemms: Vec<&Gemm> = ph
+                    .ops
+                    .iter()
+                    .filter_map(|o| match o {
+                        Op::Gemm(g) => Some(g),
+                        _ => None,
+                    })
+                    .collect();
+                let (xf, wf, out) = formats(p);
+                let mut sim_cycles = 0;
+                for (g, map) in gemms.iter().zip(&maps) {
+                    let x = rng.codes(g.m * g.k, &xf);
+                    let wt = rng.codes(g.k * g.n, &wf);
+                    let d = GemmData {
+                        x: &x,
+                        xf,
+                        w: &wt,
+                        wf,
+                        bias: None,
+                        out,
+                    };
+                    let s = simulate_gemm(&geom, g, &d, *map);
+                    assert_eq!(
+                        s.y,
+                        quant::golden_gemm(&x, &xf, &wt, &wf, None, g.m, g.k, g.n, &out)
+                    );
+                    sim_cycles += s.cycles;
+                }
+                assert_eq!(
+                    sim_cycles, cost.cycles,
+                    "{:?} intra_layer={intra_layer} {p:?}",
+                    ph.phase
+                );
+            }
+        }
+    }
+}
