@@ -1,2 +1,113 @@
 //! DDPG and TD3 whose networks train in fixed point, following the accelerator's
-//! datapath (see `../shared/design/numerics.md`).
+//! datapath (`../shared/design/numerics.md`, "Fixed-point training").
+//!
+//! What this crate is for: training deterministic actor-critic agents with every
+//! forward, backward and optimizer value cast into a fixed-point format (emulated on
+//! libtorch through `quant`), in float32 for reference, or quantization-aware with a
+//! float master copy. Not for: environments (`envs`), formats and casts themselves
+//! (`quant`), run directories, plots and the CLI (`runs`).
+//!
+//! ```no_run
+//! use agents::{config::TrainConfig, trainer::Trainer};
+//! let cfg = TrainConfig { total_timesteps: 20_000, learning_starts: 1_000, ..Default::default() };
+//! let mut t = Trainer::new(cfg, 0, std::path::Path::new("runs/td3-seed0")).unwrap();
+//! let result = t.run(None, &mut |_| {}).unwrap().unwrap();
+//! println!("final eval return {}", result.final_eval_return);
+//! ```
+//!
+//! # Modules
+//! - [`precision`]: tensor classes, per-layer formats, presets (`float32`, `fxp32`,
+//!   `fxp16`), the config's `[formats]` overrides, `Gemm` (fast/exact), `TrainMode`
+//!   (fixed/qat).
+//! - [`mlp`]: the network, explicit forward/backward with a cast at every point.
+//! - [`optim`]: Adam and SGD/momentum in fixed point.
+//! - [`ddpg`], [`td3`]: the algorithms, one file each; [`dpg`]: what they share.
+//! - [`replay`], [`noise`]: replay buffer, exploration noise.
+//! - [`trainer`]: the loop, evaluation, metrics files, checkpoints, resume.
+//! - [`export`]: the actor's integer codes and formats for hardware.
+//!
+//! # The datapath (per layer, batch of B)
+//! forward: `x` (network input cast to `Input`; else the previous layer's activations),
+//! `z = cast_Preact(x W + b)` (products exact, sum exact in `exact` mode, f32 in `fast`
+//! mode), `a = cast_Activation(act(z))`. backward: `dz = cast_Error(da * act'(z))`,
+//! `gW = cast_Grad(x^T dz)`, `gb = cast_Grad(sum_rows dz)`, `dx = cast_Error(dz W^T)`.
+//! update: see below; `W = cast_Weight(W - u)`. Loss gradients enter the backward
+//! already cast into the output layer's `Error` format; TD targets are cast into the
+//! critic output's `Preact` format. Soft target updates are `cast_Weight(t + tau (w - t))`
+//! in the target's formats. Every cast counts elements, saturations, wraps, NaN and Inf
+//! per layer and class (`Layer::stats`), and feeds range observers every
+//! `range_every`-th update (`Layer::ranges`: max |x|, EMA of max, 99.9th percentile).
+//! Hyperparameter constants (beta, lr, tau, gamma, 2/B) are applied at the storage
+//! float's precision; the result is then cast, so each class sees one rounding.
+//!
+//! Storage is f32, or f64 when a format is wider than 24 bits (fxp32): f64 holds every
+//! 32-bit code exactly. `fast` GEMMs run in f32 on the grid values (f32 shadows of W),
+//! `exact` GEMMs through `quant::tensor::exact_linear`, equal to `quant::golden_gemm`
+//! (tested). [`mlp::fast_exact_mismatch`] measures per layer how often fast and exact
+//! casts differ (`fixar bench td3` prints it).
+//!
+//! # Adam and SGD in fixed point
+//! Adam keeps m and **s = sqrt(v)** instead of v, both cast into the `OptState` format:
+//! `m = cast(b1 m + (1 - b1) g)`, `s = cast(sqrt(b2 s^2 + (1 - b2) g^2))`,
+//! `u = cast_Update((lr / bc1) m / (s / sqrt(bc2) + eps))` with `bc_i = 1 - b_i^t`.
+//! Why s: v has the magnitude of g^2 (1e-12 for g = 1e-6), which underflows any format
+//! that also holds m; s has the magnitude of g, so one format fits both. In exact
+//! arithmetic it is the same algorithm. **Square root and division** are computed in
+//! the storage float (f64 for 32-bit formats, f32 up to 24 bits) on the grid values of
+//! s, g and m, and the result is rounded once into the state/update format with that
+//! format's rounding and overflow: what an HLS `sqrt`/divider core of at least the
+//! target's precision followed by an assignment gives. f64's 53-bit results are far
+//! below one LSB of a 32-bit target, so only the final cast rounds (except a double
+//! rounding exactly at a tie, probability about 2^-21 per element). SGD:
+//! `buf = cast_OptState(mu buf + g)`, `u = cast_Update(lr buf)` (mu = 0: `u = cast(lr g)`).
+//! All-float networks (and QAT) take a fused path over the flat parameter tensor.
+//!
+//! # Modes
+//! - Pure fixed point ([`precision::TrainMode::Fixed`], default): explicit backward,
+//!   no float master copy; everything under `tch::no_grad`.
+//! - QAT ([`precision::TrainMode::Qat`]): float master weights; the forward casts
+//!   input, weights, biases, pre-activations and activations with
+//!   `quant::tensor::fake_quant_ste` and libtorch autograd computes the backward (the
+//!   straight-through estimator: identity inside the range, zero where saturated);
+//!   optimizer in float.
+//!
+//! # API for the QAT ladder (issue 6)
+//! - Stable layer names `actor.fc1`..`actor.fc3`, `critic1.fc2`, `critic2_target.fc3`
+//!   (DDPG: `critic.*`); [`dpg::Agent::networks_mut`] lists all networks.
+//! - Formats at run time, per layer and class:
+//!   `net.update_formats(|layer, f| if layer == "critic1.fc1" { f.set(TensorClass::Weight, Some(fmt)) })`
+//!   (recasts stored weights); `net.set_numerics(Gemm::Exact, TrainMode::Qat)`.
+//! - Ranges: `layer.ranges[class.index()].{max_abs, ema, percentile}.range()`;
+//!   counts: `layer.stats` / `layer.take_stats()`.
+//! - Load a run, change precision, train N more, evaluate: `let mut t =
+//!   Trainer::resume(seed_dir)?;` edit `t.agent`'s formats; `t.update_once()` N times
+//!   (the replay buffer is restored); `t.evaluate(episodes)`.
+//!
+//! # API for export and sweeps (issue 8)
+//! - [`export::export_network`]`(agent.actor())`: per layer raw codes + formats;
+//!   [`export::activation_formats`].
+//! - `runs::train::train_run(config, seed, seed_dir, ...)` runs one seed without the
+//!   CLI; every finished `fixar train` writes `summary.json`.
+//!
+//! # Determinism
+//! One RNG stream for init, one for the loop (exploration, replay sampling, target
+//! smoothing noise), one `StochasticSource` per network, all ChaCha8 seeded from the
+//! run seed; env episodes reset with seeds derived from it. On CPU with one libtorch
+//! thread, the same config and seed give byte-identical metrics files, and a run
+//! resumed from a checkpoint equals an uninterrupted one (both tested).
+
+pub mod checkpoint;
+pub mod config;
+pub mod ddpg;
+pub mod dpg;
+pub mod export;
+pub mod mlp;
+pub mod noise;
+pub mod optim;
+pub mod precision;
+pub mod replay;
+pub mod td3;
+pub mod trainer;
+
+pub use dpg::Agent;
+pub use precision::{Gemm, LayerFormats, PrecisionSpec, Preset, TensorClass, TrainMode};

@@ -1,0 +1,230 @@
+//! The training configuration: one flat struct with CleanRL's names and defaults (TOML
+//! keys are the field names; unknown keys are errors).
+
+use serde::{Deserialize, Serialize};
+
+use crate::noise::ExplorationNoise;
+use crate::optim::OptimizerConfig;
+use crate::precision::{FormatsConfig, Gemm, PrecisionSpec, Preset, TrainMode};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algo {
+    Ddpg,
+    Td3,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    Adam,
+    Sgd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoiseKind {
+    Gaussian,
+    Ou,
+}
+
+/// Everything one training run needs besides the seed. Defaults: CleanRL's
+/// `td3_continuous_action.py` (see `../shared/design/agents.md`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub algo: Algo,
+    /// A Gymnasium id: native (`Pendulum-v1`) or through envs' Python bridge.
+    pub env_id: String,
+    pub total_timesteps: u64,
+    /// Uniformly random actions and no updates before this many env steps.
+    pub learning_starts: u64,
+    pub buffer_size: usize,
+    pub batch_size: usize,
+    pub gamma: f64,
+    pub tau: f64,
+    /// Hidden layer widths of actor and critics.
+    pub hidden: Vec<usize>,
+    pub optimizer: OptimizerKind,
+    pub learning_rate: f64,
+    /// Overrides `learning_rate` for the actor / the critics.
+    pub actor_learning_rate: Option<f64>,
+    pub critic_learning_rate: Option<f64>,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_eps: f64,
+    /// SGD momentum (0 = plain SGD).
+    pub momentum: f64,
+    pub exploration: NoiseKind,
+    /// Gaussian exploration std, x action scale.
+    pub exploration_noise: f64,
+    pub ou_theta: f64,
+    pub ou_sigma: f64,
+    pub ou_dt: f64,
+    /// TD3 target policy smoothing std and clip, x action scale.
+    pub policy_noise: f64,
+    pub noise_clip: f64,
+    pub policy_frequency: u64,
+    /// Evaluate every this many env steps (and always at the end).
+    pub eval_every: u64,
+    pub eval_episodes: u32,
+    /// One row of metrics.csv / quant.csv every this many env steps.
+    pub log_every: u64,
+    /// Checkpoint at the first episode end after every this many env steps (and at the end).
+    pub checkpoint_every: u64,
+    /// Feed the range observers on every this-many-th gradient update (0 = never).
+    pub range_every: u64,
+    /// `float32`, `fxp32` or `fxp16`.
+    pub precision: Preset,
+    pub gemm: Gemm,
+    pub mode: TrainMode,
+    /// Per-class, per-network and per-layer format overrides on top of the preset.
+    pub formats: FormatsConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            algo: Algo::Td3,
+            env_id: "Pendulum-v1".into(),
+            total_timesteps: 1_000_000,
+            learning_starts: 25_000,
+            buffer_size: 1_000_000,
+            batch_size: 256,
+            gamma: 0.99,
+            tau: 0.005,
+            hidden: vec![256, 256],
+            optimizer: OptimizerKind::Adam,
+            learning_rate: 3e-4,
+            actor_learning_rate: None,
+            critic_learning_rate: None,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_eps: 1e-8,
+            momentum: 0.9,
+            exploration: NoiseKind::Gaussian,
+            exploration_noise: 0.1,
+            ou_theta: 0.15,
+            ou_sigma: 0.2,
+            ou_dt: 1e-2,
+            policy_noise: 0.2,
+            noise_clip: 0.5,
+            policy_frequency: 2,
+            eval_every: 5_000,
+            eval_episodes: 10,
+            log_every: 1_000,
+            checkpoint_every: 10_000,
+            range_every: 50,
+            precision: Preset::Float32,
+            gemm: Gemm::Fast,
+            mode: TrainMode::Fixed,
+            formats: FormatsConfig::default(),
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn precision_spec(&self) -> PrecisionSpec {
+        PrecisionSpec {
+            preset: self.precision,
+            formats: self.formats.clone(),
+            gemm: self.gemm,
+            mode: self.mode,
+        }
+    }
+
+    fn optimizer_config(&self, lr: f64) -> OptimizerConfig {
+        match self.optimizer {
+            OptimizerKind::Adam => OptimizerConfig::Adam {
+                lr,
+                beta1: self.adam_beta1,
+                beta2: self.adam_beta2,
+                eps: self.adam_eps,
+            },
+            OptimizerKind::Sgd => OptimizerConfig::Sgd {
+                lr,
+                momentum: self.momentum,
+            },
+        }
+    }
+
+    pub fn actor_optimizer(&self) -> OptimizerConfig {
+        self.optimizer_config(self.actor_learning_rate.unwrap_or(self.learning_rate))
+    }
+
+    pub fn critic_optimizer(&self) -> OptimizerConfig {
+        self.optimizer_config(self.critic_learning_rate.unwrap_or(self.learning_rate))
+    }
+
+    pub fn exploration_noise(&self, act_dim: usize) -> ExplorationNoise {
+        match self.exploration {
+            NoiseKind::Gaussian => ExplorationNoise::Gaussian {
+                std: self.exploration_noise,
+            },
+            NoiseKind::Ou => ExplorationNoise::OrnsteinUhlenbeck {
+                theta: self.ou_theta,
+                sigma: self.ou_sigma,
+                dt: self.ou_dt,
+                state: vec![0.0; act_dim],
+            },
+        }
+    }
+
+    /// Value checks serde cannot express; each message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut bad = Vec::new();
+        let mut need = |ok: bool, msg: &str| {
+            if !ok {
+                bad.push(msg.to_string());
+            }
+        };
+        need(
+            self.total_timesteps > 0,
+            "`total_timesteps` must be positive",
+        );
+        need(self.buffer_size > 0, "`buffer_size` must be positive");
+        need(self.batch_size > 0, "`batch_size` must be positive");
+        need(
+            !self.hidden.is_empty() && self.hidden.iter().all(|&h| h > 0),
+            "`hidden` must list positive widths",
+        );
+        need(
+            (0.0..=1.0).contains(&self.gamma),
+            "`gamma` must be in [0, 1]",
+        );
+        need(self.tau > 0.0 && self.tau <= 1.0, "`tau` must be in (0, 1]");
+        need(self.learning_rate > 0.0, "`learning_rate` must be positive");
+        need(
+            self.policy_frequency > 0,
+            "`policy_frequency` must be positive",
+        );
+        need(self.eval_every > 0, "`eval_every` must be positive");
+        need(self.eval_episodes > 0, "`eval_episodes` must be positive");
+        need(self.log_every > 0, "`log_every` must be positive");
+        need(
+            self.checkpoint_every > 0,
+            "`checkpoint_every` must be positive",
+        );
+        let names: Vec<(&str, usize)> = match self.algo {
+            Algo::Td3 => vec![("actor", 3), ("critic1", 3), ("critic2", 3)],
+            Algo::Ddpg => vec![("actor", 3), ("critic", 3)],
+        };
+        let n = self.hidden.len() + 1;
+        let names: Vec<(String, usize)> = names
+            .iter()
+            .flat_map(|(k, _)| [(k.to_string(), n), (format!("{k}_target"), n)])
+            .collect();
+        let refs: Vec<(&str, usize)> = names.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+        for k in self.precision_spec().unknown_names(&refs) {
+            bad.push(format!(
+                "`{k}` names no network or layer of a {:?} agent",
+                self.algo
+            ));
+        }
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(bad.join("; "))
+        }
+    }
+}

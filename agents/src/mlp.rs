@@ -1,0 +1,969 @@
+//! The fixed-point MLP: fully connected layers on tch with an explicit forward, backward
+//! and update and a cast into its format at every point `numerics.md` lists.
+//!
+//! Layout: a layer computes `z = x W + b` with `x` (batch x in), `W` (in x out), `b`
+//! (out), so the forward is one `addmm`. All parameters of a network live in one flat
+//! tensor (`W1, b1, W2, b2, ...`) and all gradients in another, so that float-mode
+//! optimizer steps and soft target updates are a handful of tch calls per network.
+//!
+//! Storage is f32, or f64 when some format is wider than 24 bits (a 32-bit fixed-point
+//! value does not fit f32's 24-bit significand; f64 holds it exactly). In `fast` GEMM
+//! mode with f64 storage, each layer keeps an f32 shadow of `W` and `b`, the GEMM runs
+//! in f32 and its result is cast into the pre-activation format.
+
+use quant::tensor::{exact_linear, fake_quant, fake_quant_ste, QuantStats, StochasticSource};
+use quant::{FxFormat, RangeKind, RangeObserver};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use tch::{Kind, Tensor};
+
+use crate::optim::Optimizer;
+use crate::precision::{layer_name, Gemm, LayerFormats, PrecisionSpec, TensorClass, TrainMode};
+
+/// A layer's nonlinearity.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Activation {
+    Relu,
+    Identity,
+    /// `tanh(z) * scale + offset` per output: the actor's output scaled to the action
+    /// bounds (scale = (high - low) / 2, offset = (high + low) / 2).
+    Tanh {
+        scale: Vec<f32>,
+        offset: Vec<f32>,
+    },
+}
+
+/// Range observers of one tensor class of one layer: max |x| since the start, an EMA of
+/// the per-observation max |x|, and a high percentile of |x|.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RangeTrack {
+    pub max_abs: RangeObserver,
+    pub ema: RangeObserver,
+    pub percentile: RangeObserver,
+}
+
+/// EMA decay and percentile of every `RangeTrack` (one place, so reports can say it).
+pub const RANGE_EMA_DECAY: f64 = 0.99;
+pub const RANGE_QUANTILE: f64 = 0.999;
+
+impl Default for RangeTrack {
+    fn default() -> Self {
+        RangeTrack {
+            max_abs: RangeObserver::new(RangeKind::MaxAbs),
+            ema: RangeObserver::new(RangeKind::Ema {
+                decay: RANGE_EMA_DECAY,
+            }),
+            percentile: RangeObserver::new(RangeKind::Percentile { q: RANGE_QUANTILE }),
+        }
+    }
+}
+
+impl RangeTrack {
+    fn observe(&mut self, xs: &[f32]) {
+        self.max_abs.observe_slice(xs);
+        self.ema.observe_slice(xs);
+        self.percentile.observe_slice(xs);
+    }
+}
+
+/// One fully connected layer and what it saw.
+pub struct Layer {
+    /// Stable name, `<network>.fc<i>` (1-based), e.g. `critic1.fc2`.
+    pub name: String,
+    pub in_dim: usize,
+    pub out_dim: usize,
+    pub activation: Activation,
+    pub formats: LayerFormats,
+    /// Cast statistics per class since the last `take_stats`.
+    pub stats: [QuantStats; 9],
+    /// Range observers per class (fed when the network's `observe` flag is on).
+    pub ranges: [RangeTrack; 9],
+    pub(crate) w_off: usize,
+    pub(crate) b_off: usize,
+    pub(crate) w: Tensor,
+    pub(crate) b: Tensor,
+    gw: Tensor,
+    gb: Tensor,
+    w32: Option<(Tensor, Tensor)>,
+    act_scale: Option<(Tensor, Tensor)>,
+    // Forward caches for the backward: input, pre-activation, output (and f32 input).
+    x: Option<Tensor>,
+    x32: Option<Tensor>,
+    z: Option<Tensor>,
+    a: Option<Tensor>,
+}
+
+/// Where a non-finite value appeared: the place the error message names.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NonFinite {
+    pub layer: String,
+    pub class: TensorClass,
+    pub nan: u64,
+    pub inf: u64,
+}
+
+/// A multi-layer perceptron with its optimizer (none for target networks).
+pub struct Mlp {
+    /// `actor`, `critic1`, `actor_target`, ...
+    pub name: String,
+    pub layers: Vec<Layer>,
+    pub optimizer: Option<Optimizer>,
+    /// Feed the range observers during the next forward/backward/update calls.
+    pub observe: bool,
+    pub(crate) kind: Kind,
+    gemm: Gemm,
+    mode: TrainMode,
+    pub(crate) params: Tensor,
+    pub(crate) grads: Tensor,
+    pub(crate) source: StochasticSource,
+    qat_input: Option<Tensor>,
+    qat_output: Option<Tensor>,
+}
+
+/// Casts `x` into `fmt` (or passes it through when float), counting into `stats` and
+/// feeding `track` when observing. NaN/Inf are counted by quant on the fixed path and
+/// here on the float path only when observing (the float path is checked by the
+/// caller's loss test).
+fn cast_into(
+    fmt: Option<FxFormat>,
+    x: Tensor,
+    stats: &mut QuantStats,
+    track: Option<&mut RangeTrack>,
+    source: &mut StochasticSource,
+) -> Tensor {
+    if let Some(track) = track {
+        observe_into(track, &x);
+    }
+    match fmt {
+        None => x,
+        Some(f) => {
+            let rng = (f.rounding == quant::Rounding::Stochastic).then_some(source);
+            let (y, st) = fake_quant(&x, &f, rng);
+            stats.merge(&st);
+            y
+        }
+    }
+}
+
+fn observe_into(track: &mut RangeTrack, x: &Tensor) {
+    let v: Vec<f32> = Vec::try_from(x.detach().to_kind(Kind::Float).flatten(0, -1))
+        .expect("a float tensor converts to Vec<f32>");
+    track.observe(&v);
+}
+
+fn storage_kind(spec_widths: u32) -> Kind {
+    if spec_widths > 24 {
+        Kind::Double
+    } else {
+        Kind::Float
+    }
+}
+
+impl Layer {
+    pub(crate) fn cast(
+        &mut self,
+        class: TensorClass,
+        x: Tensor,
+        observe: bool,
+        source: &mut StochasticSource,
+    ) -> Tensor {
+        let i = class.index();
+        let track = if observe {
+            Some(&mut self.ranges[i])
+        } else {
+            None
+        };
+        cast_into(
+            self.formats.get(class),
+            x,
+            &mut self.stats[i],
+            track,
+            source,
+        )
+    }
+
+    /// The weight (in x out) and bias (out) tensors: views into the network's flat
+    /// parameters, holding values on their formats' grids.
+    pub fn weight(&self) -> &Tensor {
+        &self.w
+    }
+
+    pub fn bias(&self) -> &Tensor {
+        &self.b
+    }
+
+    /// The last gradients (views into the network's flat gradient tensor).
+    pub fn weight_grad(&self) -> &Tensor {
+        &self.gw
+    }
+
+    pub fn bias_grad(&self) -> &Tensor {
+        &self.gb
+    }
+
+    /// Cast statistics since the last call, then zeroes them.
+    pub fn take_stats(&mut self) -> [QuantStats; 9] {
+        std::mem::take(&mut self.stats)
+    }
+
+    fn act_forward(&self, z: &Tensor) -> Tensor {
+        match (&self.activation, &self.act_scale) {
+            (Activation::Relu, _) => z.relu(),
+            (Activation::Identity, _) => z.shallow_clone(),
+            (Activation::Tanh { .. }, Some((s, o))) => (z.tanh() * s).g_add_(o),
+            (Activation::Tanh { .. }, None) => unreachable!("tanh layers carry scale tensors"),
+        }
+    }
+
+    /// delta_z = delta_a * act'(z) (before the cast).
+    fn act_backward(&self, delta_a: &Tensor, z: &Tensor) -> Tensor {
+        match (&self.activation, &self.act_scale) {
+            (Activation::Relu, _) => z.threshold_backward(delta_a, 0.0),
+            (Activation::Identity, _) => delta_a.shallow_clone(),
+            (Activation::Tanh { .. }, Some((s, _))) => {
+                Tensor::tanh_backward(&(delta_a * s), &z.tanh())
+            }
+            (Activation::Tanh { .. }, None) => unreachable!("tanh layers carry scale tensors"),
+        }
+    }
+
+    fn refresh_shadow(&mut self) {
+        if let Some((w32, b32)) = &mut self.w32 {
+            w32.copy_(&self.w);
+            b32.copy_(&self.b);
+        }
+    }
+}
+
+impl Mlp {
+    /// A network `name` with layer sizes `sizes` (input, hidden..., output), ReLU on the
+    /// hidden layers and `output` on the last, initialised like PyTorch's `nn.Linear`
+    /// (weights and biases uniform in +-1/sqrt(fan_in)) from `rng`, then cast into the
+    /// weight and bias formats.
+    pub fn new(
+        name: &str,
+        sizes: &[usize],
+        output: Activation,
+        precision: &PrecisionSpec,
+        rng: &mut ChaCha8Rng,
+        stochastic_seed: u64,
+    ) -> Self {
+        assert!(sizes.len() >= 2, "an MLP needs input and output sizes");
+        let n_layers = sizes.len() - 1;
+        let formats: Vec<LayerFormats> = (0..n_layers)
+            .map(|i| precision.resolve(name, i, n_layers))
+            .collect();
+        let kind = storage_kind(
+            formats
+                .iter()
+                .map(LayerFormats::max_width)
+                .max()
+                .unwrap_or(0),
+        );
+        let mut flat = Vec::new();
+        for i in 0..n_layers {
+            let (k, n) = (sizes[i], sizes[i + 1]);
+            let bound = 1.0 / (k as f64).sqrt();
+            flat.extend((0..k * n + n).map(|_| rng.gen_range(-bound..bound)));
+        }
+        let params = Tensor::from_slice(&flat).to_kind(kind);
+        let grads = params.zeros_like();
+        let mut layers = Vec::with_capacity(n_layers);
+        let mut off = 0;
+        for i in 0..n_layers {
+            let (k, n) = (sizes[i], sizes[i + 1]);
+            let activation = if i + 1 == n_layers {
+                output.clone()
+            } else {
+                Activation::Relu
+            };
+            layers.push(Layer {
+                name: layer_name(name, i),
+                in_dim: k,
+                out_dim: n,
+                activation,
+                formats: formats[i],
+                stats: Default::default(),
+                ranges: Default::default(),
+                w_off: off,
+                b_off: off + k * n,
+                w: Tensor::new(),
+                b: Tensor::new(),
+                gw: Tensor::new(),
+                gb: Tensor::new(),
+                w32: None,
+                act_scale: None,
+                x: None,
+                x32: None,
+                z: None,
+                a: None,
+            });
+            off += k * n + n;
+        }
+        let mut net = Mlp {
+            name: name.to_string(),
+            layers,
+            optimizer: None,
+            observe: false,
+            kind,
+            gemm: precision.gemm,
+            mode: precision.mode,
+            params,
+            grads,
+            source: StochasticSource::new(stochastic_seed),
+            qat_input: None,
+            qat_output: None,
+        };
+        net.rebuild_views();
+        net.cast_params();
+        net
+    }
+
+    /// A copy of this network under another name (`actor` -> `actor_target`), with the
+    /// target's own formats from `precision` and no optimizer.
+    pub fn target_copy(&self, name: &str, precision: &PrecisionSpec, stochastic_seed: u64) -> Self {
+        let n = self.layers.len();
+        let mut layers = Vec::with_capacity(n);
+        for (i, l) in self.layers.iter().enumerate() {
+            layers.push(Layer {
+                name: layer_name(name, i),
+                in_dim: l.in_dim,
+                out_dim: l.out_dim,
+                activation: l.activation.clone(),
+                formats: precision.resolve(name, i, n),
+                stats: Default::default(),
+                ranges: Default::default(),
+                w_off: l.w_off,
+                b_off: l.b_off,
+                w: Tensor::new(),
+                b: Tensor::new(),
+                gw: Tensor::new(),
+                gb: Tensor::new(),
+                w32: None,
+                act_scale: None,
+                x: None,
+                x32: None,
+                z: None,
+                a: None,
+            });
+        }
+        let kind = storage_kind(
+            layers
+                .iter()
+                .map(|l| l.formats.max_width())
+                .max()
+                .unwrap_or(0),
+        );
+        let params = self.params.detach().to_kind(kind).copy();
+        let mut net = Mlp {
+            name: name.to_string(),
+            layers,
+            optimizer: None,
+            observe: false,
+            kind,
+            gemm: precision.gemm,
+            mode: precision.mode,
+            grads: params.zeros_like(),
+            params,
+            source: StochasticSource::new(stochastic_seed),
+            qat_input: None,
+            qat_output: None,
+        };
+        net.rebuild_views();
+        net.cast_params();
+        net
+    }
+
+    /// Storage float type of parameters and activations (f32, or f64 for > 24-bit formats).
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn gemm(&self) -> Gemm {
+        self.gemm
+    }
+
+    pub fn mode(&self) -> TrainMode {
+        self.mode
+    }
+
+    pub fn in_dim(&self) -> usize {
+        self.layers[0].in_dim
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.layers.last().expect("at least one layer").out_dim
+    }
+
+    /// All parameters as one flat tensor (`W1, b1, W2, b2, ...`, W row-major in x out).
+    pub fn params(&self) -> &Tensor {
+        &self.params
+    }
+
+    /// All gradients, laid out like `params`.
+    pub fn grads(&self) -> &Tensor {
+        &self.grads
+    }
+
+    pub fn stochastic_source(&self) -> &StochasticSource {
+        &self.source
+    }
+
+    pub fn set_stochastic_source(&mut self, source: StochasticSource) {
+        self.source = source;
+    }
+
+    /// True when no layer casts anything: the plain float path (fewest tch calls).
+    pub fn is_float(&self) -> bool {
+        self.layers.iter().all(|l| l.formats.is_all_float())
+    }
+
+    fn rebuild_views(&mut self) {
+        let shadow = self.kind == Kind::Double && self.gemm == Gemm::Fast;
+        for l in &mut self.layers {
+            let (k, n) = (l.in_dim as i64, l.out_dim as i64);
+            l.w = self.params.narrow(0, l.w_off as i64, k * n).view([k, n]);
+            l.b = self.params.narrow(0, l.b_off as i64, n);
+            l.gw = self.grads.narrow(0, l.w_off as i64, k * n).view([k, n]);
+            l.gb = self.grads.narrow(0, l.b_off as i64, n);
+            l.w32 = shadow.then(|| (l.w.to_kind(Kind::Float), l.b.to_kind(Kind::Float)));
+            l.act_scale = match &l.activation {
+                Activation::Tanh { scale, offset } => Some((
+                    Tensor::from_slice(scale).to_kind(self.kind),
+                    Tensor::from_slice(offset).to_kind(self.kind),
+                )),
+                _ => None,
+            };
+            l.x = None;
+            l.x32 = None;
+            l.z = None;
+            l.a = None;
+        }
+        if let Some(opt) = &mut self.optimizer {
+            opt.convert(self.kind);
+        }
+    }
+
+    /// Casts the stored weights and biases into their formats (after init, a format
+    /// change or a load). In QAT mode the master copy stays float.
+    fn cast_params(&mut self) {
+        if self.mode == TrainMode::Qat {
+            return;
+        }
+        let _g = tch::no_grad_guard();
+        for l in &mut self.layers {
+            for class in [TensorClass::Weight, TensorClass::Bias] {
+                let Some(f) = l.formats.get(class) else {
+                    continue;
+                };
+                let t = if class == TensorClass::Weight {
+                    &l.w
+                } else {
+                    &l.b
+                };
+                let rng = (f.rounding == quant::Rounding::Stochastic).then_some(&mut self.source);
+                let (q, st) = fake_quant(t, &f, rng);
+                l.stats[class.index()].merge(&st);
+                let mut dst = t.shallow_clone();
+                dst.copy_(&q);
+            }
+            l.refresh_shadow();
+        }
+    }
+
+    /// Sets new formats for some layers at run time (QAT ladder): `f(layer_name,
+    /// formats)` edits each layer's formats in place. The stored weights are recast
+    /// into the new weight/bias formats (pure fixed-point mode) and the storage type
+    /// follows the widest format.
+    pub fn update_formats(&mut self, mut f: impl FnMut(&str, &mut LayerFormats)) {
+        for l in &mut self.layers {
+            f(&l.name, &mut l.formats);
+        }
+        self.after_format_change();
+    }
+
+    /// Switches GEMM emulation and training mode.
+    pub fn set_numerics(&mut self, gemm: Gemm, mode: TrainMode) {
+        self.gemm = gemm;
+        self.mode = mode;
+        self.after_format_change();
+    }
+
+    fn after_format_change(&mut self) {
+        let kind = storage_kind(
+            self.layers
+                .iter()
+                .map(|l| l.formats.max_width())
+                .max()
+                .unwrap_or(0),
+        );
+        if kind != self.kind {
+            self.kind = kind;
+            self.params = self.params.detach().to_kind(kind);
+            self.grads = self.grads.to_kind(kind);
+        }
+        self.rebuild_views();
+        self.cast_params();
+    }
+
+    /// Overwrites the parameters (a checkpoint load or a target copy), then recasts.
+    pub fn load_params(&mut self, flat: &Tensor) {
+        let _g = tch::no_grad_guard();
+        self.params.copy_(&flat.to_kind(self.kind));
+        for l in &mut self.layers {
+            l.refresh_shadow();
+        }
+    }
+
+    /// The f32 copies of weights must follow every parameter change.
+    pub(crate) fn refresh_shadows(&mut self) {
+        for l in &mut self.layers {
+            l.refresh_shadow();
+        }
+    }
+
+    pub(crate) fn params_mut(&mut self) -> &mut Tensor {
+        &mut self.params
+    }
+
+    /// Casts `x` at layer `layer`'s `class` (for values the algorithm computes outside
+    /// the layers: TD targets into the critic's output pre-activation format, loss
+    /// gradients into its output error format).
+    pub fn cast_at(&mut self, layer: usize, class: TensorClass, x: Tensor) -> Tensor {
+        let observe = self.observe;
+        let l = &mut self.layers[layer];
+        l.cast(class, x, observe, &mut self.source)
+    }
+
+    /// Training forward: caches what the backward needs. `x` is (batch x in) in any
+    /// float kind; the result is (batch x out) in the storage kind.
+    pub fn forward(&mut self, x: &Tensor) -> Tensor {
+        match self.mode {
+            TrainMode::Fixed => {
+                let _g = tch::no_grad_guard();
+                self.forward_fixed(x, true)
+            }
+            TrainMode::Qat => self.forward_qat(x),
+        }
+    }
+
+    /// Forward without caches (target networks): same casts, statistics recorded.
+    pub fn predict(&mut self, x: &Tensor) -> Tensor {
+        let _g = tch::no_grad_guard();
+        match self.mode {
+            TrainMode::Fixed => self.forward_fixed(x, false),
+            TrainMode::Qat => self.forward_qat_nograd(x),
+        }
+    }
+
+    /// Inference forward (acting, evaluation): same casts, no caches, no statistics.
+    pub fn infer(&mut self, x: &Tensor) -> Tensor {
+        let _g = tch::no_grad_guard();
+        if self.mode == TrainMode::Qat {
+            return self.forward_qat_nograd(x);
+        }
+        let saved: Vec<_> = self.layers.iter().map(|l| l.stats).collect();
+        let observe = std::mem::replace(&mut self.observe, false);
+        let y = self.forward_fixed(x, false);
+        self.observe = observe;
+        for (l, s) in self.layers.iter_mut().zip(saved) {
+            l.stats = s;
+        }
+        y
+    }
+
+    fn forward_fixed(&mut self, x: &Tensor, cache: bool) -> Tensor {
+        let observe = self.observe;
+        let kind = self.kind;
+        let gemm = self.gemm;
+        let first_fmt = self.layers[0].formats.get(TensorClass::Input);
+        let mut h = {
+            let l0 = &mut self.layers[0];
+            l0.cast(
+                TensorClass::Input,
+                x.to_kind(kind),
+                observe,
+                &mut self.source,
+            )
+        };
+        let mut x_fmt = first_fmt;
+        for l in &mut self.layers {
+            let pre_fmt = l.formats.get(TensorClass::Preact);
+            let (w_fmt, b_fmt) = (
+                l.formats.get(TensorClass::Weight),
+                l.formats.get(TensorClass::Bias),
+            );
+            let mut x32 = None;
+            let z = match (gemm, x_fmt, w_fmt, b_fmt, pre_fmt) {
+                (Gemm::Exact, Some(xf), Some(wf), Some(bf), Some(zf)) => {
+                    let (z, st) = exact_linear(&h, &xf, &l.w, &wf, Some((&l.b, &bf)), &zf);
+                    if observe {
+                        // The exact path casts inside; observe the float GEMM for ranges.
+                        observe_into(
+                            &mut l.ranges[TensorClass::Preact.index()],
+                            &l.b.addmm(&h, &l.w),
+                        );
+                    }
+                    l.stats[TensorClass::Preact.index()].merge(&st);
+                    z
+                }
+                _ => {
+                    let z = match &l.w32 {
+                        Some((w32, b32)) => {
+                            let h32 = h.to_kind(Kind::Float);
+                            let z = b32.addmm(&h32, w32).to_kind(kind);
+                            x32 = Some(h32);
+                            z
+                        }
+                        None => l.b.addmm(&h, &l.w),
+                    };
+                    l.cast(TensorClass::Preact, z, observe, &mut self.source)
+                }
+            };
+            let a = l.act_forward(&z);
+            let a = l.cast(TensorClass::Activation, a, observe, &mut self.source);
+            if cache {
+                l.x = Some(h);
+                l.x32 = x32;
+                l.z = Some(z);
+                l.a = Some(a.shallow_clone());
+            }
+            x_fmt = l.formats.get(TensorClass::Activation);
+            h = a;
+        }
+        h
+    }
+
+    /// Explicit backward from `delta_out` = dL/d(output) (batch x out, already on the
+    /// output layer's error grid: see `cast_at`). With `param_grads`, writes every
+    /// layer's weight and bias gradients (cast into the gradient format); with
+    /// `input_grad`, returns dL/d(input) (cast into layer 0's error format).
+    pub fn backward(
+        &mut self,
+        delta_out: &Tensor,
+        param_grads: bool,
+        input_grad: bool,
+    ) -> Option<Tensor> {
+        match self.mode {
+            TrainMode::Fixed => {
+                let _g = tch::no_grad_guard();
+                self.backward_fixed(delta_out, param_grads, input_grad)
+            }
+            TrainMode::Qat => self.backward_qat(delta_out, param_grads, input_grad),
+        }
+    }
+
+    fn backward_fixed(
+        &mut self,
+        delta_out: &Tensor,
+        param_grads: bool,
+        input_grad: bool,
+    ) -> Option<Tensor> {
+        let observe = self.observe;
+        let kind = self.kind;
+        let gemm = self.gemm;
+        let n = self.layers.len();
+        let mut d = delta_out.to_kind(kind);
+        for i in (0..n).rev() {
+            let x_fmt = if i == 0 {
+                self.layers[0].formats.get(TensorClass::Input)
+            } else {
+                self.layers[i - 1].formats.get(TensorClass::Activation)
+            };
+            let l = &mut self.layers[i];
+            let z = l.z.take().expect("backward needs a training forward first");
+            let x = l.x.take().expect("backward needs a training forward first");
+            let x32 = l.x32.take();
+            let dz = match l.activation {
+                Activation::Identity => d,
+                _ => {
+                    let dz = l.act_backward(&d, &z);
+                    l.cast(TensorClass::Error, dz, observe, &mut self.source)
+                }
+            };
+            let e_fmt = l.formats.get(TensorClass::Error);
+            let g_fmt = l.formats.get(TensorClass::Grad);
+            let w_fmt = l.formats.get(TensorClass::Weight);
+            let exact = match (gemm, x_fmt, e_fmt, g_fmt, w_fmt) {
+                (Gemm::Exact, Some(xf), Some(ef), Some(gf), Some(wf)) => Some((xf, ef, gf, wf)),
+                _ => None,
+            };
+            let dz32 = (l.w32.is_some() && exact.is_none()).then(|| dz.to_kind(Kind::Float));
+            if param_grads {
+                let (gw, gb) = match exact {
+                    Some((xf, ef, gf, _)) => {
+                        let (gw, s1) = exact_linear(&x.tr().contiguous(), &xf, &dz, &ef, None, &gf);
+                        let ones = Tensor::ones([1, dz.size()[0]], (kind, dz.device()));
+                        let one = FxFormat::new(true, 2, 2, gf.rounding, gf.overflow)
+                            .expect("ap_fixed<2,2> holds 1 exactly");
+                        let (gb, s2) = exact_linear(&ones, &one, &dz, &ef, None, &gf);
+                        if observe {
+                            observe_into(&mut l.ranges[TensorClass::Grad.index()], &x.tr().mm(&dz));
+                        }
+                        let st = &mut l.stats[TensorClass::Grad.index()];
+                        st.merge(&s1);
+                        st.merge(&s2);
+                        (gw, gb.view([-1]))
+                    }
+                    None => match (&x32, &dz32) {
+                        (Some(x32), Some(dz32)) => {
+                            let gw = x32.tr().mm(dz32).to_kind(kind);
+                            let gb = dz.sum_dim_intlist([0i64].as_slice(), false, kind);
+                            (
+                                l.cast(TensorClass::Grad, gw, observe, &mut self.source),
+                                l.cast(TensorClass::Grad, gb, observe, &mut self.source),
+                            )
+                        }
+                        _ if l.formats.get(TensorClass::Grad).is_none() && !observe => {
+                            // Float gradients: straight into the flat gradient buffer.
+                            let _ = x.tr().mm_out(&l.gw, &dz);
+                            let _ = dz.sum_intlist_out(&l.gb, [0i64].as_slice(), false, kind);
+                            (Tensor::new(), Tensor::new())
+                        }
+                        _ => {
+                            let gw = x.tr().mm(&dz);
+                            let gb = dz.sum_dim_intlist([0i64].as_slice(), false, kind);
+                            (
+                                l.cast(TensorClass::Grad, gw, observe, &mut self.source),
+                                l.cast(TensorClass::Grad, gb, observe, &mut self.source),
+                            )
+                        }
+                    },
+                };
+                if gw.defined() {
+                    l.gw.copy_(&gw);
+                    l.gb.copy_(&gb);
+                }
+            }
+            if i == 0 && !input_grad {
+                return None;
+            }
+            let dx = match exact {
+                Some((_, ef, _, wf)) => {
+                    let (dx, st) = exact_linear(&dz, &ef, &l.w.tr().contiguous(), &wf, None, &ef);
+                    let l = &mut self.layers[i];
+                    if observe {
+                        observe_into(&mut l.ranges[TensorClass::Error.index()], &dz.mm(&l.w.tr()));
+                    }
+                    l.stats[TensorClass::Error.index()].merge(&st);
+                    dx
+                }
+                None => {
+                    let dx = match (&self.layers[i].w32, &dz32) {
+                        (Some((w32, _)), Some(dz32)) => dz32.mm(&w32.tr()).to_kind(kind),
+                        _ => dz.mm(&self.layers[i].w.tr()),
+                    };
+                    // delta_x belongs to the layer below (its delta_a), cast in this
+                    // layer's error format.
+                    let l = &mut self.layers[i];
+                    l.cast(TensorClass::Error, dx, observe, &mut self.source)
+                }
+            };
+            d = dx;
+        }
+        Some(d)
+    }
+
+    fn forward_qat(&mut self, x: &Tensor) -> Tensor {
+        let input = x.to_kind(self.kind).detach().set_requires_grad(true);
+        let y = self.qat_graph(&input, true);
+        self.qat_input = Some(input);
+        self.qat_output = Some(y.shallow_clone());
+        y.detach()
+    }
+
+    fn forward_qat_nograd(&mut self, x: &Tensor) -> Tensor {
+        self.qat_graph(&x.to_kind(self.kind), false)
+    }
+
+    /// The QAT forward as an autograd graph over the float master copy, with
+    /// `fake_quant_ste` at the input, weights, biases, pre-activations and activations.
+    fn qat_graph(&mut self, input: &Tensor, record: bool) -> Tensor {
+        let params = if record {
+            self.params.set_requires_grad(true)
+        } else {
+            self.params.detach()
+        };
+        let observe = self.observe && record;
+        let ste = |l: &mut Layer, class: TensorClass, t: Tensor| -> Tensor {
+            if observe {
+                observe_into(&mut l.ranges[class.index()], &t);
+            }
+            match l.formats.get(class) {
+                None => t,
+                Some(f) => {
+                    let (y, st) = fake_quant_ste(&t, &f);
+                    if record {
+                        l.stats[class.index()].merge(&st);
+                    }
+                    y
+                }
+            }
+        };
+        let mut h = ste(
+            &mut self.layers[0],
+            TensorClass::Input,
+            input.shallow_clone(),
+        );
+        for l in &mut self.layers {
+            let (k, n) = (l.in_dim as i64, l.out_dim as i64);
+            let w = params.narrow(0, l.w_off as i64, k * n).view([k, n]);
+            let b = params.narrow(0, l.b_off as i64, n);
+            let w = ste(l, TensorClass::Weight, w);
+            let b = ste(l, TensorClass::Bias, b);
+            let z = ste(l, TensorClass::Preact, b.addmm(&h, &w));
+            let a = l.act_forward(&z);
+            h = ste(l, TensorClass::Activation, a);
+        }
+        h
+    }
+
+    fn backward_qat(
+        &mut self,
+        delta_out: &Tensor,
+        param_grads: bool,
+        input_grad: bool,
+    ) -> Option<Tensor> {
+        let out = self
+            .qat_output
+            .take()
+            .expect("backward needs a training forward first");
+        let input = self
+            .qat_input
+            .take()
+            .expect("backward needs a training forward first");
+        let loss = (out * delta_out.to_kind(self.kind).detach()).sum(self.kind);
+        let mut wrt = Vec::new();
+        if param_grads {
+            wrt.push(self.params.shallow_clone());
+        }
+        if input_grad {
+            wrt.push(input.shallow_clone());
+        }
+        if wrt.is_empty() {
+            return None;
+        }
+        let g = Tensor::run_backward(&[&loss], &wrt, false, false);
+        let _ng = tch::no_grad_guard();
+        let mut g = g.into_iter();
+        if param_grads {
+            let gp = g.next().expect("one gradient per input");
+            self.grads.copy_(&gp);
+        }
+        self.params = self.params.detach();
+        self.rebuild_param_views_only();
+        if input_grad {
+            g.next()
+        } else {
+            None
+        }
+    }
+
+    fn rebuild_param_views_only(&mut self) {
+        for l in &mut self.layers {
+            let (k, n) = (l.in_dim as i64, l.out_dim as i64);
+            l.w = self.params.narrow(0, l.w_off as i64, k * n).view([k, n]);
+            l.b = self.params.narrow(0, l.b_off as i64, n);
+        }
+    }
+
+    /// One optimizer step on the current gradients (panics on a target network).
+    pub fn step(&mut self) {
+        let mut opt = self
+            .optimizer
+            .take()
+            .expect("step on a network without optimizer");
+        opt.step(self);
+        self.optimizer = Some(opt);
+    }
+
+    /// Polyak averaging: self = self + tau (online - self), cast into this network's
+    /// weight and bias formats.
+    pub fn soft_update_from(&mut self, online: &Mlp, tau: f64) {
+        let _g = tch::no_grad_guard();
+        if self.is_float() || self.mode == TrainMode::Qat {
+            let src = online.params.detach().to_kind(self.kind);
+            let _ = self.params.lerp_(&src, tau);
+        } else {
+            let observe = self.observe;
+            for (l, o) in self.layers.iter_mut().zip(&online.layers) {
+                for class in [TensorClass::Weight, TensorClass::Bias] {
+                    let (dst, src) = if class == TensorClass::Weight {
+                        (&l.w, &o.w)
+                    } else {
+                        (&l.b, &o.b)
+                    };
+                    let mixed = dst.lerp(&src.to_kind(self.kind), tau);
+                    let q = cast_into(
+                        l.formats.get(class),
+                        mixed,
+                        &mut l.stats[class.index()],
+                        if observe {
+                            Some(&mut l.ranges[class.index()])
+                        } else {
+                            None
+                        },
+                        &mut self.source,
+                    );
+                    dst.shallow_clone().copy_(&q);
+                }
+            }
+        }
+        self.refresh_shadows();
+    }
+
+    /// Whether any cast met NaN or Inf since the last `take_stats` (cheap: counters only).
+    pub fn has_non_finite_casts(&self) -> bool {
+        self.layers
+            .iter()
+            .any(|l| l.stats.iter().any(|s| s.nan > 0 || s.inf > 0))
+    }
+
+    /// The first layer and class whose casts met NaN or Inf since the last
+    /// `take_stats`, else the first layer whose parameters are non-finite.
+    pub fn find_non_finite(&self) -> Option<NonFinite> {
+        for l in &self.layers {
+            for class in TensorClass::ALL {
+                let s = &l.stats[class.index()];
+                if s.nan > 0 || s.inf > 0 {
+                    return Some(NonFinite {
+                        layer: l.name.clone(),
+                        class,
+                        nan: s.nan,
+                        inf: s.inf,
+                    });
+                }
+            }
+        }
+        let _g = tch::no_grad_guard();
+        let check = |t: &Tensor| -> (u64, u64) {
+            let nan = t.isnan().sum(Kind::Int64).int64_value(&[]) as u64;
+            let inf = t.isinf().sum(Kind::Int64).int64_value(&[]) as u64;
+            (nan, inf)
+        };
+        for l in &self.layers {
+            let probes: [(TensorClass, Option<&Tensor>); 6] = [
+                (TensorClass::Weight, Some(&l.w)),
+                (TensorClass::Bias, Some(&l.b)),
+                (TensorClass::Preact, l.z.as_ref()),
+                (TensorClass::Activation, l.a.as_ref()),
+                (TensorClass::Grad, Some(&l.gw)),
+                (TensorClass::Grad, Some(&l.gb)),
+            ];
+            for (class, t) in probes {
+                if let Some(t) = t {
+                    let (nan, inf) = check(t);
+                    if nan + inf > 0 {
+                        return Some(NonFinite {
+                            layer: l.name.clone(),
+                            class,
+                            nan,
+                            inf,
+                        });
+                    }
+                }
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,194 @@
+//! Optimizers computed in fixed point: SGD with momentum and Adam, with every state and
+//! the update cast into its format (classes `OptState` and `Update`) and the new
+//! parameter cast into the weight or bias format. See the crate docs for how Adam's
+//! square root and division are done.
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::mlp::Mlp;
+use crate::precision::{TensorClass, TrainMode};
+
+/// An optimizer and its hyperparameters (CleanRL: Adam, lr 3e-4, betas 0.9/0.999, eps 1e-8).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OptimizerConfig {
+    Adam {
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+    },
+    /// momentum 0 is plain SGD.
+    Sgd { lr: f64, momentum: f64 },
+}
+
+impl OptimizerConfig {
+    pub fn adam(lr: f64) -> Self {
+        OptimizerConfig::Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+/// The optimizer state of one network: Adam's m and s = sqrt(v) (or SGD's momentum
+/// buffer in `m`), flat like the network's parameters.
+pub struct Optimizer {
+    pub config: OptimizerConfig,
+    /// Steps taken (Adam's bias-correction counter).
+    pub t: u64,
+    pub(crate) m: Tensor,
+    pub(crate) s: Tensor,
+}
+
+impl Optimizer {
+    pub fn new(config: OptimizerConfig, numel: usize, kind: Kind) -> Self {
+        let z = Tensor::zeros([numel as i64], (kind, tch::Device::Cpu));
+        Optimizer {
+            config,
+            t: 0,
+            m: z.copy(),
+            s: z,
+        }
+    }
+
+    pub(crate) fn convert(&mut self, kind: Kind) {
+        if self.m.kind() != kind {
+            self.m = self.m.to_kind(kind);
+            self.s = self.s.to_kind(kind);
+        }
+    }
+
+    /// First moment (Adam) or momentum buffer (SGD).
+    pub fn first_moment(&self) -> &Tensor {
+        &self.m
+    }
+
+    /// Adam's root second moment s = sqrt(v) (zeros for SGD).
+    pub fn root_second_moment(&self) -> &Tensor {
+        &self.s
+    }
+
+    pub(crate) fn load(&mut self, t: u64, m: &Tensor, s: &Tensor) {
+        let _g = tch::no_grad_guard();
+        self.t = t;
+        self.m.copy_(m);
+        self.s.copy_(s);
+    }
+
+    /// One step on `net`'s current gradients.
+    pub fn step(&mut self, net: &mut Mlp) {
+        let _g = tch::no_grad_guard();
+        self.t += 1;
+        if net.is_float() || net.mode() == TrainMode::Qat {
+            self.step_float(net);
+        } else {
+            self.step_fixed(net);
+        }
+        net.refresh_shadows();
+    }
+
+    /// All-float path: a few fused tch calls over the flat tensors.
+    fn step_float(&mut self, net: &mut Mlp) {
+        let g = net.grads.shallow_clone();
+        let p = net.params_mut();
+        match self.config {
+            OptimizerConfig::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } => {
+                let (bc1, bc2) = self.bias_corrections(beta1, beta2);
+                let _ = self.m.lerp_(&g, 1.0 - beta1);
+                let g2 = g.square();
+                let _ = self.s.square_();
+                let _ = self.s.lerp_(&g2, 1.0 - beta2);
+                let _ = self.s.sqrt_();
+                // p -= (lr / bc1) m / (s / sqrt(bc2) + eps), as one addcdiv with a
+                // negated denominator.
+                let c = -bc1 / lr;
+                let denom = (&self.s * (c / bc2.sqrt())).g_add_scalar_(c * eps);
+                let _ = p.addcdiv_(&self.m, &denom);
+            }
+            OptimizerConfig::Sgd { lr, momentum } => {
+                let _ = self.m.g_mul_scalar_(momentum).g_add_(&g);
+                let _ = p.g_sub_(&(&self.m * lr));
+            }
+        }
+    }
+
+    fn bias_corrections(&self, beta1: f64, beta2: f64) -> (f64, f64) {
+        let t = self.t as i32;
+        (1.0 - beta1.powi(t), 1.0 - beta2.powi(t))
+    }
+
+    /// Fixed-point path: per layer and per parameter tensor, so each cast uses that
+    /// layer's formats. Arithmetic between casts is in the storage float (f64 for
+    /// formats wider than 24 bits), each result then rounded once into its format.
+    fn step_fixed(&mut self, net: &mut Mlp) {
+        let observe = net.observe;
+        let kind = net.kind;
+        let adam = match self.config {
+            OptimizerConfig::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } => {
+                let (bc1, bc2) = self.bias_corrections(beta1, beta2);
+                Some((lr, beta1, beta2, eps, bc1, bc2))
+            }
+            OptimizerConfig::Sgd { .. } => None,
+        };
+        for li in 0..net.layers.len() {
+            let (w_off, b_off, k, n) = {
+                let l = &net.layers[li];
+                (l.w_off, l.b_off, l.in_dim, l.out_dim)
+            };
+            for (class, off, len) in [
+                (TensorClass::Weight, w_off, k * n),
+                (TensorClass::Bias, b_off, n),
+            ] {
+                let (off, len) = (off as i64, len as i64);
+                let g = net.grads.narrow(0, off, len);
+                let mut p = net.params.narrow(0, off, len);
+                let mut m = self.m.narrow(0, off, len);
+                let mut s = self.s.narrow(0, off, len);
+                let l = &mut net.layers[li];
+                let src = &mut net.source;
+                let u = match (adam, self.config) {
+                    (Some((lr, beta1, beta2, eps, bc1, bc2)), _) => {
+                        let m_new =
+                            l.cast(TensorClass::OptState, m.lerp(&g, 1.0 - beta1), observe, src);
+                        m.copy_(&m_new);
+                        let s_new = s.square().lerp_(&g.square(), 1.0 - beta2).sqrt_();
+                        let s_new = l.cast(TensorClass::OptState, s_new, observe, src);
+                        s.copy_(&s_new);
+                        let step = (&m_new * (lr / bc1))
+                            / (&s_new * (1.0 / bc2.sqrt())).g_add_scalar_(eps);
+                        l.cast(TensorClass::Update, step, observe, src)
+                    }
+                    (None, OptimizerConfig::Sgd { lr, momentum }) => {
+                        let m_new = l.cast(
+                            TensorClass::OptState,
+                            (&m * momentum).g_add_(&g),
+                            observe,
+                            src,
+                        );
+                        m.copy_(&m_new);
+                        l.cast(TensorClass::Update, &m_new * lr, observe, src)
+                    }
+                    (None, OptimizerConfig::Adam { .. }) => {
+                        unreachable!("adam carries its constants")
+                    }
+                };
+                let p_new = l.cast(class, p.to_kind(kind) - u, observe, src);
+                p.copy_(&p_new);
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The replay buffer: a ring of transitions in contiguous float32 arrays (one per
+//! field), sampled uniformly with replacement from a seeded RNG.
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use tch::Tensor;
+
+/// A minibatch as tensors (f32): obs and next_obs (B x obs_dim), actions (B x act_dim),
+/// rewards and terminated flags (B x 1).
+pub struct Batch {
+    pub obs: Tensor,
+    pub actions: Tensor,
+    pub rewards: Tensor,
+    pub next_obs: Tensor,
+    pub terminated: Tensor,
+}
+
+/// Transitions in field-major contiguous storage; grows to `capacity`, then overwrites
+/// the oldest.
+pub struct ReplayBuffer {
+    capacity: usize,
+    obs_dim: usize,
+    act_dim: usize,
+    pos: usize,
+    len: usize,
+    obs: Vec<f32>,
+    next_obs: Vec<f32>,
+    actions: Vec<f32>,
+    rewards: Vec<f32>,
+    terminated: Vec<f32>,
+    // Gather buffers reused by `sample`.
+    scratch: [Vec<f32>; 5],
+}
+
+impl ReplayBuffer {
+    pub fn new(capacity: usize, obs_dim: usize, act_dim: usize) -> Self {
+        assert!(capacity > 0, "replay capacity must be positive");
+        ReplayBuffer {
+            capacity,
+            obs_dim,
+            act_dim,
+            pos: 0,
+            len: 0,
+            obs: Vec::new(),
+            next_obs: Vec::new(),
+            actions: Vec::new(),
+            rewards: Vec::new(),
+            terminated: Vec::new(),
+            scratch: Default::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Stores one transition (`terminated`: the MDP ended, do not bootstrap; a time-limit
+    /// truncation is not termination).
+    pub fn push(
+        &mut self,
+        obs: &[f32],
+        action: &[f32],
+        reward: f32,
+        next_obs: &[f32],
+        terminated: bool,
+    ) {
+        assert_eq!(obs.len(), self.obs_dim);
+        assert_eq!(next_obs.len(), self.obs_dim);
+        assert_eq!(action.len(), self.act_dim);
+        let t = if terminated { 1.0 } else { 0.0 };
+        if self.len < self.capacity {
+            self.obs.extend_from_slice(obs);
+            self.next_obs.extend_from_slice(next_obs);
+            self.actions.extend_from_slice(action);
+            self.rewards.push(reward);
+            self.terminated.push(t);
+            self.len += 1;
+        } else {
+            let (o, a) = (self.pos * self.obs_dim, self.pos * self.act_dim);
+            self.obs[o..o + self.obs_dim].copy_from_slice(obs);
+            self.next_obs[o..o + self.obs_dim].copy_from_slice(next_obs);
+            self.actions[a..a + self.act_dim].copy_from_slice(action);
+            self.rewards[self.pos] = reward;
+            self.terminated[self.pos] = t;
+        }
+        self.pos = (self.pos + 1) % self.capacity;
+    }
+
+    /// `batch` transitions drawn uniformly with replacement.
+    pub fn sample(&mut self, batch: usize, rng: &mut ChaCha8Rng) -> Batch {
+        assert!(self.len > 0, "sampling an empty replay buffer");
+        let (od, ad) = (self.obs_dim, self.act_dim);
+        let [so, sa, sr, sn, st] = &mut self.scratch;
+        for s in [&mut *so, &mut *sa, &mut *sr, &mut *sn, &mut *st] {
+            s.clear();
+        }
+        for _ in 0..batch {
+            let i = rng.gen_range(0..self.len);
+            so.extend_from_slice(&self.obs[i * od..(i + 1) * od]);
+            sn.extend_from_slice(&self.next_obs[i * od..(i + 1) * od]);
+            sa.extend_from_slice(&self.actions[i * ad..(i + 1) * ad]);
+            sr.push(self.rewards[i]);
+            st.push(self.terminated[i]);
+        }
+        let b = batch as i64;
+        Batch {
+            obs: Tensor::from_slice(so).view([b, od as i64]),
+            actions: Tensor::from_slice(sa).view([b, ad as i64]),
+            rewards: Tensor::from_slice(sr).view([b, 1]),
+            next_obs: Tensor::from_slice(sn).view([b, od as i64]),
+            terminated: Tensor::from_slice(st).view([b, 1]),
+        }
+    }
+
+    /// (pos, len) and the filled part of each field, for checkpoints.
+    pub fn state(&self) -> (usize, usize, [&[f32]; 5]) {
+        (
+            self.pos,
+            self.len,
+            [
+                &self.obs,
+                &self.actions,
+                &self.rewards,
+                &self.next_obs,
+                &self.terminated,
+            ],
+        )
+    }
+
+    /// Restores what `state` returned.
+    pub fn restore(&mut self, pos: usize, len: usize, fields: [Vec<f32>; 5]) -> Result<(), String> {
+        let [obs, actions, rewards, next_obs, terminated] = fields;
+        let ok = len <= self.capacity
+            && pos < self.capacity
+            && obs.len() == len * self.obs_dim
+            && next_obs.len() == len * self.obs_dim
+            && actions.len() == len * self.act_dim
+            && rewards.len() == len
+            && terminated.len() == len;
+        if !ok {
+            return Err(format!(
+                "replay buffer state does not fit (len {len}, capacity {}, obs dim {}, action dim {})",
+                self.capacity, self.obs_dim, self.act_dim
+            ));
+        }
+        self.pos = pos;
+        self.len = len;
+        self.obs = obs;
+        self.actions = actions;
+        self.rewards = rewards;
+        self.next_obs = next_obs;
+        self.terminated = terminated;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn ring_overwrites_oldest_and_samples_only_stored_transitions() {
+        let mut rb = ReplayBuffer::new(3, 2, 1);
+        for i in 0..5 {
+            let f = i as f32;
+            rb.push(&[f, f], &[f], f, &[f + 1.0, f + 1.0], i == 4);
+        }
+        assert_eq!(rb.len(), 3);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let b = rb.sample(64, &mut rng);
+        let r: Vec<f32> = Vec::try_from(b.rewards.view([-1])).unwrap();
+        assert!(r.iter().all(|&x| (2.0..=4.0).contains(&x)), "{r:?}");
+        let o: Vec<f32> = Vec::try_from(b.obs.view([-1])).unwrap();
+        let t: Vec<f32> = Vec::try_from(b.terminated.view([-1])).unwrap();
+        for (k, &x) in r.iter().enumerate() {
+            assert_eq!(o[2 * k], x);
+            assert_eq!(t[k], if x == 4.0 { 1.0 } else { 0.0 });
+        }
+    }
+}

@@ -1,0 +1,855 @@
+//! The training loop of one seed: collect experience, update, evaluate, stream metrics
+//! to the seed's directory, checkpoint, resume.
+//!
+//! Files in the seed directory:
+//! - `metrics.csv`: every `log_every` env steps: updates, episodes, mean training return
+//!   of the episodes that ended in the window, mean critic/actor loss and Q estimates
+//!   over the window's updates, the last eval return, and per online layer the max
+//!   |activation| seen and the saturation/wrap counts of all its casts in the window.
+//! - `quant.csv`: the same rows in long form per network, layer and tensor class:
+//!   format, elements cast, saturated, wrapped, NaN, Inf, and the range observers
+//!   (max |x|, EMA of the max, 99.9th percentile).
+//! - `eval.csv`: every evaluation: mean, std, min, max return over the episodes.
+//! - `episodes.csv`: every training episode: end step, return, length.
+//! - `checkpoint.bin`: the whole state (see [`Trainer::checkpoint`]).
+//!
+//! None of these files holds a wall-clock figure, so the same config and seed give
+//! byte-identical files, and so does a resumed run.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use envs::{BoxSpace, Env, EnvError};
+use quant::tensor::QuantStats;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{CheckpointReader, CheckpointWriter, RngState};
+use crate::config::{Algo, TrainConfig};
+use crate::ddpg::{Ddpg, DdpgParams};
+use crate::dpg::{Agent, NetSpec};
+use crate::mlp::RangeTrack;
+use crate::noise::ExplorationNoise;
+use crate::precision::{FormatValue, TensorClass};
+use crate::replay::ReplayBuffer;
+use crate::td3::{Td3, Td3Params};
+
+/// Why a run stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("environment `{id}`: {source}")]
+    Env { id: String, source: EnvError },
+    #[error(
+        "non-finite value at env step {step} (update {update}): network `{network}`, layer `{layer}`, \
+         tensor class `{class}` ({nan} NaN, {inf} Inf); the last good checkpoint is kept"
+    )]
+    NonFinite {
+        step: u64,
+        update: u64,
+        network: String,
+        layer: String,
+        class: TensorClass,
+        nan: u64,
+        inf: u64,
+    },
+    #[error("{0}")]
+    Checkpoint(String),
+    #[error("config: {0}")]
+    Config(String),
+    #[error("writing {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What the progress bar shows.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    pub step: u64,
+    pub total: u64,
+    pub updates: u64,
+    pub last_eval: Option<f64>,
+}
+
+/// One evaluation: deterministic policy, `episodes` episodes on the eval env.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalResult {
+    pub step: u64,
+    pub mean: f64,
+    pub std: f64,
+    pub min: f64,
+    pub max: f64,
+    pub episodes: u32,
+}
+
+/// The outcome of a finished seed (what `summary.json` reports per seed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeedResult {
+    pub seed: u64,
+    /// Mean return over the episodes of the last evaluation.
+    pub final_eval_return: f64,
+    pub final_eval_std: f64,
+    pub steps: u64,
+    pub updates: u64,
+    /// Wall time of the whole run (summed over resumptions).
+    pub wall_time_s: f64,
+    /// Gradient updates per second of wall time (env stepping and evaluation included).
+    pub updates_per_s: f64,
+    /// Gradient updates per second of time spent inside updates only.
+    pub update_only_per_s: f64,
+    pub eval_curve: Vec<EvalResult>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Window {
+    episodes: u64,
+    return_sum: f64,
+    updates: u64,
+    critic_loss_sum: f64,
+    actor_updates: u64,
+    actor_loss_sum: f64,
+    q1_sum: f64,
+    q2_sum: f64,
+}
+
+/// Counters and episode state: everything of the loop besides agent, buffer and RNGs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct LoopState {
+    step: u64,
+    episode: u64,
+    need_reset: bool,
+    ep_return: f64,
+    ep_len: u64,
+    obs: Vec<f32>,
+    window: Window,
+    evals: Vec<EvalResult>,
+    next_checkpoint: u64,
+    elapsed_s: f64,
+    update_s: f64,
+    finished: bool,
+}
+
+/// The four CSV streams of a seed, appended as training goes.
+struct Recorder {
+    files: Vec<(PathBuf, BufWriter<File>)>,
+}
+
+const CSV_FILES: [&str; 4] = ["metrics.csv", "quant.csv", "eval.csv", "episodes.csv"];
+const METRICS: usize = 0;
+const QUANT: usize = 1;
+const EVAL: usize = 2;
+const EPISODES: usize = 3;
+
+impl Recorder {
+    fn create(dir: &Path, metrics_header: &str) -> Result<Self, TrainError> {
+        let headers = [
+            metrics_header.to_string(),
+            "step,network,layer,class,format,elements,saturated,wrapped,nan,inf,max_abs,ema,p999"
+                .into(),
+            "step,mean,std,min,max,episodes".into(),
+            "step,episode,return,length".into(),
+        ];
+        let mut files = Vec::new();
+        for (name, header) in CSV_FILES.iter().zip(headers) {
+            let path = dir.join(name);
+            let mut f = BufWriter::new(File::create(&path).map_err(io_err(&path))?);
+            writeln!(f, "{header}").map_err(io_err(&path))?;
+            files.push((path, f));
+        }
+        Ok(Recorder { files })
+    }
+
+    /// Reopens the streams for appending after truncating them to `marks` bytes.
+    fn reopen(dir: &Path, marks: &[u64]) -> Result<Self, TrainError> {
+        let mut files = Vec::new();
+        for (name, &mark) in CSV_FILES.iter().zip(marks) {
+            let path = dir.join(name);
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            f.set_len(mark).map_err(io_err(&path))?;
+            drop(f);
+            let f = OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            files.push((path, BufWriter::new(f)));
+        }
+        Ok(Recorder { files })
+    }
+
+    fn line(&mut self, which: usize, line: &str) -> Result<(), TrainError> {
+        let (path, f) = &mut self.files[which];
+        writeln!(f, "{line}").map_err(io_err(path))
+    }
+
+    /// Flushes and returns each file's length: where a resume truncates them to.
+    fn marks(&mut self) -> Result<Vec<u64>, TrainError> {
+        let mut marks = Vec::new();
+        for (path, f) in &mut self.files {
+            f.flush().map_err(io_err(path))?;
+            marks.push(f.get_ref().metadata().map_err(io_err(path))?.len());
+        }
+        Ok(marks)
+    }
+}
+
+/// A well-mixed 64-bit seed for stream `k` of run seed `seed` (SplitMix64 finaliser).
+pub fn derive_seed(seed: u64, salt: u64, k: u64) -> u64 {
+    let mut z = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(salt.wrapping_mul(0xBF58_476D_1CE4_E5B9))
+        .wrapping_add(k);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+const SALT_TRAIN_EPISODE: u64 = 1;
+const SALT_EVAL_EPISODE: u64 = 2;
+const SALT_INIT: u64 = 3;
+const SALT_LOOP: u64 = 4;
+const SALT_QUANT: u64 = 5;
+
+/// Builds the agent a config describes, for `env`'s spaces, with weights from `seed`.
+pub fn build_agent(cfg: &TrainConfig, obs: &BoxSpace, act: &BoxSpace, seed: u64) -> Box<dyn Agent> {
+    let spec = net_spec(cfg, obs, act);
+    let precision = cfg.precision_spec();
+    let mut init = ChaCha8Rng::seed_from_u64(derive_seed(seed, SALT_INIT, 0));
+    let qseed = derive_seed(seed, SALT_QUANT, 0);
+    match cfg.algo {
+        Algo::Td3 => {
+            let p = Td3Params {
+                gamma: cfg.gamma,
+                tau: cfg.tau,
+                policy_noise: cfg.policy_noise,
+                noise_clip: cfg.noise_clip,
+                policy_frequency: cfg.policy_frequency,
+            };
+            Box::new(Td3::new(&spec, p, &precision, &mut init, qseed))
+        }
+        Algo::Ddpg => {
+            let p = DdpgParams {
+                gamma: cfg.gamma,
+                tau: cfg.tau,
+                policy_frequency: cfg.policy_frequency,
+            };
+            Box::new(Ddpg::new(&spec, p, &precision, &mut init, qseed))
+        }
+    }
+}
+
+fn net_spec(cfg: &TrainConfig, obs: &BoxSpace, act: &BoxSpace) -> NetSpec {
+    NetSpec {
+        obs_dim: obs.low.len(),
+        act_dim: act.low.len(),
+        hidden: cfg.hidden.clone(),
+        action_low: act.low.clone(),
+        action_high: act.high.clone(),
+        actor_optimizer: cfg.actor_optimizer(),
+        critic_optimizer: cfg.critic_optimizer(),
+    }
+}
+
+/// Writes every network (parameters, formats, optimizer state, stochastic-rounding
+/// source, cast statistics, range observers) and the update counter.
+pub fn save_agent(agent: &dyn Agent, w: &mut CheckpointWriter) -> Result<(), String> {
+    w.meta("agent.algo", agent.algo())?;
+    w.meta("agent.updates", agent.updates())?;
+    for net in agent.networks() {
+        let p = format!("net.{}", net.name);
+        w.tensor(&format!("{p}.params"), net.params())?;
+        w.meta(&format!("{p}.source"), net.stochastic_source())?;
+        let formats: Vec<Vec<String>> = net
+            .layers
+            .iter()
+            .map(|l| {
+                TensorClass::ALL
+                    .iter()
+                    .map(|&c| FormatValue(l.formats.get(c)).to_string())
+                    .collect()
+            })
+            .collect();
+        w.meta(&format!("{p}.formats"), formats)?;
+        let stats: Vec<[QuantStats; 9]> = net.layers.iter().map(|l| l.stats).collect();
+        w.meta(&format!("{p}.stats"), stats)?;
+        let ranges: Vec<&[RangeTrack; 9]> = net.layers.iter().map(|l| &l.ranges).collect();
+        w.meta(&format!("{p}.ranges"), ranges)?;
+        if let Some(opt) = &net.optimizer {
+            w.meta(&format!("{p}.opt.t"), opt.t)?;
+            w.tensor(&format!("{p}.opt.m"), opt.first_moment())?;
+            w.tensor(&format!("{p}.opt.s"), opt.root_second_moment())?;
+        }
+    }
+    Ok(())
+}
+
+/// Restores what `save_agent` wrote into an agent built from the same config.
+pub fn load_agent(agent: &mut dyn Agent, r: &CheckpointReader) -> Result<(), String> {
+    let algo: String = r.meta("agent.algo")?;
+    if algo != agent.algo() {
+        return Err(format!(
+            "checkpoint holds a {algo} agent, the config a {}",
+            agent.algo()
+        ));
+    }
+    agent.set_updates(r.meta("agent.updates")?);
+    for net in agent.networks_mut() {
+        let p = format!("net.{}", net.name);
+        let formats: Vec<Vec<String>> = r.meta(&format!("{p}.formats"))?;
+        if formats.len() != net.layers.len() {
+            return Err(format!(
+                "checkpoint network `{}` has {} layers, expected {}",
+                net.name,
+                formats.len(),
+                net.layers.len()
+            ));
+        }
+        let mut parsed = Vec::new();
+        for layer in &formats {
+            let mut f = crate::precision::LayerFormats::float();
+            for (c, s) in TensorClass::ALL.iter().zip(layer) {
+                f.set(*c, s.parse::<FormatValue>()?.0);
+            }
+            parsed.push(f);
+        }
+        let mut it = parsed.into_iter();
+        net.update_formats(|_, f| *f = it.next().expect("one format set per layer"));
+        let params = r.tensor(&format!("{p}.params"))?;
+        if params.numel() != net.params().numel() {
+            return Err(format!(
+                "checkpoint network `{}` has {} parameters, expected {}",
+                net.name,
+                params.numel(),
+                net.params().numel()
+            ));
+        }
+        net.load_params(&params);
+        net.set_stochastic_source(r.meta(&format!("{p}.source"))?);
+        let stats: Vec<[QuantStats; 9]> = r.meta(&format!("{p}.stats"))?;
+        let ranges: Vec<[RangeTrack; 9]> = r.meta(&format!("{p}.ranges"))?;
+        for ((l, s), rg) in net.layers.iter_mut().zip(stats).zip(ranges) {
+            l.stats = s;
+            l.ranges = rg;
+        }
+        if let Some(opt) = &mut net.optimizer {
+            let t = r.meta(&format!("{p}.opt.t"))?;
+            opt.load(
+                t,
+                &r.tensor(&format!("{p}.opt.m"))?,
+                &r.tensor(&format!("{p}.opt.s"))?,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One seed's training run, resumable.
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub seed: u64,
+    pub agent: Box<dyn Agent>,
+    dir: PathBuf,
+    env: Box<dyn Env>,
+    eval_env: Box<dyn Env>,
+    buffer: ReplayBuffer,
+    noise: ExplorationNoise,
+    rng: ChaCha8Rng,
+    low: Vec<f32>,
+    high: Vec<f32>,
+    scale: Vec<f32>,
+    st: LoopState,
+    rec: Recorder,
+}
+
+fn make_env(id: &str) -> Result<Box<dyn Env>, TrainError> {
+    envs::make(id).map_err(|source| TrainError::Env {
+        id: id.to_string(),
+        source,
+    })
+}
+
+impl Trainer {
+    /// A fresh run writing into `dir` (created if missing; its CSVs are overwritten).
+    pub fn new(cfg: TrainConfig, seed: u64, dir: &Path) -> Result<Self, TrainError> {
+        cfg.validate().map_err(TrainError::Config)?;
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut t = Self::assemble(cfg, seed, dir, None)?;
+        let header = t.metrics_header();
+        t.rec = Recorder::create(dir, &header)?;
+        Ok(t)
+    }
+
+    /// Continues the run in `dir` from its checkpoint (config and seed come from it).
+    pub fn resume(dir: &Path) -> Result<Self, TrainError> {
+        let path = dir.join("checkpoint.bin");
+        let r = CheckpointReader::read(&path).map_err(TrainError::Checkpoint)?;
+        let cfg: TrainConfig = r.meta("config").map_err(TrainError::Checkpoint)?;
+        let seed: u64 = r.meta("seed").map_err(TrainError::Checkpoint)?;
+        let marks: Vec<u64> = r.meta("csv_marks").map_err(TrainError::Checkpoint)?;
+        let mut t = Self::assemble(cfg, seed, dir, Some(Recorder::reopen(dir, &marks)?))?;
+        t.restore(&r).map_err(TrainError::Checkpoint)?;
+        Ok(t)
+    }
+
+    fn assemble(
+        cfg: TrainConfig,
+        seed: u64,
+        dir: &Path,
+        rec: Option<Recorder>,
+    ) -> Result<Self, TrainError> {
+        let env = make_env(&cfg.env_id)?;
+        let eval_env = make_env(&cfg.env_id)?;
+        let (obs_space, act_space) = (env.observation_space().clone(), env.action_space().clone());
+        let agent = build_agent(&cfg, &obs_space, &act_space, seed);
+        let obs_dim = obs_space.low.len();
+        let act_dim = act_space.low.len();
+        let scale = act_space
+            .low
+            .iter()
+            .zip(&act_space.high)
+            .map(|(l, h)| (h - l) / 2.0)
+            .collect();
+        let st = LoopState {
+            step: 0,
+            episode: 0,
+            need_reset: true,
+            ep_return: 0.0,
+            ep_len: 0,
+            obs: vec![0.0; obs_dim],
+            window: Window::default(),
+            evals: Vec::new(),
+            next_checkpoint: cfg.checkpoint_every,
+            elapsed_s: 0.0,
+            update_s: 0.0,
+            finished: false,
+        };
+        Ok(Trainer {
+            buffer: ReplayBuffer::new(
+                cfg.buffer_size.min(cfg.total_timesteps as usize).max(1),
+                obs_dim,
+                act_dim,
+            ),
+            noise: cfg.exploration_noise(act_dim),
+            rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, SALT_LOOP, 0)),
+            low: act_space.low,
+            high: act_space.high,
+            scale,
+            st,
+            rec: rec.unwrap_or(Recorder { files: Vec::new() }),
+            dir: dir.to_path_buf(),
+            cfg,
+            seed,
+            agent,
+            env,
+            eval_env,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Env steps taken so far.
+    pub fn step(&self) -> u64 {
+        self.st.step
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.st.finished
+    }
+
+    pub fn evals(&self) -> &[EvalResult] {
+        &self.st.evals
+    }
+
+    fn online_layers(&self) -> Vec<String> {
+        let n_online = match self.cfg.algo {
+            Algo::Td3 => 3,
+            Algo::Ddpg => 2,
+        };
+        self.agent.networks()[..n_online]
+            .iter()
+            .flat_map(|n| n.layers.iter().map(|l| l.name.clone()))
+            .collect()
+    }
+
+    fn metrics_header(&self) -> String {
+        let mut h = String::from("step,updates,episodes,train_return,critic_loss,actor_loss,q1,q2,eval_return,saturated,wrapped");
+        for l in self.online_layers() {
+            h.push_str(&format!(",{l}.act_max,{l}.saturated,{l}.wrapped"));
+        }
+        h
+    }
+
+    /// Writes the whole state to `checkpoint.bin` atomically: config, seed, loop
+    /// counters and episode state, CSV lengths, the training RNG, exploration noise,
+    /// the agent (networks, targets, optimizer states, stochastic-rounding sources,
+    /// statistics, observers) and the replay buffer. Taken only at episode boundaries
+    /// (before the next reset), so the envs need no state of their own: every episode
+    /// starts from `reset(seed)` with a seed derived from the run seed.
+    pub fn checkpoint(&mut self) -> Result<(), TrainError> {
+        let path = self.dir.join("checkpoint.bin");
+        let ck = |e: String| TrainError::Checkpoint(e);
+        let mut w = CheckpointWriter::default();
+        w.meta("config", &self.cfg).map_err(ck)?;
+        w.meta("seed", self.seed).map_err(ck)?;
+        w.meta("loop", &self.st).map_err(ck)?;
+        w.meta("csv_marks", self.rec.marks()?).map_err(ck)?;
+        w.meta("rng", RngState::of(&self.rng)).map_err(ck)?;
+        w.meta("noise", &self.noise).map_err(ck)?;
+        save_agent(self.agent.as_ref(), &mut w).map_err(ck)?;
+        let (pos, len, fields) = self.buffer.state();
+        w.meta("replay.pos", pos).map_err(ck)?;
+        w.meta("replay.len", len).map_err(ck)?;
+        for (name, f) in ["obs", "actions", "rewards", "next_obs", "terminated"]
+            .iter()
+            .zip(fields)
+        {
+            w.f32s(&format!("replay.{name}"), f).map_err(ck)?;
+        }
+        w.write_atomic(&path).map_err(io_err(&path))
+    }
+
+    fn restore(&mut self, r: &CheckpointReader) -> Result<(), String> {
+        self.st = r.meta("loop")?;
+        self.rng = r.meta::<RngState>("rng")?.restore()?;
+        self.noise = r.meta("noise")?;
+        load_agent(self.agent.as_mut(), r)?;
+        let fields = ["obs", "actions", "rewards", "next_obs", "terminated"]
+            .map(|n| r.f32s(&format!("replay.{n}")));
+        let [a, b, c, d, e] = fields;
+        self.buffer.restore(
+            r.meta("replay.pos")?,
+            r.meta("replay.len")?,
+            [a?, b?, c?, d?, e?],
+        )
+    }
+
+    /// Trains to `total_timesteps` (or stops before env step `stop_at`, leaving the last
+    /// checkpoint: how tests emulate a kill), calling `progress` now and then.
+    pub fn run(
+        &mut self,
+        stop_at: Option<u64>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Option<SeedResult>, TrainError> {
+        let total = self.cfg.total_timesteps;
+        let mut action = vec![0f32; self.low.len()];
+        let mut next_obs = vec![0f32; self.st.obs.len()];
+        let mut clock = Instant::now();
+        while self.st.step < total {
+            if stop_at == Some(self.st.step) {
+                self.rec.marks()?;
+                return Ok(None);
+            }
+            if self.st.need_reset {
+                if self.st.step >= self.st.next_checkpoint {
+                    self.st.elapsed_s += clock.elapsed().as_secs_f64();
+                    clock = Instant::now();
+                    self.checkpoint()?;
+                    let every = self.cfg.checkpoint_every;
+                    self.st.next_checkpoint = (self.st.step / every + 1) * every;
+                }
+                let s = derive_seed(self.seed, SALT_TRAIN_EPISODE, self.st.episode);
+                self.env
+                    .reset(Some(s), &mut self.st.obs)
+                    .map_err(|e| self.env_err(e))?;
+                self.noise.reset();
+                self.st.need_reset = false;
+                self.st.ep_return = 0.0;
+                self.st.ep_len = 0;
+            }
+            if self.st.step < self.cfg.learning_starts {
+                for (i, a) in action.iter_mut().enumerate() {
+                    *a = self.rng.gen_range(self.low[i]..=self.high[i]);
+                }
+            } else {
+                self.agent.act(&self.st.obs, &mut action);
+                self.check_action(&action)?;
+                self.noise.perturb(
+                    &mut action,
+                    &self.scale,
+                    &self.low,
+                    &self.high,
+                    &mut self.rng,
+                );
+            }
+            let out = self
+                .env
+                .step(&action, &mut next_obs)
+                .map_err(|e| self.env_err(e))?;
+            self.buffer.push(
+                &self.st.obs,
+                &action,
+                out.reward as f32,
+                &next_obs,
+                out.terminated,
+            );
+            self.st.obs.copy_from_slice(&next_obs);
+            self.st.ep_return += out.reward;
+            self.st.ep_len += 1;
+            if out.done() {
+                let line = format!(
+                    "{},{},{},{}",
+                    self.st.step + 1,
+                    self.st.episode,
+                    self.st.ep_return,
+                    self.st.ep_len
+                );
+                self.rec.line(EPISODES, &line)?;
+                self.st.window.episodes += 1;
+                self.st.window.return_sum += self.st.ep_return;
+                self.st.episode += 1;
+                self.st.need_reset = true;
+            }
+            if self.st.step >= self.cfg.learning_starts {
+                let t = Instant::now();
+                self.update_once()?;
+                self.st.update_s += t.elapsed().as_secs_f64();
+            }
+            self.st.step += 1;
+            let step = self.st.step;
+            if step.is_multiple_of(self.cfg.eval_every) || step == total {
+                let r = self.evaluate(self.cfg.eval_episodes)?;
+                let line = format!(
+                    "{},{},{},{},{},{}",
+                    r.step, r.mean, r.std, r.min, r.max, r.episodes
+                );
+                self.rec.line(EVAL, &line)?;
+                self.st.evals.push(r);
+            }
+            if step.is_multiple_of(self.cfg.log_every) || step == total {
+                self.log_row()?;
+            }
+            if step.is_multiple_of(50) || step == total {
+                progress(Progress {
+                    step,
+                    total,
+                    updates: self.agent.updates(),
+                    last_eval: self.st.evals.last().map(|e| e.mean),
+                });
+            }
+        }
+        self.st.elapsed_s += clock.elapsed().as_secs_f64();
+        self.st.finished = true;
+        self.checkpoint()?;
+        Ok(Some(self.result()))
+    }
+
+    /// The result of a finished run (or of the state so far).
+    pub fn result(&self) -> SeedResult {
+        let last = self.st.evals.last();
+        let updates = self.agent.updates();
+        let per = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+        SeedResult {
+            seed: self.seed,
+            final_eval_return: last.map_or(f64::NAN, |e| e.mean),
+            final_eval_std: last.map_or(f64::NAN, |e| e.std),
+            steps: self.st.step,
+            updates,
+            wall_time_s: self.st.elapsed_s,
+            updates_per_s: per(updates, self.st.elapsed_s),
+            update_only_per_s: per(updates, self.st.update_s),
+            eval_curve: self.st.evals.clone(),
+        }
+    }
+
+    fn env_err(&self, source: EnvError) -> TrainError {
+        TrainError::Env {
+            id: self.cfg.env_id.clone(),
+            source,
+        }
+    }
+
+    fn non_finite(&self) -> TrainError {
+        let (network, f) = self.agent.find_non_finite().unwrap_or_else(|| {
+            let n = crate::mlp::NonFinite {
+                layer: "actor.output".into(),
+                class: TensorClass::Activation,
+                nan: 0,
+                inf: 0,
+            };
+            ("actor".into(), n)
+        });
+        TrainError::NonFinite {
+            step: self.st.step,
+            update: self.agent.updates(),
+            network,
+            layer: f.layer,
+            class: f.class,
+            nan: f.nan,
+            inf: f.inf,
+        }
+    }
+
+    fn check_action(&self, action: &[f32]) -> Result<(), TrainError> {
+        if action.iter().all(|a| a.is_finite()) {
+            Ok(())
+        } else {
+            Err(self.non_finite())
+        }
+    }
+
+    /// One gradient update on a sampled minibatch, with the NaN/Inf check.
+    pub fn update_once(&mut self) -> Result<(), TrainError> {
+        let observe =
+            self.cfg.range_every > 0 && self.agent.updates().is_multiple_of(self.cfg.range_every);
+        for n in self.agent.networks_mut() {
+            n.observe = observe;
+        }
+        let batch = self.buffer.sample(self.cfg.batch_size, &mut self.rng);
+        let u = self.agent.update(&batch, &mut self.rng);
+        let finite = u.critic_loss.is_finite()
+            && u.q1_mean.is_finite()
+            && u.actor_loss.is_none_or(f64::is_finite);
+        if !finite
+            || self
+                .agent
+                .networks()
+                .iter()
+                .any(|n| n.has_non_finite_casts())
+        {
+            return Err(self.non_finite());
+        }
+        let w = &mut self.st.window;
+        w.updates += 1;
+        w.critic_loss_sum += u.critic_loss;
+        w.q1_sum += u.q1_mean;
+        w.q2_sum += u.q2_mean.unwrap_or(0.0);
+        if let Some(a) = u.actor_loss {
+            w.actor_updates += 1;
+            w.actor_loss_sum += a;
+        }
+        Ok(())
+    }
+
+    /// `episodes` deterministic episodes on the eval env; episode i always starts from
+    /// the same seeded reset, so evaluations differ only by the policy.
+    pub fn evaluate(&mut self, episodes: u32) -> Result<EvalResult, TrainError> {
+        let mut obs = vec![0f32; self.st.obs.len()];
+        let mut next = obs.clone();
+        let mut action = vec![0f32; self.low.len()];
+        let mut returns = Vec::with_capacity(episodes as usize);
+        for i in 0..episodes {
+            let s = derive_seed(self.seed, SALT_EVAL_EPISODE, i as u64);
+            self.eval_env
+                .reset(Some(s), &mut obs)
+                .map_err(|e| self.env_err(e))?;
+            let mut ret = 0.0;
+            loop {
+                self.agent.act(&obs, &mut action);
+                self.check_action(&action)?;
+                let out = self
+                    .eval_env
+                    .step(&action, &mut next)
+                    .map_err(|e| self.env_err(e))?;
+                ret += out.reward;
+                obs.copy_from_slice(&next);
+                if out.done() {
+                    break;
+                }
+            }
+            returns.push(ret);
+        }
+        let n = returns.len() as f64;
+        let mean = returns.iter().sum::<f64>() / n;
+        let std = (returns.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n).sqrt();
+        Ok(EvalResult {
+            step: self.st.step,
+            mean,
+            std,
+            min: returns.iter().cloned().fold(f64::INFINITY, f64::min),
+            max: returns.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+            episodes,
+        })
+    }
+
+    fn log_row(&mut self) -> Result<(), TrainError> {
+        let step = self.st.step;
+        let w = std::mem::take(&mut self.st.window);
+        let mean = |s: f64, n: u64| {
+            if n > 0 {
+                format!("{}", s / n as f64)
+            } else {
+                String::new()
+            }
+        };
+        let eval = self
+            .st
+            .evals
+            .last()
+            .map_or(String::new(), |e| e.mean.to_string());
+        let n_online = self.online_layers().len();
+        let mut per_layer = String::new();
+        let mut quant_lines = Vec::new();
+        let (mut sat_all, mut wrap_all) = (0u64, 0u64);
+        let mut seen = 0;
+        for net in self.agent.networks_mut() {
+            for l in &mut net.layers {
+                let stats = l.take_stats();
+                let (sat, wrap) = stats
+                    .iter()
+                    .fold((0, 0), |(s, w), q| (s + q.saturated, w + q.wrapped));
+                sat_all += sat;
+                wrap_all += wrap;
+                if seen < n_online {
+                    let act_max = l.ranges[TensorClass::Activation.index()].max_abs.range();
+                    per_layer.push_str(&format!(",{act_max},{sat},{wrap}"));
+                }
+                seen += 1;
+                for c in TensorClass::ALL {
+                    let q = &stats[c.index()];
+                    let r = &l.ranges[c.index()];
+                    let max_abs = r.max_abs.range();
+                    if q.elements == 0 && max_abs == 0.0 {
+                        continue;
+                    }
+                    quant_lines.push(format!(
+                        "{step},{},{},{c},{},{},{},{},{},{},{max_abs},{},{}",
+                        net.name,
+                        l.name,
+                        FormatValue(l.formats.get(c)).to_string().replace(',', ";"),
+                        q.elements,
+                        q.saturated,
+                        q.wrapped,
+                        q.nan,
+                        q.inf,
+                        r.ema.range(),
+                        r.percentile.range()
+                    ));
+                }
+            }
+        }
+        let line = format!(
+            "{step},{},{},{},{},{},{},{},{eval},{sat_all},{wrap_all}{per_layer}",
+            self.agent.updates(),
+            self.st.episode,
+            mean(w.return_sum, w.episodes),
+            mean(w.critic_loss_sum, w.updates),
+            mean(w.actor_loss_sum, w.actor_updates),
+            mean(w.q1_sum, w.updates),
+            if self.cfg.algo == Algo::Td3 {
+                mean(w.q2_sum, w.updates)
+            } else {
+                String::new()
+            },
+        );
+        self.rec.line(METRICS, &line)?;
+        for l in quant_lines {
+            self.rec.line(QUANT, &l)?;
+        }
+        Ok(())
+    }
+}

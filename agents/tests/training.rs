@@ -1,0 +1,164 @@
+//! Whole-loop properties on tiny budgets: determinism, kill + resume, NaN reporting.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use agents::config::{Algo, NoiseKind, TrainConfig};
+use agents::trainer::{TrainError, Trainer};
+use agents::Preset;
+
+fn tiny(algo: Algo, precision: Preset) -> TrainConfig {
+    TrainConfig {
+        algo,
+        env_id: "Pendulum-v1".into(),
+        total_timesteps: 1_200,
+        learning_starts: 200,
+        batch_size: 32,
+        hidden: vec![16, 16],
+        eval_every: 400,
+        eval_episodes: 2,
+        log_every: 200,
+        checkpoint_every: 400,
+        range_every: 10,
+        precision,
+        ..Default::default()
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fixar-agents-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    d
+}
+
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    ["metrics.csv", "quant.csv", "eval.csv", "episodes.csv"]
+        .iter()
+        .map(|f| (f.to_string(), fs::read(dir.join(f)).unwrap()))
+        .collect()
+}
+
+/// Panics naming the first differing line of the first differing file.
+fn assert_same_files(a: &Path, b: &Path, what: &str) {
+    for ((name, x), (_, y)) in files(a).into_iter().zip(files(b)) {
+        if x != y {
+            let (x, y) = (
+                String::from_utf8_lossy(&x).into_owned(),
+                String::from_utf8_lossy(&y).into_owned(),
+            );
+            let (i, (lx, ly)) = x
+                .lines()
+                .zip(y.lines())
+                .enumerate()
+                .find(|(_, (p, q))| p != q)
+                .unwrap_or((0, ("<length differs>", "<length differs>")));
+            panic!("{what}: {name} differs at line {i}:\n{lx}\n{ly}");
+        }
+    }
+}
+
+fn once() {
+    tch::set_num_threads(1);
+}
+
+#[test]
+fn same_config_and_seed_give_byte_identical_metrics() {
+    once();
+    let cfg = tiny(Algo::Td3, Preset::Fxp16);
+    let (a, b) = (scratch("det-a"), scratch("det-b"));
+    let ra = Trainer::new(cfg.clone(), 3, &a)
+        .unwrap()
+        .run(None, &mut |_| {})
+        .unwrap()
+        .unwrap();
+    let rb = Trainer::new(cfg, 3, &b)
+        .unwrap()
+        .run(None, &mut |_| {})
+        .unwrap()
+        .unwrap();
+    assert_same_files(&a, &b, "same seed twice");
+    assert_eq!(
+        ra.final_eval_return.to_bits(),
+        rb.final_eval_return.to_bits()
+    );
+    assert_eq!(ra.updates, 1_000);
+    let metrics = String::from_utf8(fs::read(a.join("metrics.csv")).unwrap()).unwrap();
+    assert_eq!(metrics.lines().count(), 1 + 6, "{metrics}");
+    let quant = String::from_utf8(fs::read(a.join("quant.csv")).unwrap()).unwrap();
+    assert!(
+        quant.contains("critic1.fc2,activation,ap_fixed<16;8"),
+        "{quant}"
+    );
+    for d in [a, b] {
+        fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run_bit_for_bit() {
+    once();
+    for (algo, precision) in [(Algo::Td3, Preset::Fxp16), (Algo::Ddpg, Preset::Float32)] {
+        let mut cfg = tiny(algo, precision);
+        if algo == Algo::Ddpg {
+            cfg.exploration = NoiseKind::Ou;
+        }
+        let (a, b) = (scratch("full"), scratch("killed"));
+        let ra = Trainer::new(cfg.clone(), 5, &a)
+            .unwrap()
+            .run(None, &mut |_| {})
+            .unwrap()
+            .unwrap();
+        // "Kill" at step 1000: the last checkpoint was taken at the episode end at step 800.
+        let stopped = Trainer::new(cfg, 5, &b)
+            .unwrap()
+            .run(Some(1_000), &mut |_| {})
+            .unwrap();
+        assert!(stopped.is_none());
+        let mut t = Trainer::resume(&b).unwrap();
+        assert_eq!(t.step(), 800);
+        let rb = t.run(None, &mut |_| {}).unwrap().unwrap();
+        assert_same_files(&a, &b, &format!("{algo:?} {precision:?}"));
+        assert_eq!(
+            ra.final_eval_return.to_bits(),
+            rb.final_eval_return.to_bits()
+        );
+        assert_eq!(ra.eval_curve, rb.eval_curve);
+        for d in [a, b] {
+            fs::remove_dir_all(d).unwrap();
+        }
+    }
+}
+
+#[test]
+fn diverging_run_names_step_network_layer_and_class_and_keeps_last_checkpoint() {
+    once();
+    let mut cfg = tiny(Algo::Td3, Preset::Float32);
+    cfg.learning_rate = 1e30;
+    cfg.checkpoint_every = 100;
+    let d = scratch("nan");
+    let err = Trainer::new(cfg, 0, &d)
+        .unwrap()
+        .run(None, &mut |_| {})
+        .unwrap_err();
+    let msg = err.to_string();
+    match err {
+        TrainError::NonFinite {
+            step,
+            ref network,
+            ref layer,
+            ..
+        } => {
+            assert!(step >= 200, "{msg}");
+            assert!(layer.starts_with(network.as_str()), "{msg}");
+        }
+        other => panic!("expected a non-finite error, got {other}"),
+    }
+    assert!(
+        msg.contains("network") && msg.contains("layer") && msg.contains("tensor class"),
+        "{msg}"
+    );
+    // The checkpoint from the episode end at step 200 is intact and loads.
+    let t = Trainer::resume(&d).unwrap();
+    assert_eq!(t.step(), 200);
+    fs::remove_dir_all(d).unwrap();
+}
