@@ -77,10 +77,13 @@ pub trait Env: Send {
         })
     }
 
-    /// The current physical state in the layout `reset_to_state` takes, if the env
-    /// exposes one.
-    fn state(&self) -> Option<Vec<f64>> {
-        None
+    /// The current physical state in the layout `reset_to_state` takes (a bridged env
+    /// asks its worker: MuJoCo `qpos ++ qvel`, classic control `unwrapped.state`).
+    fn state(&mut self) -> Result<Vec<f64>, EnvError> {
+        Err(EnvError::Unsupported {
+            id: self.id().to_string(),
+            operation: "state",
+        })
     }
 
     /// Split-phase stepping for envs that compute elsewhere (the Python bridge): sends
@@ -124,7 +127,7 @@ impl<E: Env + ?Sized> Env for Box<E> {
     fn reset_to_state(&mut self, state: &[f64], obs: &mut [f32]) -> Result<(), EnvError> {
         (**self).reset_to_state(state, obs)
     }
-    fn state(&self) -> Option<Vec<f64>> {
+    fn state(&mut self) -> Result<Vec<f64>, EnvError> {
         (**self).state()
     }
     fn step_start(&mut self, action: &[f32]) -> Result<bool, EnvError> {

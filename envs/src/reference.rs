@@ -78,6 +78,41 @@ pub struct EpisodeReport {
     pub passed: bool,
 }
 
+/// Runs one episode (at most `max_steps` steps) from `reset(Some(seed))`, choosing
+/// actions with `policy(obs, action)`, and records it in the reference format. The
+/// initial state is what [`Env::state`] reports (empty if the env cannot report it;
+/// such an episode cannot be replayed).
+pub fn record(
+    env: &mut dyn Env,
+    seed: u64,
+    max_steps: u32,
+    mut policy: impl FnMut(&[f32], &mut [f32]),
+) -> Result<ReferenceEpisode, EnvError> {
+    let mut obs = vec![0.0f32; env.observation_space().dim()];
+    let mut action = vec![0.0f32; env.action_space().dim()];
+    env.reset(Some(seed), &mut obs)?;
+    let widen = |o: &[f32]| o.iter().map(|v| f64::from(*v)).collect::<Vec<f64>>();
+    let mut ep = ReferenceEpisode {
+        env: env.id().to_string(),
+        initial_state: env.state().unwrap_or_default(),
+        obs: vec![widen(&obs)],
+        ..ReferenceEpisode::default()
+    };
+    for _ in 0..max_steps {
+        policy(&obs, &mut action);
+        let out = env.step(&action, &mut obs)?;
+        ep.actions.push(action.clone());
+        ep.obs.push(widen(&obs));
+        ep.rewards.push(out.reward);
+        ep.terminated.push(out.terminated);
+        ep.truncated.push(out.truncated);
+        if out.done() {
+            break;
+        }
+    }
+    Ok(ep)
+}
+
 /// Parses a reference file.
 pub fn parse(text: &str) -> Result<ReferenceFile, serde_json::Error> {
     serde_json::from_str(text)
@@ -153,6 +188,15 @@ type MadeEnv = Result<Box<dyn Env>, String>;
 
 /// Replays every episode, making each env by id with [`make`] (one env per id, reused).
 pub fn replay_file(file: &ReferenceFile, tolerance: f64) -> Vec<EpisodeReport> {
+    replay_file_with(file, tolerance, |_| {})
+}
+
+/// [`replay_file`], calling `on_episode` after each episode (for progress display).
+pub fn replay_file_with(
+    file: &ReferenceFile,
+    tolerance: f64,
+    mut on_episode: impl FnMut(&EpisodeReport),
+) -> Vec<EpisodeReport> {
     let mut envs: Vec<(String, MadeEnv)> = Vec::new();
     file.episodes
         .iter()
@@ -168,7 +212,7 @@ pub fn replay_file(file: &ReferenceFile, tolerance: f64) -> Vec<EpisodeReport> {
                     envs.len() - 1
                 }
             };
-            match &mut envs[slot].1 {
+            let report = match &mut envs[slot].1 {
                 Ok(env) => replay_on(env.as_mut(), ep, i, tolerance),
                 Err(msg) => EpisodeReport {
                     index: i,
@@ -180,7 +224,9 @@ pub fn replay_file(file: &ReferenceFile, tolerance: f64) -> Vec<EpisodeReport> {
                     error: Some(msg.clone()),
                     passed: false,
                 },
-            }
+            };
+            on_episode(&report);
+            report
         })
         .collect()
 }

@@ -71,7 +71,7 @@ impl<E: Env> Env for TimeLimit<E> {
         self.elapsed = 0;
         self.env.reset_to_state(state, obs)
     }
-    fn state(&self) -> Option<Vec<f64>> {
+    fn state(&mut self) -> Result<Vec<f64>, EnvError> {
         self.env.state()
     }
     fn step_start(&mut self, action: &[f32]) -> Result<bool, EnvError> {

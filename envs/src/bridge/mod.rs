@@ -195,6 +195,8 @@ impl PendingWorker {
             .arg(id)
             .arg(cfg.make_kwargs.to_string())
             .arg(std::process::id().to_string())
+            // MuJoCo writes MUJOCO_LOG.TXT into the working directory on warnings.
+            .current_dir(std::env::temp_dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -536,6 +538,33 @@ impl Env for BridgedEnv {
         self.send(b'T', "reset_to_state")?;
         self.read_answer("reset_to_state")?;
         self.take_obs(1, obs)
+    }
+
+    fn state(&mut self) -> Result<Vec<f64>, EnvError> {
+        self.check_usable()?;
+        if self.pending {
+            self.step_wait_raw()?;
+        }
+        self.begin_request();
+        self.send(b'G', "state")?;
+        self.read_answer("state")?;
+        let body = &self.rbuf[1..];
+        let n = body
+            .get(..4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+        match n.and_then(|n| body.get(4..4 + 8 * n)) {
+            Some(vals) => Ok(vals
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect()),
+            None => {
+                let err = EnvError::Bridge {
+                    id: self.id.clone(),
+                    message: "malformed state answer from the worker".into(),
+                };
+                Err(self.fail(err))
+            }
+        }
     }
 
     fn step_start(&mut self, action: &[f32]) -> Result<bool, EnvError> {

@@ -7,9 +7,11 @@ Frames, little-endian. Request: u8 op, u32 payload length, payload.
   b"R" reset:           u8 has_seed, u64 seed
   b"S" step:            float32 action elements
   b"T" reset to state:  float64 state elements
+  b"G" get state:       (empty)
 Response: u32 body length, body = u8 status, then
   status 0 after R/T:   u32 n, n float32 observation elements
   status 0 after S:     f64 reward, u8 terminated, u8 truncated, u32 n, n float32 obs
+  status 0 after G:     u32 n, n float64 state elements
   status 1 (exception): UTF-8 message
 The first response is the handshake: a JSON object (spaces, time limit, or error).
 The worker exits when stdin closes or its parent process goes away.
@@ -145,12 +147,28 @@ def main():
                 env.reset()
                 u = env.unwrapped
                 if hasattr(u, "set_state") and hasattr(u, "model"):  # MuJoCo: qpos ++ qvel
+                    import mujoco
+
+                    # As MujocoEnv.reset does: clear mjData (solver warm-start included)
+                    # before setting the state, so the physics continues bit for bit.
+                    mujoco.mj_resetData(u.model, u.data)
                     nq = u.model.nq
                     u.set_state(state[:nq], state[nq:])
                 else:  # classic control keeps its state in `state`
                     u.state = state
                 obs = u._get_obs() if hasattr(u, "_get_obs") else np.array(u.state, dtype=f32)
                 put(obs_frame(obs))
+            except Exception as exc:
+                fail(exc)
+        elif op == 71:  # G
+            try:
+                u = env.unwrapped
+                if hasattr(u, "data") and hasattr(u, "model"):  # MuJoCo: qpos ++ qvel
+                    state = np.concatenate([u.data.qpos, u.data.qvel])
+                else:
+                    state = np.asarray(u.state)
+                state = np.ascontiguousarray(state, dtype="<f8").reshape(-1)
+                send(b"\x00" + LEN.pack(state.size) + state.tobytes())
             except Exception as exc:
                 fail(exc)
         else:

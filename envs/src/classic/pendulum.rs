@@ -135,8 +135,10 @@ impl Env for Pendulum {
         Ok(())
     }
 
-    fn state(&self) -> Option<Vec<f64>> {
-        self.state.map(|s| s.to_vec())
+    fn state(&mut self) -> Result<Vec<f64>, EnvError> {
+        self.state
+            .map(|s| s.to_vec())
+            .ok_or_else(|| EnvError::ResetNeeded { id: ID.into() })
     }
 }
 
