@@ -454,6 +454,211 @@ pub fn check_complete(c: &Collected, allow_partial: bool) -> Result<()> {
     }
 }
 
+/// The training config of one trial: the base config, the sweep's `set` overrides, then
+/// the trial's algo, env and precision. Errors name the sweep file and the key.
+pub fn trial_config(
+    spec_path: &Path,
+    base_path: &Path,
+    spec: &SweepSpec,
+    trial: &Trial,
+) -> Result<agents::config::TrainConfig> {
+    let text = std::fs::read_to_string(base_path)
+        .map_err(|e| config_error(format!("cannot read {}: {e}", base_path.display())))?;
+    let mut table: toml::Table =
+        toml::from_str(&text).map_err(|e| config_error(format!("{}: {e}", base_path.display())))?;
+    for (k, v) in &spec.set {
+        table.insert(k.clone(), v.clone());
+    }
+    table.insert("algo".into(), toml::Value::String(trial.algo.clone()));
+    table.insert("env_id".into(), toml::Value::String(trial.env.clone()));
+    table.insert(
+        "precision".into(),
+        toml::Value::String(trial.precision.clone()),
+    );
+    let cfg: agents::config::TrainConfig = table.try_into().map_err(|e: toml::de::Error| {
+        config_error(format!(
+            "sweep {} (base {}), trial {}: {e}",
+            spec_path.display(),
+            base_path.display(),
+            trial.id
+        ))
+    })?;
+    cfg.validate().map_err(|e| {
+        config_error(format!(
+            "sweep {}, trial {}: {e}",
+            spec_path.display(),
+            trial.id
+        ))
+    })?;
+    Ok(cfg)
+}
+
+/// Trains one trial into its directory (resuming a partial one) and writes `trial.json`.
+pub fn run_trial(
+    cfg: agents::config::TrainConfig,
+    trial: &Trial,
+    dir: &Path,
+) -> Result<TrialResult> {
+    tch::set_num_threads(1);
+    let mut trainer = if dir.join("checkpoint.bin").is_file() {
+        tracing::info!("{}: resuming from its checkpoint", trial.id);
+        agents::trainer::Trainer::resume(dir).map_err(|e| anyhow::anyhow!("{}: {e}", trial.id))?
+    } else {
+        agents::trainer::Trainer::new(cfg, trial.seed, dir)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", trial.id))?
+    };
+    let res = trainer
+        .run(None, &mut |_| {})
+        .map_err(|e| anyhow::anyhow!("trial {}: {e}", trial.id))?
+        .context("training stopped before the end")?;
+    let result = TrialResult {
+        trial: trial.clone(),
+        final_eval_return: res.final_eval_return,
+        env_steps: res.steps,
+        eval_curve: res.eval_curve.iter().map(|e| (e.step, e.mean)).collect(),
+        wall_s: res.wall_time_s,
+    };
+    write_json_atomic(&dir.join("trial.json"), &result)?;
+    Ok(result)
+}
+
+/// `fixar sweep` arguments.
+#[derive(clap::Args, Debug)]
+pub struct SweepArgs {
+    /// The sweep file (TOML: name, base, algos, envs, precisions, seeds, [set], out).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Run only slice i of n (0-based), e.g. `--shard 0/4`.
+    #[arg(long)]
+    pub shard: Option<Shard>,
+    /// Write a cluster script instead of running: `slurm` (one array task per shard).
+    #[arg(long, value_parser = ["slurm"])]
+    pub emit: Option<String>,
+    /// Number of shards for `--emit slurm`.
+    #[arg(long, default_value_t = 4)]
+    pub shards: usize,
+    /// Output directory (overrides the sweep file's `out`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `fixar collect` arguments.
+#[derive(clap::Args, Debug)]
+pub struct CollectArgs {
+    /// Sweep output directories (of shards run anywhere, copied together).
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Write tables and plots here (default: the first directory).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Merge what is there even when trials are missing, partial or duplicated.
+    #[arg(long)]
+    pub allow_partial: bool,
+}
+
+/// `fixar sweep`: runs the grid (or one shard of it) trial by trial, seeds in parallel.
+pub fn run_sweep(args: &SweepArgs) -> Result<std::process::ExitCode> {
+    let (mut spec, base) = SweepSpec::load(&args.config)?;
+    if let Some(out) = &args.out {
+        spec.out = Some(out.clone());
+    }
+    let out = spec.out_dir();
+    let trials = spec.expand();
+    // Configs are checked up front: a bad key fails before anything is created.
+    let configs = trials
+        .iter()
+        .map(|t| trial_config(&args.config, &base, &spec, t))
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(kind) = &args.emit {
+        debug_assert_eq!(kind, "slurm");
+        if args.shards == 0 {
+            return Err(config_error("--shards must be at least 1"));
+        }
+        std::fs::create_dir_all(&out)?;
+        let path = out.join("sweep.slurm");
+        std::fs::write(&path, slurm_script(&args.config, &spec, args.shards))?;
+        println!(
+            "wrote {} ({} trials in {} shards)",
+            path.display(),
+            trials.len(),
+            args.shards
+        );
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let mine = match args.shard {
+        Some(s) => shard(&trials, s),
+        None => trials.clone(),
+    };
+    write_grid(&out, &spec)?;
+    let todo: Vec<(Trial, agents::config::TrainConfig)> = mine
+        .into_iter()
+        .filter(|t| !trial_dir(&out, t).join("trial.json").is_file())
+        .map(|t| {
+            let cfg = configs[trials.iter().position(|x| x.id == t.id).expect("own trial")].clone();
+            (t, cfg)
+        })
+        .collect();
+    tracing::info!(
+        "sweep {}: {} trials to run into {}",
+        spec.name,
+        todo.len(),
+        out.display()
+    );
+    let bar = indicatif::ProgressBar::new(todo.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} trials {elapsed_precise} ETA {eta} {msg}",
+        )
+        .expect("template"),
+    );
+    use rayon::prelude::*;
+    let results: Vec<Result<TrialResult>> = todo
+        .par_iter()
+        .map(|(t, cfg)| {
+            let r = run_trial(cfg.clone(), t, &trial_dir(&out, t));
+            if let Ok(r) = &r {
+                bar.set_message(format!("{}: {:.1}", t.id, r.final_eval_return));
+            }
+            bar.inc(1);
+            r
+        })
+        .collect();
+    bar.finish_and_clear();
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| format!("{e:#}")))
+        .collect();
+    if !failed.is_empty() {
+        bail!("{} trial(s) failed:\n{}", failed.len(), failed.join("\n"));
+    }
+    if args.shard.is_none() {
+        let c = collect(std::slice::from_ref(&out))?;
+        check_complete(&c, false)?;
+        for p in write_tables(&out, &spec.name, &c.results)? {
+            println!("wrote {}", p.display());
+        }
+    } else {
+        println!(
+            "shard done: results in {}; merge with `fixar collect`",
+            out.display()
+        );
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `fixar collect`.
+pub fn run_collect(args: &CollectArgs) -> Result<std::process::ExitCode> {
+    let c = collect(&args.dirs)?;
+    check_complete(&c, args.allow_partial)?;
+    let out = args.out.clone().unwrap_or_else(|| args.dirs[0].clone());
+    let name = c.grid.as_ref().map(|g| g.name.clone()).unwrap_or_default();
+    for p in write_tables(&out, &name, &c.results)? {
+        println!("wrote {}", p.display());
+    }
+    println!("{} trials collected", c.results.len());
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
