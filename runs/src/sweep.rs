@@ -415,7 +415,7 @@ pub fn write_tables(out: &Path, name: &str, results: &[TrialResult]) -> Result<V
         plot::line_chart(
             &plot::LineChart {
                 title: format!(
-                    "{} {env}: eval return, mean over {seeds} seeds (band: min-max)",
+                    "{} {env}: eval return, mean over {seeds} seed(s) (band: min-max)",
                     algo.to_uppercase()
                 ),
                 x_label: "environment steps".into(),
