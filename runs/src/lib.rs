@@ -5,5 +5,6 @@ pub mod failure;
 pub mod info;
 pub mod logging;
 pub mod plot;
+pub mod qat;
 pub mod report;
 pub mod sweep;

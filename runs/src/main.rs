@@ -30,6 +30,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Narrow a trained run down a ladder of bit widths (PTQ, range QAT, quantization
+    /// delay, learned binary point); writes qat.csv/md, formats, chosen.json and a plot.
+    Qat(runs::qat::QatArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -43,6 +46,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Qat(args) => runs::qat::run(&args),
     }
 }
 

@@ -1,0 +1,194 @@
+//! The reward-vs-bit-width figure: one line per strategy with ±1 std error bars over
+//! seeds, the reference precisions as horizontal bands (mean ± std), the tolerance band
+//! around the reference, and the chosen width as a vertical marker.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::table::{Reference, RungResult, Strategy, Tolerance};
+use crate::plot::{line_chart, HBand, LineChart, Series};
+
+/// What the figure's title and labels name.
+pub struct FigureContext<'a> {
+    pub env: &'a str,
+    pub algorithm: &'a str,
+    pub seeds: &'a [u64],
+    pub episodes: usize,
+    pub reference: &'a Reference,
+    pub float_reference: Option<&'a Reference>,
+    pub tolerance: &'a Tolerance,
+    pub chosen: Option<&'a RungResult>,
+}
+
+/// `0..3` for consecutive seeds, else `0, 2, 5`.
+pub fn seeds_label(seeds: &[u64]) -> String {
+    let consecutive = seeds.windows(2).all(|w| w[1] == w[0] + 1);
+    match (seeds.first(), seeds.last()) {
+        (Some(a), Some(b)) if consecutive && seeds.len() > 2 => format!("{a}..{}", b + 1),
+        _ => seeds
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// The chart description (separate from drawing, so it can be checked).
+pub fn chart(ctx: &FigureContext, results: &[RungResult]) -> LineChart {
+    let mut series = Vec::new();
+    for st in Strategy::ALL {
+        let mut pts: Vec<(f64, f64, f64)> = results
+            .iter()
+            .filter(|r| r.strategy == st && r.failure().is_none())
+            .filter_map(|r| r.mean_std().map(|(m, s)| (r.rung.width as f64, m, s)))
+            .collect();
+        if pts.is_empty() {
+            continue;
+        }
+        pts.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+        series.push(Series {
+            label: st.name().to_string(),
+            points: pts.iter().map(|p| (p.0, p.1)).collect(),
+            band: Vec::new(),
+            error_bars: pts.iter().map(|p| (p.0, p.1 - p.2, p.1 + p.2)).collect(),
+        });
+    }
+    let band = |r: &Reference| HBand {
+        label: format!("{} reference (mean ± std)", r.label),
+        lo: r.mean - r.std,
+        hi: r.mean + r.std,
+    };
+    let mut hbands = vec![band(ctx.reference)];
+    if let Some(f) = ctx.float_reference {
+        hbands.push(band(f));
+    }
+    let a = ctx.tolerance.allowance(ctx.reference.mean);
+    let (lo, hi) = match ctx.tolerance.scale {
+        super::table::Scale::Reference => (ctx.reference.mean - a, ctx.reference.mean + a),
+        super::table::Scale::Random { .. } => (ctx.reference.mean - a, ctx.reference.mean),
+    };
+    hbands.push(HBand {
+        label: format!(
+            "within {:.0}% of {}",
+            ctx.tolerance.fraction * 100.0,
+            ctx.reference.label
+        ),
+        lo,
+        hi,
+    });
+    let vlines = ctx
+        .chosen
+        .map(|c| {
+            vec![(
+                c.rung.width as f64,
+                format!("chosen: {} {} bits", c.strategy, c.rung.width),
+            )]
+        })
+        .unwrap_or_default();
+    LineChart {
+        title: format!(
+            "Reward vs bit width: {} on {}, seeds {} ({} eval episodes each)",
+            ctx.algorithm.to_uppercase(),
+            ctx.env,
+            seeds_label(ctx.seeds),
+            ctx.episodes
+        ),
+        x_label: "bit width (bits)".into(),
+        y_label: "mean eval return (± std over seeds)".into(),
+        series,
+        hbands,
+        vlines,
+        log_x: false,
+        log_y: false,
+    }
+}
+
+/// Writes `<stem>.png` and `<stem>.svg`.
+pub fn write(ctx: &FigureContext, results: &[RungResult], stem: &Path) -> Result<()> {
+    line_chart(&chart(ctx, results), stem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qat::ladder::Rung;
+    use crate::qat::table::{Scale, SeedOutcome};
+
+    #[test]
+    fn figure_has_a_line_per_strategy_reference_bands_and_the_chosen_marker() {
+        let seeds = |xs: &[f64]| {
+            xs.iter()
+                .enumerate()
+                .map(|(i, &x)| SeedOutcome {
+                    seed: i as u64,
+                    eval_mean: Some(x),
+                    error: None,
+                    checkpoint: None,
+                    formats: Default::default(),
+                    multipliers: None,
+                })
+                .collect()
+        };
+        let results = vec![
+            RungResult {
+                strategy: Strategy::Ptq,
+                rung: Rung::uniform(16),
+                seeds: seeds(&[-150.0, -160.0]),
+            },
+            RungResult {
+                strategy: Strategy::Ptq,
+                rung: Rung::uniform(8),
+                seeds: seeds(&[-900.0, -1000.0]),
+            },
+            RungResult {
+                strategy: Strategy::Range,
+                rung: Rung::uniform(8),
+                seeds: seeds(&[-155.0, -165.0]),
+            },
+        ];
+        let reference = Reference {
+            label: "fxp32".into(),
+            mean: -155.0,
+            std: 5.0,
+            seeds: 2,
+        };
+        let float = Reference {
+            label: "float32".into(),
+            mean: -150.0,
+            std: 4.0,
+            seeds: 2,
+        };
+        let tol = super::super::table::Tolerance {
+            fraction: 0.05,
+            scale: Scale::Reference,
+        };
+        let ctx = FigureContext {
+            env: "Pendulum-v1",
+            algorithm: "td3",
+            seeds: &[0, 1, 2],
+            episodes: 10,
+            reference: &reference,
+            float_reference: Some(&float),
+            tolerance: &tol,
+            chosen: Some(&results[2]),
+        };
+        let c = chart(&ctx, &results);
+        assert!(
+            c.title.contains("TD3") && c.title.contains("Pendulum-v1") && c.title.contains("0..3")
+        );
+        assert_eq!(c.series.len(), 2);
+        assert_eq!(c.series[0].points, vec![(8.0, -950.0), (16.0, -155.0)]);
+        assert_eq!(c.series[0].error_bars[0], (8.0, -1000.0, -900.0));
+        assert_eq!(c.hbands.len(), 3);
+        assert_eq!(c.vlines[0].0, 8.0);
+        let dir = std::env::temp_dir().join(format!("fixar-qat-fig-{}", std::process::id()));
+        let stem = dir.join("reward_vs_bits");
+        write(&ctx, &results, &stem).unwrap();
+        assert!(stem.with_extension("png").metadata().unwrap().len() > 1000);
+        assert!(std::fs::read_to_string(stem.with_extension("svg"))
+            .unwrap()
+            .contains("Pendulum-v1"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
