@@ -48,7 +48,9 @@ pub struct TrainConfig {
     pub optimizer: OptimizerKind,
     pub learning_rate: f64,
     /// Overrides `learning_rate` for the actor / the critics.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub actor_learning_rate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub critic_learning_rate: Option<f64>,
     pub adam_beta1: f64,
     pub adam_beta2: f64,

@@ -30,9 +30,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Narrow a trained run down a ladder of bit widths (PTQ, range QAT, quantization
-    /// delay, learned binary point); writes qat.csv/md, formats, chosen.json and a plot.
-    Qat(runs::qat::QatArgs),
+    /// Train DDPG/TD3 from a TOML config (runs/configs/), several seeds in parallel.
+    Train(runs::train::TrainArgs),
+    /// Benchmarks: `name: value` lines, ours beside the peer's from the same run.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// TD3 gradient updates/s (Pendulum shapes, 256-256, batch 256) vs GEMM roofline and SB3.
+    Td3(runs::bench_td3::BenchTd3Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -46,7 +56,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Qat(args) => runs::qat::run(&args),
+        Command::Train(args) => runs::train::run(&args),
+        Command::Bench { what } => match what {
+            BenchCommand::Td3(args) => runs::bench_td3::run(&args),
+        },
     }
 }
 

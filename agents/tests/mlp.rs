@@ -1,0 +1,203 @@
+//! The MLP's explicit backward against libtorch autograd, its exact mode against quant's
+//! golden integer GEMM, and the fast/exact mismatch measurement.
+
+use agents::mlp::{fast_exact_mismatch, Activation, Mlp};
+use agents::precision::{FormatValue, Gemm, PrecisionSpec, Preset, TensorClass};
+use quant::FxFormat;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tch::{Kind, Tensor};
+
+fn net(preset: Preset, gemm: Gemm, sizes: &[usize]) -> Mlp {
+    let mut spec = PrecisionSpec::preset(preset);
+    spec.gemm = gemm;
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let out = Activation::Tanh {
+        scale: vec![2.0; sizes[sizes.len() - 1]],
+        offset: vec![0.5; sizes[sizes.len() - 1]],
+    };
+    Mlp::new("actor", sizes, out, &spec, &mut rng, 9)
+}
+
+fn randn(rows: i64, cols: i64, seed: i64, kind: Kind) -> Tensor {
+    tch::manual_seed(seed);
+    Tensor::randn([rows, cols], (kind, tch::Device::Cpu))
+}
+
+fn max_rel(a: &Tensor, b: &Tensor) -> f64 {
+    let diff = (a - b).abs().max().double_value(&[]);
+    diff / b.abs().max().double_value(&[]).max(1e-30)
+}
+
+#[test]
+fn float_gradients_equal_libtorch_autograd_within_1e_5() {
+    let sizes = [5, 32, 24, 3];
+    let mut m = net(Preset::Float32, Gemm::Fast, &sizes);
+    let x = randn(16, 5, 1, Kind::Float);
+    let delta = randn(16, 3, 2, Kind::Float);
+    let y = m.forward(&x);
+    let dx = m.backward(&delta, true, true).unwrap();
+
+    // The same network through autograd.
+    let p = m.params().detach().copy().set_requires_grad(true);
+    let xin = x.copy().set_requires_grad(true);
+    let mut h = xin.shallow_clone();
+    let mut off = 0i64;
+    for (i, w) in sizes.windows(2).enumerate() {
+        let (k, n) = (w[0] as i64, w[1] as i64);
+        let wt = p.narrow(0, off, k * n).view([k, n]);
+        let b = p.narrow(0, off + k * n, n);
+        off += k * n + n;
+        let z = h.matmul(&wt) + b;
+        h = if i + 2 == sizes.len() {
+            z.tanh() * 2.0 + 0.5
+        } else {
+            z.relu()
+        };
+    }
+    assert!(max_rel(&y, &h.detach()) < 1e-6);
+    (&h * &delta).sum(Kind::Float).backward();
+    let (gp, gx) = (p.grad(), xin.grad());
+    let rel = max_rel(m.grads(), &gp);
+    assert!(rel < 1e-5, "parameter gradients differ by {rel:e} relative");
+    let rel = max_rel(&dx, &gx);
+    assert!(rel < 1e-5, "input gradients differ by {rel:e} relative");
+    // Per layer too, so a small layer cannot hide behind a large one.
+    let mut off = 0i64;
+    for l in &m.layers {
+        let n = (l.in_dim * l.out_dim) as i64;
+        let rel = max_rel(
+            l.weight_grad(),
+            &gp.narrow(0, off, n)
+                .view([l.in_dim as i64, l.out_dim as i64]),
+        );
+        assert!(rel < 1e-5, "{}: {rel:e}", l.name);
+        off += n + l.out_dim as i64;
+    }
+}
+
+fn codes(t: &Tensor, f: &FxFormat) -> Vec<i64> {
+    let v: Vec<f64> = Vec::try_from(t.to_kind(Kind::Double).contiguous().view([-1])).unwrap();
+    v.iter()
+        .map(|&x| {
+            let r = quant::from_f64(x, f).unwrap();
+            assert_eq!(quant::to_f64(r, f), x, "{x} not on the grid of {f}");
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn exact_mode_equals_golden_integer_gemm_forward_and_backward() {
+    for preset in [Preset::Fxp32, Preset::Fxp16] {
+        let sizes = [4usize, 24, 16, 2];
+        let mut spec_net = net(preset, Gemm::Exact, &sizes);
+        // Round to nearest in the GEMM outputs (stochastic rounding is not a GEMM property).
+        spec_net.update_formats(|_, f| {
+            for c in TensorClass::ALL {
+                if let Some(x) = f.get(c) {
+                    f.set(
+                        c,
+                        Some(x.with_modes(quant::Rounding::RndConv, quant::Overflow::Sat)),
+                    );
+                }
+            }
+        });
+        let m = &mut spec_net;
+        let x = randn(8, 4, 3, Kind::Double) * 3.0;
+        let y = m.forward(&x);
+        assert_eq!(y.size(), [8, 2]);
+        let mut x_fmt = m.layers[0].formats.get(TensorClass::Input).unwrap();
+        for l in &m.layers {
+            let f = |c| l.formats.get(c).unwrap();
+            let (wf, bf, zf) = (
+                f(TensorClass::Weight),
+                f(TensorClass::Bias),
+                f(TensorClass::Preact),
+            );
+            let xin = l.cached_input().unwrap();
+            let z = l.cached_preact().unwrap();
+            let golden = quant::golden_gemm(
+                &codes(xin, &x_fmt),
+                &x_fmt,
+                &codes(l.weight(), &wf),
+                &wf,
+                Some((&codes(l.bias(), &bf), &bf)),
+                8,
+                l.in_dim,
+                l.out_dim,
+                &zf,
+            );
+            assert_eq!(codes(z, &zf), golden, "{preset:?} {} forward", l.name);
+            x_fmt = f(TensorClass::Activation);
+        }
+        // Backward through the identity-free tanh output: check the last layer's weight
+        // gradient x^T dz and input error dz W^T against the golden GEMM.
+        let last = m.layers.len() - 1;
+        let xin = m.layers[last].cached_input().unwrap().shallow_clone();
+        let z = m.layers[last].cached_preact().unwrap().shallow_clone();
+        let ef = m.layers[last].formats.get(TensorClass::Error).unwrap();
+        let gf = m.layers[last].formats.get(TensorClass::Grad).unwrap();
+        let wf = m.layers[last].formats.get(TensorClass::Weight).unwrap();
+        let xf = m.layers[last - 1]
+            .formats
+            .get(TensorClass::Activation)
+            .unwrap();
+        let delta = quant::tensor::fake_quant(&(randn(8, 2, 4, Kind::Double) * 0.01), &ef, None).0;
+        m.backward(&delta, true, true).unwrap();
+        // dz = cast_E(delta * 2 (1 - tanh^2 z)), as the layer computes it.
+        let dz = quant::tensor::fake_quant(
+            &(Tensor::tanh_backward(&(&delta * 2.0), &z.tanh())),
+            &ef,
+            None,
+        )
+        .0;
+        let golden_gw = quant::golden_gemm(
+            &codes(&xin.tr().contiguous(), &xf),
+            &xf,
+            &codes(&dz, &ef),
+            &ef,
+            None,
+            16,
+            8,
+            2,
+            &gf,
+        );
+        assert_eq!(
+            codes(m.layers[last].weight_grad(), &gf),
+            golden_gw,
+            "{preset:?} weight gradient"
+        );
+        assert!(golden_gw.iter().any(|&c| c != 0));
+    }
+}
+
+#[test]
+fn fast_and_exact_differ_rarely_and_mismatch_is_reported_per_layer() {
+    let m = net(Preset::Fxp32, Gemm::Fast, &[3, 64, 64, 1]);
+    let x = randn(64, 3, 5, Kind::Double) * 2.0;
+    let d = randn(64, 1, 6, Kind::Double) * 0.01;
+    let mm = fast_exact_mismatch(&m, &x, &d).unwrap();
+    assert_eq!(
+        mm.iter().map(|l| l.layer.as_str()).collect::<Vec<_>>(),
+        ["actor.fc1", "actor.fc2", "actor.fc3"]
+    );
+    for l in &mm {
+        assert!(l.elements[0] > 0 && l.elements[1] > 0);
+        assert!((0.0..=1.0).contains(&l.preact) && (0.0..=1.0).contains(&l.grad));
+    }
+    assert!(mm[0].error.is_nan() && mm[2].error.is_finite());
+    // fxp32 (Q16.16 pre-activations of magnitude ~1..10): f32 keeps 20+ fraction bits,
+    // so fast and exact differ only near rounding ties.
+    assert!(
+        mm.iter().all(|l| l.preact < 0.05 && l.grad < 0.05),
+        "{mm:?}"
+    );
+    // With 30 fraction bits no f32 GEMM can land on the right code: most differ.
+    let mut fine = net(Preset::Fxp32, Gemm::Fast, &[3, 64, 64, 1]);
+    let f30: FormatValue = "ap_fixed<32,2,AP_RND_CONV,AP_SAT>".parse().unwrap();
+    fine.update_formats(|_, f| f.set(TensorClass::Preact, f30.0));
+    let mm_fine = fast_exact_mismatch(&fine, &(&x * 0.05), &d).unwrap();
+    assert!(mm_fine[1].preact > 0.5, "{mm_fine:?}");
+    let _ = FormatValue(None);
+}

@@ -1,0 +1,326 @@
+//! `fixar bench td3`: TD3 gradient updates per second on a filled replay buffer
+//! (Pendulum-v1 shapes: obs 3, action 1; 256-256 networks; batch 256), libtorch's f32
+//! GEMM throughput at exactly the update's GEMM shapes measured in the same run, the
+//! roofline fraction, fast/exact mismatch per layer (fixed-point presets), and the
+//! Stable-Baselines3 peer from `../shared/bench/sb3_td3_pendulum.py`.
+//!
+//! What is counted: one update = one critic step on both critics (TD3 target with target
+//! policy smoothing) plus, every `policy_frequency` = 2 updates, one actor step and the
+//! soft target updates, including minibatch sampling; no env stepping. The roofline:
+//! FLOPs of one update (2 m k n per GEMM, averaged over the policy delay) divided by the
+//! time libtorch needs for the same GEMMs back to back at the same thread count;
+//! `roofline_fraction` = that GEMM-only time / the measured time per update.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use agents::config::TrainConfig;
+use agents::mlp::fast_exact_mismatch;
+use agents::replay::ReplayBuffer;
+use agents::trainer::build_agent;
+use agents::Preset;
+use anyhow::{anyhow, Context, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tch::{Kind, Tensor};
+
+use crate::failure::config_error;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchTd3Args {
+    /// float32, fxp32 or fxp16.
+    #[arg(long, default_value = "float32")]
+    pub precision: String,
+    /// Timed gradient updates.
+    #[arg(long, default_value_t = 500)]
+    pub updates: u64,
+    /// libtorch intra-op threads (ours and the peer's).
+    #[arg(long, default_value_t = 1)]
+    pub threads: i32,
+    /// GEMM emulation of fixed-point layers: fast or exact.
+    #[arg(long, default_value = "fast")]
+    pub gemm: String,
+    /// Run the Stable-Baselines3 peer in the same invocation.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub peer: bool,
+    /// Updates the peer times.
+    #[arg(long, default_value_t = 1000)]
+    pub peer_updates: u64,
+}
+
+const OBS: usize = 3;
+const ACT: usize = 1;
+const HIDDEN: [usize; 2] = [256, 256];
+const BATCH: usize = 256;
+const POLICY_FREQUENCY: u64 = 2;
+
+/// Where a GEMM sits in a layer: forward `b + x W`, weight gradient `x^T dz`, input
+/// error `dz W^T`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GemmRole {
+    Forward,
+    WeightGrad,
+    InputError,
+}
+
+/// The GEMMs of one TD3 update with their average count per update, keyed by (role,
+/// batch, fan-in, fan-out) of the layer.
+pub fn td3_update_gemms(
+    obs: usize,
+    act: usize,
+    hidden: &[usize],
+    batch: usize,
+    policy_frequency: u64,
+) -> BTreeMap<(GemmRole, usize, usize, usize), f64> {
+    let layers = |input: usize, output: usize| -> Vec<(usize, usize)> {
+        let mut s = vec![input];
+        s.extend(hidden);
+        s.push(output);
+        s.windows(2).map(|w| (w[0], w[1])).collect()
+    };
+    let actor = layers(obs, act);
+    let critic = layers(obs + act, 1);
+    let mut g: BTreeMap<(GemmRole, usize, usize, usize), f64> = BTreeMap::new();
+    let mut add = |role, net: &[(usize, usize)], weight: f64, skip_first: bool| {
+        for (i, &(k, n)) in net.iter().enumerate() {
+            if !(skip_first && i == 0) {
+                *g.entry((role, batch, k, n)).or_default() += weight;
+            }
+        }
+    };
+    let a = 1.0 / policy_frequency as f64;
+    // Critic step: target actor, two target critics, two critics forward and backward.
+    add(GemmRole::Forward, &actor, 1.0, false);
+    add(GemmRole::Forward, &critic, 4.0, false);
+    add(GemmRole::WeightGrad, &critic, 2.0, false);
+    add(GemmRole::InputError, &critic, 2.0, true);
+    // Actor step: actor and critic 1 forward, critic 1 input errors down to the action,
+    // actor weight gradients and input errors.
+    add(GemmRole::Forward, &actor, a, false);
+    add(GemmRole::Forward, &critic, a, false);
+    add(GemmRole::InputError, &critic, a, false);
+    add(GemmRole::WeightGrad, &actor, a, false);
+    add(GemmRole::InputError, &actor, a, true);
+    g
+}
+
+/// Seconds per call of libtorch's f32 GEMM for one (role, batch, k, n), as the MLP
+/// issues it (addmm, x^T mm dz, dz mm W^T), averaged over at least 30 ms.
+fn time_gemm(role: GemmRole, b: usize, k: usize, n: usize) -> f64 {
+    let opts = (Kind::Float, tch::Device::Cpu);
+    let (b, k, n) = (b as i64, k as i64, n as i64);
+    let x = Tensor::randn([b, k], opts);
+    let w = Tensor::randn([k, n], opts);
+    let bias = Tensor::randn([n], opts);
+    let dz = Tensor::randn([b, n], opts);
+    let call = || match role {
+        GemmRole::Forward => bias.addmm(&x, &w),
+        GemmRole::WeightGrad => x.tr().mm(&dz),
+        GemmRole::InputError => dz.mm(&w.tr()),
+    };
+    for _ in 0..5 {
+        let _ = call();
+    }
+    let (mut reps, t) = (0u64, Instant::now());
+    while t.elapsed().as_secs_f64() < 0.03 || reps < 10 {
+        let _ = call();
+        reps += 1;
+    }
+    t.elapsed().as_secs_f64() / reps as f64
+}
+
+/// (FLOPs per update, seconds of GEMM per update at libtorch's measured speed).
+pub fn gemm_roofline(gemms: &BTreeMap<(GemmRole, usize, usize, usize), f64>) -> (f64, f64) {
+    let mut flops = 0.0;
+    let mut secs = 0.0;
+    for (&(role, b, k, n), &count) in gemms {
+        let (m, kk, nn) = match role {
+            GemmRole::Forward => (b, k, n),
+            GemmRole::WeightGrad => (k, b, n),
+            GemmRole::InputError => (b, n, k),
+        };
+        flops += count * 2.0 * (m * kk * nn) as f64;
+        secs += count * time_gemm(role, b, k, n);
+    }
+    (flops, secs)
+}
+
+/// The peer's `name: value` lines, or why there are none.
+fn run_peer(threads: i32, updates: u64) -> Result<BTreeMap<String, f64>> {
+    let python = envs::bridge::python_executable();
+    let shared =
+        std::env::var("FIXAR_SHARED_DIR").unwrap_or_else(|_| env!("FIXAR_SHARED_DIR").to_string());
+    let script = std::path::Path::new(&shared)
+        .join("bench")
+        .join("sb3_td3_pendulum.py");
+    if !script.is_file() {
+        return Err(anyhow!("{} not found", script.display()));
+    }
+    let probe = std::process::Command::new(&python)
+        .args(["-c", "import stable_baselines3"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        return Err(anyhow!(
+            "{} lacks stable_baselines3 (run scripts/setup-peers)",
+            python.display()
+        ));
+    }
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "--updates",
+            &updates.to_string(),
+            "--steps",
+            "200",
+        ])
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        return Err(anyhow!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter_map(|(k, v)| Some((k.trim().to_string(), v.trim().parse().ok()?)))
+        .collect())
+}
+
+/// The `fixar bench td3` command.
+pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
+    let precision: Preset = args
+        .precision
+        .parse()
+        .map_err(|e: String| config_error(format!("--precision: {e}")))?;
+    let gemm = match args.gemm.as_str() {
+        "fast" => agents::Gemm::Fast,
+        "exact" => agents::Gemm::Exact,
+        other => {
+            return Err(config_error(format!(
+                "--gemm {other}: expected fast or exact"
+            )))
+        }
+    };
+    if args.threads < 1 || args.updates == 0 {
+        return Err(config_error("--threads and --updates must be positive"));
+    }
+    tch::set_num_threads(args.threads);
+    let cfg = TrainConfig {
+        hidden: HIDDEN.to_vec(),
+        batch_size: BATCH,
+        precision,
+        gemm,
+        policy_frequency: POLICY_FREQUENCY,
+        ..TrainConfig::default()
+    };
+    let mut env = envs::make("Pendulum-v1").map_err(|e| anyhow!("Pendulum-v1: {e}"))?;
+    let (os, asp) = (env.observation_space().clone(), env.action_space().clone());
+    assert_eq!((os.low.len(), asp.low.len()), (OBS, ACT));
+    let mut agent = build_agent(&cfg, &os, &asp, 0);
+    // Fill the buffer with random-action transitions, as before learning starts.
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut buffer = ReplayBuffer::new(10_000, OBS, ACT);
+    let (mut obs, mut next) = (vec![0f32; OBS], vec![0f32; OBS]);
+    env.reset(Some(0), &mut obs).map_err(|e| anyhow!("{e}"))?;
+    for _ in 0..10_000 {
+        let a = [rng.gen_range(asp.low[0]..=asp.high[0])];
+        let out = env.step(&a, &mut next).map_err(|e| anyhow!("{e}"))?;
+        buffer.push(&obs, &a, out.reward as f32, &next, out.terminated);
+        obs.copy_from_slice(&next);
+        if out.done() {
+            env.reset(None, &mut obs).map_err(|e| anyhow!("{e}"))?;
+        }
+    }
+    for _ in 0..20 {
+        let b = buffer.sample(BATCH, &mut rng);
+        agent.update(&b, &mut rng);
+    }
+    let t = Instant::now();
+    for _ in 0..args.updates {
+        let b = buffer.sample(BATCH, &mut rng);
+        agent.update(&b, &mut rng);
+    }
+    let secs = t.elapsed().as_secs_f64() / args.updates as f64;
+    let ups = 1.0 / secs;
+    let gemms = td3_update_gemms(OBS, ACT, &HIDDEN, BATCH, POLICY_FREQUENCY);
+    let (flops, gemm_secs) = gemm_roofline(&gemms);
+    println!("precision: {precision}");
+    println!("gemm_mode: {}", args.gemm);
+    println!("threads: {}", args.threads);
+    println!("shapes: Pendulum-v1 obs {OBS} act {ACT}, hidden 256-256, batch {BATCH}, policy_frequency {POLICY_FREQUENCY}");
+    println!("updates: {}", args.updates);
+    println!("updates_per_s: {ups:.1}");
+    println!("ms_per_update: {:.3}", secs * 1e3);
+    println!("flops_per_update: {flops:.4e}");
+    println!("gemm_ms_per_update: {:.3}", gemm_secs * 1e3);
+    println!("gemm_gflops: {:.1}", flops / gemm_secs / 1e9);
+    println!("achieved_gflops: {:.1}", flops * ups / 1e9);
+    println!("roofline_fraction: {:.3}", gemm_secs / secs);
+    if precision != Preset::Float32 {
+        let b = buffer.sample(BATCH, &mut rng);
+        let nets = agent.networks();
+        let d_actor =
+            Tensor::randn([BATCH as i64, ACT as i64], (Kind::Double, tch::Device::Cpu)) * 1e-3;
+        let d_critic = Tensor::randn([BATCH as i64, 1], (Kind::Double, tch::Device::Cpu)) * 1e-2;
+        let x_critic = Tensor::cat(&[b.obs.shallow_clone(), b.actions.shallow_clone()], 1);
+        for (net, x, d) in [(nets[0], &b.obs, &d_actor), (nets[1], &x_critic, &d_critic)] {
+            match fast_exact_mismatch(net, x, d) {
+                Ok(rows) => {
+                    for r in rows {
+                        println!("mismatch.{}.preact: {:.5}", r.layer, r.preact);
+                        println!("mismatch.{}.grad: {:.5}", r.layer, r.grad);
+                        if r.error.is_finite() {
+                            println!("mismatch.{}.error: {:.5}", r.layer, r.error);
+                        }
+                    }
+                }
+                Err(e) => println!("mismatch.{}: n/a ({e})", net.name),
+            }
+        }
+    }
+    if args.peer {
+        match run_peer(args.threads, args.peer_updates) {
+            Ok(peer) => {
+                if let Some(&p) = peer.get("sb3_td3_updates_per_s") {
+                    println!("sb3_td3_updates_per_s: {p:.1}");
+                    println!("speedup_vs_sb3: {:.2}", ups / p);
+                }
+                if let Some(&p) = peer.get("sb3_td3_env_steps_per_s") {
+                    println!("sb3_td3_env_steps_per_s: {p:.1}");
+                }
+            }
+            Err(e) => println!("sb3_td3_updates_per_s: n/a ({e})"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn td3_update_flops_count_every_gemm_of_both_phases() {
+        let g = td3_update_gemms(3, 1, &[256, 256], 256, 2);
+        let mut flops = 0.0;
+        for (&(role, b, k, n), &c) in &g {
+            let _ = role;
+            flops += c * 2.0 * (b * k * n) as f64;
+        }
+        // Hand count: critic phase 599,040 MACs/sample, actor phase 332,544 / 2.
+        let macs = 599_040.0 + 332_544.0 / 2.0;
+        assert!(
+            (flops - 2.0 * 256.0 * macs).abs() < 1.0,
+            "{flops} vs {}",
+            2.0 * 256.0 * macs
+        );
+        // 256x256 forward: target actor, 4 critics, and half of (actor + critic1).
+        assert_eq!(g[&(GemmRole::Forward, 256, 256, 256)], 6.0);
+    }
+}

@@ -1,0 +1,128 @@
+//! Run directories of `fixar train`: what is in one, refusing to overwrite a run, and
+//! finding a run again for `--resume`.
+//!
+//! ```text
+//! <run>/config.toml        the resolved config (file + --set), what --resume reads
+//! <run>/run.json           seeds, config source, command line
+//! <run>/seed_<n>/          metrics.csv quant.csv eval.csv episodes.csv checkpoint.bin
+//! <run>/learning_curve.png/.svg
+//! <run>/summary.json       written when every seed has finished
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::failure::config_error;
+
+/// `run.json`: how the run was started.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub seeds: Vec<u64>,
+    pub config_source: Option<String>,
+    pub sets: Vec<String>,
+}
+
+pub const CONFIG: &str = "config.toml";
+pub const RUN_INFO: &str = "run.json";
+pub const SUMMARY: &str = "summary.json";
+pub const CURVE: &str = "learning_curve";
+
+pub fn seed_dir(run: &Path, seed: u64) -> PathBuf {
+    run.join(format!("seed_{seed}"))
+}
+
+/// Whether `dir` already holds (part of) a run.
+pub fn holds_run(dir: &Path) -> bool {
+    [CONFIG, RUN_INFO, SUMMARY]
+        .iter()
+        .any(|f| dir.join(f).exists())
+        || std::fs::read_dir(dir).is_ok_and(|mut it| {
+            it.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("seed_")))
+        })
+}
+
+/// Checks that `dir` may receive a new run: absent, empty of runs, or `force` (then the
+/// old run's files, and only those, are removed). Creates nothing.
+pub fn check_fresh(dir: &Path, force: bool) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(config_error(format!(
+            "--out {}: exists and is not a directory",
+            dir.display()
+        )));
+    }
+    if holds_run(dir) && !force {
+        return Err(config_error(format!(
+            "--out {}: already holds a run; use --resume {0} to continue it or --force to replace it",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Removes a previous run's files from `dir` (for `--force`): the known files and the
+/// `seed_*` directories; anything else is left alone.
+pub fn clear_run(dir: &Path) -> Result<()> {
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    for f in [CONFIG, RUN_INFO, SUMMARY] {
+        let p = dir.join(f);
+        if p.exists() {
+            std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    for ext in ["png", "svg"] {
+        let _ = std::fs::remove_file(dir.join(format!("{CURVE}.{ext}")));
+    }
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir()
+            && p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("seed_"))
+        {
+            std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the run directory with its resolved config and run info.
+pub fn create(dir: &Path, resolved_config: &str, info: &RunInfo) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join(CONFIG), resolved_config)
+        .with_context(|| format!("writing {}", dir.join(CONFIG).display()))?;
+    std::fs::write(dir.join(RUN_INFO), serde_json::to_string_pretty(info)?)
+        .with_context(|| format!("writing {}", dir.join(RUN_INFO).display()))?;
+    Ok(())
+}
+
+/// The resolved config text and run info of an existing run (for `--resume`).
+pub fn open(dir: &Path) -> Result<(String, RunInfo)> {
+    let cfg = dir.join(CONFIG);
+    let text = std::fs::read_to_string(&cfg).map_err(|e| {
+        config_error(format!(
+            "--resume {}: no run here ({}: {e})",
+            dir.display(),
+            cfg.display()
+        ))
+    })?;
+    let info_path = dir.join(RUN_INFO);
+    let info: RunInfo =
+        serde_json::from_str(&std::fs::read_to_string(&info_path).map_err(|e| {
+            config_error(format!(
+                "--resume {}: {}: {e}",
+                dir.display(),
+                info_path.display()
+            ))
+        })?)
+        .map_err(|e| {
+            config_error(format!(
+                "--resume {}: {}: {e}",
+                dir.display(),
+                info_path.display()
+            ))
+        })?;
+    Ok((text, info))
+}

@@ -1,0 +1,367 @@
+//! `fixar train`: trains DDPG/TD3 from a TOML config for one or more seeds in parallel
+//! (rayon, one libtorch thread per worker), with progress bars, a run directory (see
+//! [`crate::rundir`]), a learning-curve plot and `summary.json`.
+//!
+//! The library entry for sweeps and pipelines is [`train_run`] (one seed, no CLI) and
+//! [`train_seeds`] (several seeds, summary and plot, no argument parsing).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use agents::config::TrainConfig;
+use agents::trainer::{Progress, SeedResult, Trainer};
+use anyhow::{anyhow, Context, Result};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::failure::config_error;
+use crate::plot::{line_chart, LineChart, Series};
+use crate::rundir::{self, RunInfo};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// The TOML config (examples in runs/configs/). Not with --resume.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override a config key, e.g. --set precision=fxp32 --set formats.weight=ap_fixed<16,3>.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Seeds: `0..5` (0 to 4), `0,3,7` or `2`.
+    #[arg(long, default_value = "0")]
+    pub seeds: String,
+    /// The run directory (default: runs-out/<config stem>-<precision>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this directory (unfinished seeds resume from their checkpoints).
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// Replace a run already in --out.
+    #[arg(long)]
+    pub force: bool,
+    /// Seeds trained at once (default: min(seeds, CPUs)); each uses one libtorch thread.
+    #[arg(long)]
+    pub jobs: Option<usize>,
+}
+
+/// `0..5`, `0,3,7` or `2`.
+pub fn parse_seeds(s: &str) -> Result<Vec<u64>> {
+    let bad = |why: &str| {
+        config_error(format!(
+            "--seeds {s}: {why} (expected e.g. 0..5, 0,3,7 or 2)"
+        ))
+    };
+    let seeds: Vec<u64> = if let Some((a, b)) = s.split_once("..") {
+        let a: u64 = a.trim().parse().map_err(|_| bad("not a range"))?;
+        let b: u64 = b.trim().parse().map_err(|_| bad("not a range"))?;
+        (a..b).collect()
+    } else {
+        s.split(',')
+            .map(|x| x.trim().parse::<u64>().map_err(|_| bad("not a seed list")))
+            .collect::<Result<_>>()?
+    };
+    if seeds.is_empty() {
+        return Err(bad("no seeds"));
+    }
+    let mut sorted = seeds.clone();
+    sorted.sort();
+    sorted.dedup();
+    if sorted.len() != seeds.len() {
+        return Err(bad("a seed appears twice"));
+    }
+    Ok(seeds)
+}
+
+/// Trains one seed in `seed_dir`: resumes from its checkpoint when there is one (a
+/// finished seed returns its stored result at once), else starts fresh.
+pub fn train_run(
+    cfg: &TrainConfig,
+    seed: u64,
+    seed_dir: &Path,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<SeedResult> {
+    let mut t = if seed_dir.join("checkpoint.bin").is_file() {
+        Trainer::resume(seed_dir)
+            .map_err(|e| anyhow!("seed {seed}: resuming {}: {e}", seed_dir.display()))?
+    } else {
+        Trainer::new(cfg.clone(), seed, seed_dir).map_err(|e| anyhow!("seed {seed}: {e}"))?
+    };
+    if t.is_finished() {
+        return Ok(t.result());
+    }
+    t.run(None, progress)
+        .map_err(|e| anyhow!("seed {seed}: {e}"))?
+        .ok_or_else(|| anyhow!("seed {seed}: stopped before the end"))
+}
+
+/// Mean and standard deviation (population, ddof 0) over seeds.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AcrossSeeds {
+    pub mean: f64,
+    pub std: f64,
+    pub n: usize,
+}
+
+impl AcrossSeeds {
+    pub fn of(xs: &[f64]) -> Self {
+        let n = xs.len();
+        let mean = xs.iter().sum::<f64>() / n as f64;
+        let std = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+        AcrossSeeds { mean, std, n }
+    }
+}
+
+/// `summary.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub algo: String,
+    pub env_id: String,
+    pub precision: String,
+    pub gemm: String,
+    pub mode: String,
+    pub total_timesteps: u64,
+    pub eval_episodes: u32,
+    /// Per seed: final eval return (mean over the last evaluation's episodes), steps,
+    /// updates, wall time, updates/s.
+    pub seeds: Vec<SeedResult>,
+    /// Across seeds: mean and std (ddof 0) of the final eval returns.
+    pub final_eval_return: AcrossSeeds,
+    pub libtorch_threads_per_seed: i32,
+    pub parallel_seeds: usize,
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{prefix:>8} [{bar:28}] {pos}/{len} steps {per_sec} eval {msg} ETA {eta}",
+    )
+    .expect("valid template")
+    .progress_chars("=> ")
+}
+
+/// Trains `seeds` of `cfg` in the run directory `dir` (which must exist), `jobs` at a
+/// time, then writes the learning curve and `summary.json`. A failed seed does not stop
+/// the others; the first failure is returned after all have ended (no summary then).
+pub fn train_seeds(
+    cfg: &TrainConfig,
+    seeds: &[u64],
+    dir: &Path,
+    jobs: usize,
+    show_progress: bool,
+) -> Result<Summary> {
+    tch::set_num_threads(1);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs.max(1))
+        .build()
+        .context("starting the seed workers")?;
+    let mp = MultiProgress::new();
+    if !show_progress {
+        mp.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let bars: Vec<ProgressBar> = seeds
+        .iter()
+        .map(|s| {
+            let b = mp.add(ProgressBar::new(cfg.total_timesteps));
+            b.set_style(bar_style());
+            b.set_prefix(format!("seed {s}"));
+            b.set_message("-");
+            b.enable_steady_tick(Duration::from_millis(500));
+            b
+        })
+        .collect();
+    let results: Vec<Result<SeedResult>> = pool.install(|| {
+        seeds
+            .par_iter()
+            .zip(&bars)
+            .map(|(&seed, bar)| {
+                tch::set_num_threads(1);
+                let r = train_run(
+                    cfg,
+                    seed,
+                    &rundir::seed_dir(dir, seed),
+                    &mut |p: Progress| {
+                        bar.set_position(p.step);
+                        if let Some(e) = p.last_eval {
+                            bar.set_message(format!("{e:.1}"));
+                        }
+                    },
+                );
+                match &r {
+                    Ok(res) => {
+                        bar.finish_with_message(format!("{:.1} (final)", res.final_eval_return))
+                    }
+                    Err(_) => bar.abandon_with_message("failed"),
+                }
+                r
+            })
+            .collect()
+    });
+    let failures: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| format!("{e:#}")))
+        .collect();
+    let ok: Vec<SeedResult> = results.into_iter().filter_map(Result::ok).collect();
+    plot_curve(cfg, &ok, dir)?;
+    if !failures.is_empty() {
+        return Err(anyhow!("{}", failures.join("\n")));
+    }
+    let finals: Vec<f64> = ok.iter().map(|r| r.final_eval_return).collect();
+    let summary = Summary {
+        algo: format!("{:?}", cfg.algo).to_lowercase(),
+        env_id: cfg.env_id.clone(),
+        precision: cfg.precision.to_string(),
+        gemm: format!("{:?}", cfg.gemm).to_lowercase(),
+        mode: format!("{:?}", cfg.mode).to_lowercase(),
+        total_timesteps: cfg.total_timesteps,
+        eval_episodes: cfg.eval_episodes,
+        seeds: ok,
+        final_eval_return: AcrossSeeds::of(&finals),
+        libtorch_threads_per_seed: 1,
+        parallel_seeds: jobs,
+    };
+    let path = dir.join(rundir::SUMMARY);
+    std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(summary)
+}
+
+/// Eval return against env steps: mean over seeds, band min-max over seeds (PNG + SVG).
+fn plot_curve(cfg: &TrainConfig, results: &[SeedResult], dir: &Path) -> Result<()> {
+    if results.is_empty() {
+        return Ok(());
+    }
+    let steps: Vec<u64> = results[0].eval_curve.iter().map(|e| e.step).collect();
+    let mut points = Vec::new();
+    let mut band = Vec::new();
+    for (i, &s) in steps.iter().enumerate() {
+        let ys: Vec<f64> = results
+            .iter()
+            .filter_map(|r| r.eval_curve.get(i).filter(|e| e.step == s).map(|e| e.mean))
+            .collect();
+        if ys.len() != results.len() {
+            continue;
+        }
+        let mean = ys.iter().sum::<f64>() / ys.len() as f64;
+        let lo = ys.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = ys.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        points.push((s as f64, mean));
+        band.push((s as f64, lo, hi));
+    }
+    let algo = format!("{:?}", cfg.algo).to_uppercase();
+    let chart = LineChart {
+        title: format!(
+            "{algo} on {} ({}), {} seeds",
+            cfg.env_id,
+            cfg.precision,
+            results.len()
+        ),
+        x_label: "environment steps".into(),
+        y_label: format!("eval return (mean of {} episodes)", cfg.eval_episodes),
+        series: vec![Series {
+            label: format!(
+                "{algo} {}: mean over seeds, band = min-max over seeds",
+                cfg.precision
+            ),
+            points,
+            band,
+            error_bars: vec![],
+        }],
+        ..Default::default()
+    };
+    line_chart(&chart, &dir.join(rundir::CURVE))
+}
+
+fn default_out(config: &Path, cfg: &TrainConfig) -> PathBuf {
+    let stem = config
+        .file_stem()
+        .map_or("run".into(), |s| s.to_string_lossy().into_owned());
+    PathBuf::from("runs-out").join(format!("{stem}-{}", cfg.precision))
+}
+
+/// The `fixar train` command.
+pub fn run(args: &TrainArgs) -> Result<ExitCode> {
+    let (cfg, seeds, dir) = if let Some(dir) = &args.resume {
+        if args.config.is_some() || !args.sets.is_empty() || args.force {
+            return Err(config_error(
+                "--resume continues a run with its own config: drop --config, --set and --force",
+            ));
+        }
+        let (text, info) = rundir::open(dir)?;
+        let cfg: TrainConfig = toml::from_str(&text).map_err(|e| {
+            config_error(format!(
+                "--resume {}: {}: {}",
+                dir.display(),
+                rundir::CONFIG,
+                e.message()
+            ))
+        })?;
+        (cfg, info.seeds, dir.clone())
+    } else {
+        let path = args
+            .config
+            .as_deref()
+            .ok_or_else(|| config_error("fixar train needs --config FILE (or --resume DIR)"))?;
+        let (cfg, resolved) = crate::config::load(Some(path), &args.sets)?;
+        let seeds = parse_seeds(&args.seeds)?;
+        let dir = args.out.clone().unwrap_or_else(|| default_out(path, &cfg));
+        rundir::check_fresh(&dir, args.force)?;
+        if args.force {
+            rundir::clear_run(&dir)?;
+        }
+        let info = RunInfo {
+            seeds: seeds.clone(),
+            config_source: Some(path.display().to_string()),
+            sets: args.sets.clone(),
+        };
+        rundir::create(&dir, &resolved, &info)?;
+        (cfg, seeds, dir)
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let jobs = args.jobs.unwrap_or(seeds.len().min(cpus));
+    tracing::info!(
+        "training {} seeds of {:?} on {} ({}) in {}, {jobs} at a time, 1 libtorch thread each",
+        seeds.len(),
+        cfg.algo,
+        cfg.env_id,
+        cfg.precision,
+        dir.display()
+    );
+    let summary = train_seeds(&cfg, &seeds, &dir, jobs, true)?;
+    for s in &summary.seeds {
+        println!(
+            "seed_{}: final_eval_return {:.1} (std {:.1} over {} episodes), steps {}, updates {}, wall {:.1} s, updates_per_s {:.1}",
+            s.seed, s.final_eval_return, s.final_eval_std, cfg.eval_episodes, s.steps, s.updates, s.wall_time_s, s.updates_per_s
+        );
+    }
+    let f = summary.final_eval_return;
+    println!("final_eval_return_mean: {:.1}", f.mean);
+    println!("final_eval_return_std: {:.1}", f.std);
+    println!("seeds: {}", f.n);
+    println!("run_dir: {}", dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_parse_as_ranges_and_lists_and_reject_nonsense() {
+        assert_eq!(parse_seeds("0..5").unwrap(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(parse_seeds("3, 7").unwrap(), vec![3, 7]);
+        assert_eq!(parse_seeds("2").unwrap(), vec![2]);
+        for bad in ["5..5", "a", "1,1", ""] {
+            assert_eq!(
+                crate::failure::exit_code(&parse_seeds(bad).unwrap_err()),
+                2,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn across_seeds_is_mean_and_population_std() {
+        let a = AcrossSeeds::of(&[-100.0, -200.0]);
+        assert_eq!((a.mean, a.std, a.n), (-150.0, 50.0, 2));
+    }
+}
