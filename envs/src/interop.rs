@@ -2,8 +2,9 @@
 //!
 //! - [`GymRsAdapter`]: any of our [`Env`]s as a `gymnasium_rs::core::Env<Array1<f32>,
 //!   Array1<f32>>`.
-//! - [`FromGymRs`]: a gymnasium-rs env with Box spaces as one of ours.
-//! - [`Discretize`]: a gymnasium-rs env with a `Discrete(n)` action space as one of ours
+//! - [`FromGymRs::continuous`]: a gymnasium-rs env with Box spaces as one of ours.
+//! - [`Discretize`] ([`FromGymRs::discretized`]): a gymnasium-rs env with a
+//!   `Discrete(n)` action space as one of ours
 //!   with a one-dimensional continuous action in `[-1, 1]`, so a continuous-action agent
 //!   (DDPG, TD3) can train on it. The interval is cut into `n` equal bins and the bin
 //!   holding the (clipped) action is the discrete action: for CartPole (`n = 2`) a
@@ -18,6 +19,7 @@
 //! step. Stepping through gymnasium-rs allocates (it returns owned arrays and maps).
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 
 use gymnasium_ndarray::Array1;
 use gymnasium_rs::core::{Env as GymEnv, Info, Options, Reward, Space};
@@ -39,12 +41,8 @@ fn from_gym_box(id: &str, what: &str, space: Space) -> Result<BoxSpace, EnvError
     match space {
         Space::Box { low, high } => Ok(BoxSpace::new(low.to_vec(), high.to_vec())),
         Space::Discrete(n) => Err(EnvError::Config(format!(
-            "{id}: the {what} space is Discrete({n}), not a Box{}",
-            if what == "action" {
-                " (wrap the env in envs::interop::Discretize)"
-            } else {
-                ""
-            }
+            "{id}: the {what} space is Discrete({n}), not a Box (for Discrete actions use \
+             envs::interop::Discretize)"
         ))),
     }
 }
@@ -142,82 +140,84 @@ fn copy_obs(
     Ok(())
 }
 
-/// A gymnasium-rs env with Box observation and action spaces as one of ours.
-pub struct FromGymRs<G> {
+/// A gymnasium-rs env as one of ours. With `A = Array1<f32>` (a Box action space) the
+/// action passes through; with `A = i32` (a `Discrete(n)` action space, see
+/// [`Discretize`]) our one-dimensional action in `[-1, 1]` picks one of `n` bins.
+pub struct FromGymRs<G, A = Array1<f32>> {
     inner: G,
     id: String,
     obs_space: BoxSpace,
     act_space: BoxSpace,
+    /// Number of discrete actions (unused for Box actions).
+    bins: i32,
     started: bool,
+    _action: PhantomData<fn() -> A>,
 }
 
-impl<G: GymEnv<Array1<f32>, Array1<f32>> + Send> FromGymRs<G> {
-    /// Fails when a space is not a Box.
-    pub fn new(id: impl Into<String>, inner: G) -> Result<Self, EnvError> {
-        let id = id.into();
+/// gymnasium-rs's CartPole-style envs (`Discrete(n)` actions) driven by one continuous
+/// action (see the module docs).
+pub type Discretize<G> = FromGymRs<G, i32>;
+
+/// How our float32 action becomes a gymnasium-rs action.
+pub trait GymRsAction: Sized {
+    fn from_continuous(action: &[f32], bins: i32) -> Self;
+}
+
+impl GymRsAction for Array1<f32> {
+    fn from_continuous(action: &[f32], _bins: i32) -> Self {
+        Array1::from(action.to_vec())
+    }
+}
+
+impl GymRsAction for i32 {
+    fn from_continuous(action: &[f32], bins: i32) -> Self {
+        bin_of(action[0], bins)
+    }
+}
+
+/// The bin of width `2 / bins` in `[-1, 1]` holding the clipped action (1.0 falls in
+/// the last bin): for two bins, negative → 0, zero or positive → 1.
+pub fn bin_of(action: f32, bins: i32) -> i32 {
+    let a = f64::from(action.clamp(-1.0, 1.0));
+    let b = ((a + 1.0) / 2.0 * f64::from(bins)).floor() as i32;
+    b.min(bins - 1)
+}
+
+impl<G, A> FromGymRs<G, A>
+where
+    G: GymEnv<Array1<f32>, A> + Send,
+{
+    fn build(id: String, inner: G, act_space: BoxSpace, bins: i32) -> Result<Self, EnvError> {
         let obs_space = from_gym_box(&id, "observation", inner.observation_space())?;
-        let act_space = from_gym_box(&id, "action", inner.action_space())?;
         Ok(Self {
             inner,
             id,
             obs_space,
             act_space,
+            bins,
             started: false,
+            _action: PhantomData,
         })
     }
-}
 
-impl<G: GymEnv<Array1<f32>, Array1<f32>> + Send> Env for FromGymRs<G> {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn observation_space(&self) -> &BoxSpace {
-        &self.obs_space
-    }
-    fn action_space(&self) -> &BoxSpace {
-        &self.act_space
-    }
-    fn max_episode_steps(&self) -> Option<u32> {
-        None
-    }
-    fn reset(&mut self, seed: Option<u64>, obs: &mut [f32]) -> Result<(), EnvError> {
-        let (o, _) = self.inner.reset(seed.map(fold_seed), HashMap::new());
-        copy_obs(&self.id, &self.obs_space, &o, obs)?;
-        self.started = true;
-        Ok(())
-    }
-    fn step(&mut self, action: &[f32], obs: &mut [f32]) -> Result<StepOutcome, EnvError> {
-        self.act_space.check_action(&self.id, action)?;
-        if !self.started {
-            return Err(EnvError::ResetNeeded {
-                id: self.id.clone(),
-            });
-        }
-        let (o, reward, terminated, truncated, _) = self.inner.step(Array1::from(action.to_vec()));
-        copy_obs(&self.id, &self.obs_space, &o, obs)?;
-        Ok(StepOutcome {
-            reward: f64::from(reward),
-            terminated,
-            truncated,
-        })
+    pub fn inner(&self) -> &G {
+        &self.inner
     }
 }
 
-/// A gymnasium-rs env with a `Discrete(n)` action space, driven by one continuous
-/// action in `[-1, 1]` (see the module docs for the binning).
-pub struct Discretize<G> {
-    inner: G,
-    id: String,
-    bins: i32,
-    obs_space: BoxSpace,
-    act_space: BoxSpace,
-    started: bool,
+impl<G: GymEnv<Array1<f32>, Array1<f32>> + Send> FromGymRs<G> {
+    /// A Box-action env; fails when a space is not a Box.
+    pub fn continuous(id: impl Into<String>, inner: G) -> Result<Self, EnvError> {
+        let id = id.into();
+        let act_space = from_gym_box(&id, "action", inner.action_space())?;
+        Self::build(id, inner, act_space, 0)
+    }
 }
 
-impl<G: GymEnv<Array1<f32>, i32> + Send> Discretize<G> {
-    /// Fails unless the action space is `Discrete(n)` with `n >= 1` and the observation
-    /// space a Box.
-    pub fn new(id: impl Into<String>, inner: G) -> Result<Self, EnvError> {
+impl<G: GymEnv<Array1<f32>, i32> + Send> FromGymRs<G, i32> {
+    /// A `Discrete(n)`-action env behind the binning; fails unless `n >= 1` and the
+    /// observation space is a Box.
+    pub fn discretized(id: impl Into<String>, inner: G) -> Result<Self, EnvError> {
         let id = id.into();
         let bins = match inner.action_space() {
             Space::Discrete(n) if n >= 1 => n,
@@ -227,27 +227,20 @@ impl<G: GymEnv<Array1<f32>, i32> + Send> Discretize<G> {
                 )))
             }
         };
-        let obs_space = from_gym_box(&id, "observation", inner.observation_space())?;
-        Ok(Self {
-            inner,
-            id,
-            bins,
-            obs_space,
-            act_space: BoxSpace::uniform(1, -1.0, 1.0),
-            started: false,
-        })
+        Self::build(id, inner, BoxSpace::uniform(1, -1.0, 1.0), bins)
     }
 
-    /// The discrete action a continuous action maps to: the index of the bin of width
-    /// `2 / n` in `[-1, 1]` that holds the clipped action (1.0 falls in the last bin).
+    /// The discrete action a continuous action maps to.
     pub fn bin_of(&self, action: f32) -> i32 {
-        let a = f64::from(action.clamp(-1.0, 1.0));
-        let b = ((a + 1.0) / 2.0 * f64::from(self.bins)).floor() as i32;
-        b.min(self.bins - 1)
+        bin_of(action, self.bins)
     }
 }
 
-impl<G: GymEnv<Array1<f32>, i32> + Send> Env for Discretize<G> {
+impl<G, A> Env for FromGymRs<G, A>
+where
+    G: GymEnv<Array1<f32>, A> + Send,
+    A: GymRsAction,
+{
     fn id(&self) -> &str {
         &self.id
     }
@@ -273,7 +266,8 @@ impl<G: GymEnv<Array1<f32>, i32> + Send> Env for Discretize<G> {
                 id: self.id.clone(),
             });
         }
-        let (o, reward, terminated, truncated, _) = self.inner.step(self.bin_of(action[0]));
+        let (o, reward, terminated, truncated, _) =
+            self.inner.step(A::from_continuous(action, self.bins));
         copy_obs(&self.id, &self.obs_space, &o, obs)?;
         Ok(StepOutcome {
             reward: f64::from(reward),
@@ -286,7 +280,7 @@ impl<G: GymEnv<Array1<f32>, i32> + Send> Env for Discretize<G> {
 /// gymnasium-rs's CartPole with a continuous action in `[-1, 1]` (negative: push left,
 /// otherwise right) and CartPole-v1's 500-step time limit.
 pub fn discretized_cartpole() -> TimeLimit<Discretize<CartPole>> {
-    let env = Discretize::new(CARTPOLE_ID, CartPole::new())
+    let env = Discretize::discretized(CARTPOLE_ID, CartPole::new())
         .expect("gymnasium-rs CartPole has Discrete(2) actions and Box observations");
     TimeLimit::new(env, 500)
 }

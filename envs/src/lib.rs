@@ -10,7 +10,7 @@
 //!   Every other id goes to the Python Gymnasium bridge ([`bridge`]), e.g. the MuJoCo
 //!   tasks `HalfCheetah-v5`, `Hopper-v5`.
 //! - [`VecEnv`]: N copies stepped in parallel with auto-reset.
-//! - [`reference`]: replaying recorded Gymnasium trajectories (`fixar env check`).
+//! - [`reference`](mod@reference): replaying recorded Gymnasium trajectories (`fixar env check`).
 
 pub mod bridge;
 pub mod classic;
