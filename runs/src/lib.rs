@@ -1,6 +1,7 @@
 //! The experiment runner behind the `fixar` binary: command implementations, configs,
 //! run directories, plots and reports. `main.rs` only parses arguments and dispatches.
 
+pub mod accel;
 pub mod bench_td3;
 pub mod config;
 pub mod failure;

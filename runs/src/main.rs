@@ -30,6 +30,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Accelerator model: IPS, power and IPS/W of FIXAR's AAP-core accelerator for an
+    /// agent's workload, with phases, resources, a sweep and plots.
+    Accel(runs::accel::AccelArgs),
     /// Train DDPG/TD3 from a TOML config (runs/configs/), several seeds in parallel.
     Train(runs::train::TrainArgs),
     /// Benchmarks: `name: value` lines, ours beside the peer's from the same run.
@@ -43,6 +46,8 @@ enum Command {
 enum BenchCommand {
     /// TD3 gradient updates/s (Pendulum shapes, 256-256, batch 256) vs GEMM roofline and SB3.
     Td3(runs::bench_td3::BenchTd3Args),
+    /// Analytic accelerator-model evaluations per second (goal: 100k on one core).
+    Accel(runs::accel::BenchAccelArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -56,9 +61,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Accel(args) => runs::accel::run(&args),
         Command::Train(args) => runs::train::run(&args),
         Command::Bench { what } => match what {
             BenchCommand::Td3(args) => runs::bench_td3::run(&args),
+            BenchCommand::Accel(args) => runs::accel::bench(&args),
         },
     }
 }
