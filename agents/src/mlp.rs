@@ -159,7 +159,36 @@ fn storage_kind(spec_widths: u32) -> Kind {
     }
 }
 
+/// Whether every value of `inner` is a value of `outer` (so casting from `inner` into
+/// `outer` is the identity). Both must be fixed point.
+fn holds(outer: Option<FxFormat>, inner: Option<FxFormat>) -> bool {
+    match (outer, inner) {
+        (Some(o), Some(i)) => {
+            // SAT_SYM never produces the most negative code: only a wider or equally
+            // symmetric inner format stays inside it.
+            let sym_ok = o.overflow != quant::Overflow::SatSym
+                || i.overflow == quant::Overflow::SatSym
+                || o.int_bits > i.int_bits;
+            o.signed == i.signed
+                && o.frac_bits() >= i.frac_bits()
+                && o.int_bits >= i.int_bits
+                && sym_ok
+        }
+        _ => false,
+    }
+}
+
 impl Layer {
+    /// A cast known to be the identity: counted and observed, not computed.
+    fn pass(&mut self, class: TensorClass, x: Tensor, observe: bool) -> Tensor {
+        let i = class.index();
+        if observe {
+            observe_into(&mut self.ranges[i], &x);
+        }
+        self.stats[i].elements += x.numel() as u64;
+        x
+    }
+
     pub(crate) fn cast(
         &mut self,
         class: TensorClass,
@@ -631,7 +660,16 @@ impl Mlp {
                 }
             };
             let a = l.act_forward(&z);
-            let a = l.cast(TensorClass::Activation, a, observe, &mut self.source);
+            // ReLU and identity map grid values of the pre-activation format onto
+            // themselves; when the activation format holds every such value the cast is
+            // the identity and is skipped (counted, observed, not computed).
+            let a = if !matches!(l.activation, Activation::Tanh { .. })
+                && holds(l.formats.get(TensorClass::Activation), pre_fmt)
+            {
+                l.pass(TensorClass::Activation, a, observe)
+            } else {
+                l.cast(TensorClass::Activation, a, observe, &mut self.source)
+            };
             if cache {
                 l.x = Some(h);
                 l.x32 = x32;
@@ -680,12 +718,22 @@ impl Mlp {
             } else {
                 self.layers[i - 1].formats.get(TensorClass::Activation)
             };
+            // The incoming delta_a is on the error grid of the layer above (or of this
+            // layer, for the output layer: the caller casts the loss gradient there).
+            let d_fmt = self.layers[(i + 1).min(n - 1)]
+                .formats
+                .get(TensorClass::Error);
             let l = &mut self.layers[i];
             let z = l.z.take().expect("backward needs a training forward first");
             let x = l.x.take().expect("backward needs a training forward first");
             let x32 = l.x32.take();
             let dz = match l.activation {
                 Activation::Identity => d,
+                // ReLU' is 0 or 1: a grid value stays on its grid (identity cast skipped).
+                Activation::Relu if holds(l.formats.get(TensorClass::Error), d_fmt) => {
+                    let dz = l.act_backward(&d, &z);
+                    l.pass(TensorClass::Error, dz, observe)
+                }
                 _ => {
                     let dz = l.act_backward(&d, &z);
                     l.cast(TensorClass::Error, dz, observe, &mut self.source)

@@ -4,6 +4,7 @@
 pub mod accel;
 pub mod bench_td3;
 pub mod config;
+pub mod env_cmd;
 pub mod failure;
 pub mod info;
 pub mod logging;

@@ -30,6 +30,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Environments: check against recorded Gymnasium trajectories, print rollouts.
+    Env {
+        #[command(subcommand)]
+        cmd: runs::env_cmd::EnvCommand,
+    },
     /// Accelerator model: IPS, power and IPS/W of FIXAR's AAP-core accelerator for an
     /// agent's workload, with phases, resources, a sweep and plots.
     Accel(runs::accel::AccelArgs),
@@ -46,6 +51,8 @@ enum Command {
 enum BenchCommand {
     /// TD3 gradient updates/s (Pendulum shapes, 256-256, batch 256) vs GEMM roofline and SB3.
     Td3(runs::bench_td3::BenchTd3Args),
+    /// Native Pendulum-v1 and bridged MuJoCo stepping vs Python Gymnasium.
+    Env(runs::env_cmd::BenchEnvArgs),
     /// Analytic accelerator-model evaluations per second (goal: 100k on one core).
     Accel(runs::accel::BenchAccelArgs),
 }
@@ -61,10 +68,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Env { cmd } => runs::env_cmd::run(cmd),
         Command::Accel(args) => runs::accel::run(&args),
         Command::Train(args) => runs::train::run(&args),
         Command::Bench { what } => match what {
             BenchCommand::Td3(args) => runs::bench_td3::run(&args),
+            BenchCommand::Env(args) => runs::env_cmd::bench(&args),
             BenchCommand::Accel(args) => runs::accel::bench(&args),
         },
     }
