@@ -9,6 +9,7 @@ pub mod failure;
 pub mod info;
 pub mod logging;
 pub mod plot;
+pub mod qat;
 pub mod report;
 pub mod rundir;
 pub mod sweep;

@@ -45,6 +45,9 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+    /// Narrow a trained run down a ladder of bit widths (PTQ, range QAT, quantization
+    /// delay, learned binary point); writes qat.csv/md, formats, chosen.json and a plot.
+    Qat(runs::qat::QatArgs),
 }
 
 #[derive(Subcommand)]
@@ -76,6 +79,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             BenchCommand::Env(args) => runs::env_cmd::bench(&args),
             BenchCommand::Accel(args) => runs::accel::bench(&args),
         },
+        Command::Qat(args) => runs::qat::run(&args),
     }
 }
 

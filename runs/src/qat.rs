@@ -363,24 +363,21 @@ pub fn seed_dirs(run: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// Mean final eval over the seeds of a finished run, from its seed checkpoints' eval
-/// history (the last evaluation of each seed).
-fn run_reference(run: &Path, label: &str) -> Result<Reference> {
-    let mut finals = Vec::new();
-    for (_, dir) in seed_dirs(run)? {
-        let t = Trainer::resume(&scratch_copy(&dir)?).map_err(|e| anyhow!("{e}"))?;
-        let last = t
-            .evals()
-            .last()
-            .ok_or_else(|| anyhow!("{}: the run has no evaluation", dir.display()))?;
-        finals.push(last.mean);
-    }
-    let (mean, std) = mean_std(&finals).expect("at least one seed");
+/// A finished run's `summary.json`.
+pub fn read_summary(run: &Path) -> Result<crate::train::Summary> {
+    let p = run.join(crate::rundir::SUMMARY);
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
+}
+
+/// A run's final eval over seeds, as a reference band.
+fn run_reference(run: &Path) -> Result<Reference> {
+    let s = read_summary(run)?;
     Ok(Reference {
-        label: label.into(),
-        mean,
-        std,
-        seeds: finals.len(),
+        label: s.precision.clone(),
+        mean: s.final_eval_return.mean,
+        std: s.final_eval_return.std,
+        seeds: s.final_eval_return.n,
     })
 }
 
@@ -620,7 +617,6 @@ fn random_policy_return(env_id: &str, episodes: u32, seed: u64) -> Result<f64> {
 struct Parent {
     seed: u64,
     dir: PathBuf,
-    formats: FormatTable,
     ranges: RangeTable,
     eval: f64,
     float_eval: f64,
@@ -657,7 +653,6 @@ fn profile_parent(plan: &QatPlan, seed: u64, dir: &Path) -> Result<Parent> {
     Ok(Parent {
         seed,
         dir: dir.to_path_buf(),
-        formats,
         ranges,
         eval,
         float_eval,
@@ -714,6 +709,18 @@ fn run_rung(
         formats = derive_formats(&formats_of(&t), ranges, rung, plan.headroom, &classes)?;
         let mut multipliers = None;
         if strategy.retrains() {
+            if plan.mode == TrainMode::Qat {
+                // QAT casts only the forward; the other classes become float so that the
+                // storage type follows the forward widths (f32 master weights up to 24
+                // bits), as they are never cast in this mode.
+                for f in formats.values_mut() {
+                    for c in TensorClass::ALL {
+                        if !FORWARD_CLASSES.contains(&c) {
+                            f.set(c, None);
+                        }
+                    }
+                }
+            }
             set_mode(&mut t, plan.mode);
             if let Some(lr) = plan.learning_rate {
                 set_learning_rate(&mut t, lr);
@@ -817,9 +824,7 @@ fn run_ladder(
     }
     jobs.par_iter().for_each(|job| match job {
         Job::Branch(st, i, p) => {
-            let out = paths
-                .rung_dir(*st, rungs[*i].width)
-                .join(format!("seed{}", p.seed));
+            let out = crate::rundir::seed_dir(&paths.rung_dir(*st, rungs[*i].width), p.seed);
             let r = run_rung(plan, *st, &rungs[*i], p, &p.dir, &p.ranges, &out);
             record(*st, *i, r.outcome);
         }
@@ -827,9 +832,7 @@ fn run_ladder(
             let mut start = p.dir.clone();
             let mut ranges = p.ranges.clone();
             for (i, rung) in rungs.iter().enumerate() {
-                let out = paths
-                    .rung_dir(*st, rung.width)
-                    .join(format!("seed{}", p.seed));
+                let out = crate::rundir::seed_dir(&paths.rung_dir(*st, rung.width), p.seed);
                 let r = run_rung(plan, *st, rung, p, &start, &ranges, &out);
                 if r.outcome.error.is_none() {
                     start = out;
@@ -919,7 +922,7 @@ pub fn execute(plan: &QatPlan) -> Result<QatReport> {
     bar.finish_and_clear();
 
     let p0 = &parents[0];
-    let parent_label = parent_precision_label(&p0.formats);
+    let parent_label = read_summary(&plan.from)?.precision;
     let evals: Vec<f64> = parents.iter().map(|p| p.eval).collect();
     let (mean, std) = mean_std(&evals).expect("at least one seed");
     let reference = Reference {
@@ -929,7 +932,7 @@ pub fn execute(plan: &QatPlan) -> Result<QatReport> {
         seeds: evals.len(),
     };
     let float_reference = match &plan.float_ref {
-        Some(dir) => Some(run_reference(dir, "float32")?),
+        Some(dir) => Some(run_reference(dir)?),
         None if parent_label != "float32" => {
             let f: Vec<f64> = parents.iter().map(|p| p.float_eval).collect();
             let (m, s) = mean_std(&f).expect("at least one seed");
@@ -1033,7 +1036,7 @@ fn plan_notes(plan: &QatPlan, episodes: u32) -> Vec<String> {
             plan.headroom,
             plan.mode,
             plan.learning_rate
-                .map(|lr| format!(" at learning rate {lr}"))
+                .map(|lr| format!(" at learning rate {lr:e}"))
                 .unwrap_or_default()
         ),
         "Std is over seeds (population, ddof 0) of each seed's mean eval return.".into(),
@@ -1051,16 +1054,6 @@ fn plan_notes(plan: &QatPlan, episodes: u32) -> Vec<String> {
         ));
     }
     n
-}
-
-/// `fxp32`, `fxp16`, `float32`, or `fxp<max width>` from the formats in use.
-fn parent_precision_label(formats: &FormatTable) -> String {
-    let w = formats.values().map(|f| f.max_width()).max().unwrap_or(0);
-    if w == 0 {
-        "float32".into()
-    } else {
-        format!("fxp{w}")
-    }
 }
 
 fn crate_progress(n: u64) -> indicatif::ProgressBar {

@@ -91,7 +91,9 @@ pub fn derive_layer(
     Ok(out)
 }
 
-/// [`derive_layer`] for every layer of `current`.
+/// [`derive_layer`] for every layer of `current`. A layer after the first takes its
+/// input from the layer before (only a network's first layer casts its input), so its
+/// input format is reported as that layer's activation format.
 pub fn derive_formats(
     current: &FormatTable,
     ranges: &RangeTable,
@@ -99,13 +101,33 @@ pub fn derive_formats(
     headroom: i32,
     classes: &[TensorClass],
 ) -> Result<FormatTable> {
-    current
+    let mut out = current
         .iter()
         .map(|(layer, f)| {
             let d = derive_layer(layer, f, ranges.get(layer), rung, headroom, classes)?;
             Ok((layer.clone(), d))
         })
-        .collect()
+        .collect::<Result<FormatTable>>()?;
+    if classes.contains(&TensorClass::Input) {
+        let names: Vec<String> = out.keys().cloned().collect();
+        for name in names {
+            if let Some(prev) = previous_layer(&name) {
+                if let Some(a) = out.get(&prev).map(|f| f.get(TensorClass::Activation)) {
+                    out.get_mut(&name)
+                        .expect("present")
+                        .set(TensorClass::Input, a);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `actor.fc2` -> `actor.fc1`; `None` for a first layer or another name.
+fn previous_layer(name: &str) -> Option<String> {
+    let (net, fc) = name.rsplit_once(".fc")?;
+    let i: usize = fc.parse().ok()?;
+    (i > 1).then(|| format!("{net}.fc{}", i - 1))
 }
 
 /// The JSON form of a format table: layer -> class -> HLS spelling (or `float32`).
@@ -221,7 +243,17 @@ mod tests {
         .unwrap_err();
         assert!(format!("{err}").contains("actor.fc2 input"), "{err}");
         let mut table = FormatTable::new();
-        table.insert("actor.fc1".into(), f16);
-        assert_eq!(table_from_spec(&table_spec(&table)), table);
+        table.insert("actor.fc1".into(), fxp32);
+        table.insert("actor.fc2".into(), fxp32);
+        let mut rt = RangeTable::new();
+        rt.insert("actor.fc1".into(), ranges.clone());
+        let d = derive_formats(&table, &rt, &Rung::uniform(16), 0, &all).unwrap();
+        // fc2 reads fc1's activations: its input format is theirs.
+        assert_eq!(
+            d["actor.fc2"].get(TensorClass::Input),
+            d["actor.fc1"].get(TensorClass::Activation)
+        );
+        assert_eq!(d["actor.fc1"], f16);
+        assert_eq!(table_from_spec(&table_spec(&d)), d);
     }
 }

@@ -1,0 +1,222 @@
+//! `fixar qat` end to end on a tiny parent run: PTQ at the parent's width reproduces the
+//! parent, every output is written, a diverging rung is recorded as failed while the
+//! ladder goes on, and bad input exits 2.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use agents::config::TrainConfig;
+use agents::precision::{Preset, TensorClass};
+use clap::Parser;
+use runs::qat::{execute, table::Strategy, QatArgs};
+
+/// A tiny fxp32 TD3 parent (2 seeds, 2 episodes of Pendulum, 16-16 networks), trained
+/// once per test binary.
+fn parent() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("fixar-qat-parent-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = TrainConfig {
+            total_timesteps: 400,
+            learning_starts: 200,
+            batch_size: 32,
+            hidden: vec![16, 16],
+            eval_every: 400,
+            eval_episodes: 2,
+            log_every: 200,
+            checkpoint_every: 200,
+            precision: Preset::Fxp32,
+            ..Default::default()
+        };
+        runs::train::train_seeds(&cfg, &[0, 1], &dir, 2, false).unwrap();
+        dir
+    })
+}
+
+/// A copy of the parent, so tests writing `qat/` do not share outputs.
+fn parent_copy(name: &str) -> PathBuf {
+    let src = parent();
+    let dst = src.with_file_name(format!(
+        "{}-{name}",
+        src.file_name().unwrap().to_string_lossy()
+    ));
+    let _ = std::fs::remove_dir_all(&dst);
+    copy_dir(src, &dst);
+    dst
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), to).unwrap();
+        }
+    }
+}
+
+fn args(from: &Path, extra: &[&str]) -> QatArgs {
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        qat: QatArgs,
+    }
+    let mut v = vec![
+        "qat".to_string(),
+        "--from".into(),
+        from.display().to_string(),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    Cli::parse_from(v).qat
+}
+
+#[test]
+fn ptq_at_the_parent_width_reproduces_the_parent_eval_and_every_output_is_written() {
+    let run = parent_copy("ptq");
+    let plan = args(
+        &run,
+        &[
+            "--strategy",
+            "ptq",
+            "--widths",
+            "32,12,6",
+            "--profile-steps",
+            "60",
+        ],
+    )
+    .plan()
+    .unwrap();
+    let report = execute(&plan).unwrap();
+    let summary = runs::qat::read_summary(&run).unwrap();
+    // The reference is the parent's own final eval, and PTQ at 32 bits equals it bit for bit.
+    assert_eq!(report.reference.mean, summary.final_eval_return.mean);
+    let r32 = &report.results[0];
+    assert_eq!((r32.strategy, r32.rung.width), (Strategy::Ptq, 32));
+    for (o, s) in r32.seeds.iter().zip(&summary.seeds) {
+        assert_eq!(o.eval_mean, Some(s.final_eval_return), "seed {}", s.seed);
+    }
+    // Narrow rungs really are narrow: every forward class of every layer at 6 bits.
+    let r6 = &report.results[2];
+    for o in &r6.seeds {
+        assert!(!o.formats.is_empty());
+        for (layer, f) in &o.formats {
+            for c in runs::qat::FORWARD_CLASSES {
+                assert_eq!(f.get(c).unwrap().width, 6, "{layer} {c}");
+            }
+            // PTQ leaves the training-only classes alone.
+            assert_eq!(f.get(TensorClass::Grad).unwrap().width, 32, "{layer}");
+        }
+    }
+    let p = &report.paths;
+    let csv = std::fs::read_to_string(p.csv()).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert!(csv.starts_with("strategy,width,mean_return,std_return,seeds,status\nptq,32,"));
+    let formats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.formats()).unwrap()).unwrap();
+    for w in ["w32", "w12", "w6"] {
+        let layer = &formats["ptq"][w]["seed1"]["critic2_target.fc3"];
+        for c in TensorClass::ALL {
+            assert!(layer[c.name()].is_string(), "{w} {c}: {layer}");
+        }
+    }
+    assert!(std::fs::read_to_string(p.md())
+        .unwrap()
+        .contains("| width |"));
+    assert!(p.plot_stem().with_extension("png").is_file());
+    assert!(p.plot_stem().with_extension("svg").is_file());
+    // PTQ at 32 bits is within any tolerance of itself, so a rung is chosen.
+    let chosen = runs::qat::table::Chosen::load(&run).unwrap();
+    assert!(chosen.checkpoint.is_file());
+    assert!(chosen.actor_formats.contains_key("actor.fc1"));
+    assert!(!chosen.actor_formats.contains_key("critic1.fc1"));
+    std::fs::remove_dir_all(&run).unwrap();
+}
+
+#[test]
+fn a_diverging_rung_is_recorded_as_failed_and_the_ladder_goes_on() {
+    let run = parent_copy("nan");
+    // A learning rate of 1e300 divides Adam's step by a zero in f32: the master weights
+    // become non-finite at the first update, and the trainer's checks catch it.
+    let plan = args(
+        &run,
+        &[
+            "--strategy",
+            "range,ptq",
+            "--widths",
+            "16,8",
+            "--steps",
+            "40",
+            "--profile-steps",
+            "40",
+            "--learning-rate",
+            "1e300",
+        ],
+    )
+    .plan()
+    .unwrap();
+    let report = execute(&plan).unwrap();
+    let range: Vec<_> = report
+        .results
+        .iter()
+        .filter(|r| r.strategy == Strategy::Range)
+        .collect();
+    assert_eq!(range.len(), 2, "both rungs are in the table");
+    for r in &range {
+        let status = r.status();
+        assert!(status.starts_with("failed: seed 0:"), "{status}");
+        assert!(status.contains("non-finite"), "{status}");
+    }
+    // PTQ does not retrain, so it is unaffected.
+    assert!(report
+        .results
+        .iter()
+        .filter(|r| r.strategy == Strategy::Ptq)
+        .all(|r| r.failure().is_none()));
+    let csv = std::fs::read_to_string(report.paths.csv()).unwrap();
+    assert!(csv.contains("range,8,,,0,failed: seed 0:"), "{csv}");
+    std::fs::remove_dir_all(&run).unwrap();
+}
+
+fn fixar(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fixar"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_input_exits_2_with_a_message_naming_it() {
+    let empty = std::env::temp_dir().join(format!("fixar-qat-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = empty.to_str().unwrap();
+    let (code, err) = fixar(&["qat", "--from", e]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("summary.json is missing"), "{err}");
+    let (code, err) = fixar(&["qat", "--from", "/nonexistent/run"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no such directory"), "{err}");
+    for (widths, says) in [
+        ("16,32", "strictly decreasing"),
+        ("32,64", "width 64 cannot"),
+        ("", "empty"),
+        ("32,x", "`x`"),
+    ] {
+        let (code, err) = fixar(&["qat", "--from", e, "--widths", widths]);
+        assert_eq!(code, 2, "--widths {widths}: {err}");
+        assert!(err.contains(says), "--widths {widths}: {err}");
+    }
+    let (code, err) = fixar(&["qat", "--from", e, "--strategy", "magic"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown strategy `magic`"), "{err}");
+    std::fs::remove_dir_all(&empty).unwrap();
+}
