@@ -311,14 +311,12 @@ pub fn mul(a: i64, fa: &FxFormat, b: i64, fb: &FxFormat, out: &FxFormat) -> i64 
 
 /// A 256-bit two's complement accumulator for sums of 128-bit products (the golden GEMM
 /// with 64-bit operands).
-#[allow(dead_code)] // used by the golden GEMM
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Acc256 {
     lo: u128,
     hi: u128,
 }
 
-#[allow(dead_code)]
 impl Acc256 {
     #[inline]
     pub fn add_signed(&mut self, neg: bool, mag: u128) {

@@ -16,7 +16,7 @@ pub(crate) struct Dropped {
 const HALF: u64 = 1 << 63;
 
 impl Dropped {
-    #[allow(dead_code)]
+    #[cfg(test)]
     pub const NONE: Dropped = Dropped {
         top: 0,
         sticky: false,
@@ -102,7 +102,6 @@ impl WideUint {
 
     /// From a two's complement value held in `limbs` (little-endian), as magnitude and
     /// sign.
-    #[allow(dead_code)]
     pub fn from_twos_complement(mut limbs: Vec<u64>) -> (bool, Self) {
         let neg = limbs.last().is_some_and(|&l| (l as i64) < 0);
         if neg {

@@ -18,7 +18,6 @@ const TWO_POW_51: f64 = 2_251_799_813_685_248.0;
 const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
 
 /// Precomputed constants of the float route for one format.
-#[allow(dead_code)] // used by the tensor path
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FloatGrid {
     scale: f64,
@@ -55,7 +54,7 @@ impl FloatGrid {
         let raw_min = fmt.raw_min() as f64;
         let hi = fmt.raw_max() as f64;
         let lo = if fmt.overflow == Overflow::SatSym && fmt.signed {
-            -hi
+            -fmt.raw_max() as f64 // not -hi: that is -0.0 for width 1
         } else {
             raw_min
         };
@@ -74,7 +73,6 @@ impl FloatGrid {
     }
 
     /// `2^-F`: code times this is the value (exact for the formats this route takes).
-    #[allow(dead_code)] // used by the tensor path
     #[inline(always)]
     pub fn inv_scale(&self) -> f64 {
         self.inv_scale
@@ -180,7 +178,6 @@ impl Quantizer {
         self.grid.is_some()
     }
 
-    #[allow(dead_code)] // used by the tensor path
     pub(crate) fn grid(&self) -> Option<&FloatGrid> {
         self.grid.as_ref()
     }
@@ -204,6 +201,22 @@ impl Quantizer {
     #[inline(always)]
     pub fn from_f64(&self, x: f64) -> Result<i64, QuantError> {
         self.code_clip(x, None).map(|(c, _)| c)
+    }
+
+    /// [`Quantizer::from_f64`], counting the value and any saturation or wrap in `stats`
+    /// (NaN/Inf are counted there too, and still refused).
+    #[inline]
+    pub fn from_f64_counted(&self, x: f64, stats: &mut QuantStats) -> Result<i64, QuantError> {
+        match self.code_clip(x, None) {
+            Ok((c, clip)) => {
+                stats.record(clip);
+                Ok(c)
+            }
+            Err(e) => {
+                stats.record_non_finite(x);
+                Err(e)
+            }
+        }
     }
 
     /// Converts a slice; stops at the first NaN or infinity. Returns the counts.

@@ -1,0 +1,297 @@
+//! The tensor path (feature `torch`): fake quantization of libtorch tensors with the
+//! scalar path's rounding and overflow, a straight-through variant for QAT, and an exact
+//! fixed-point linear layer.
+//!
+//! Tensors are processed on the CPU in one fused pass over their memory (other devices
+//! are copied to the CPU and back). f32 and f64 are native; f16/bf16 go through f32.
+
+use tch::{Device, Kind, Tensor};
+
+use crate::fake::{fake_quant_slice_masked, FakeQuantElem};
+use crate::format::FxFormat;
+use crate::gemm::{accumulator_bits, finish_i128, golden_gemm_with_stats, Bias};
+use crate::quantizer::Quantizer;
+pub use crate::stats::QuantStats;
+pub use crate::stochastic::StochasticSource;
+
+fn on_cpu_contiguous(x: &Tensor) -> Tensor {
+    x.detach().to_device(Device::Cpu).contiguous()
+}
+
+/// Runs the kernel on a CPU, contiguous tensor of kind f32/f64.
+fn run_kernel(
+    xc: &Tensor,
+    fmt: &FxFormat,
+    rng: Option<&mut StochasticSource>,
+    want_mask: bool,
+) -> (Tensor, Option<Tensor>, QuantStats) {
+    let out = xc.empty_like();
+    let mask = want_mask.then(|| Tensor::empty(xc.size(), (Kind::Bool, Device::Cpu)));
+    let n = xc.numel();
+    fn go<T: FakeQuantElem>(
+        xc: &Tensor,
+        out: &Tensor,
+        mask: Option<&Tensor>,
+        n: usize,
+        fmt: &FxFormat,
+        rng: Option<&mut StochasticSource>,
+    ) -> QuantStats {
+        // SAFETY: `xc` and `out` are contiguous CPU tensors of element type T with n
+        // elements (`out` freshly allocated, so not aliasing `xc`); `mask` is a fresh
+        // contiguous Bool tensor of n one-byte elements, 0 or 1 as Rust's bool.
+        unsafe {
+            let xs = std::slice::from_raw_parts(xc.data_ptr() as *const T, n);
+            let os = std::slice::from_raw_parts_mut(out.data_ptr() as *mut T, n);
+            let ms = mask.map(|m| std::slice::from_raw_parts_mut(m.data_ptr() as *mut bool, n));
+            fake_quant_slice_masked(xs, os, ms, fmt, rng)
+        }
+    }
+    let stats = if n == 0 {
+        QuantStats::default()
+    } else {
+        match xc.kind() {
+            Kind::Float => go::<f32>(xc, &out, mask.as_ref(), n, fmt, rng),
+            Kind::Double => go::<f64>(xc, &out, mask.as_ref(), n, fmt, rng),
+            k => unreachable!("kind {k:?} is converted before the kernel"),
+        }
+    };
+    (out, mask, stats)
+}
+
+/// Quantizes on the CPU in f32/f64 and returns values of `x`'s kind on `x`'s device.
+fn fake_quant_impl(
+    x: &Tensor,
+    fmt: &FxFormat,
+    rng: Option<&mut StochasticSource>,
+    want_mask: bool,
+) -> (Tensor, Option<Tensor>, QuantStats) {
+    let kind = x.kind();
+    let work_kind = match kind {
+        Kind::Float | Kind::Double => kind,
+        Kind::Half | Kind::BFloat16 => Kind::Float,
+        k => panic!("fake_quant: tensor kind {k:?} is not a floating-point kind"),
+    };
+    let xc = on_cpu_contiguous(x).to_kind(work_kind);
+    let (out, mask, stats) = run_kernel(&xc, fmt, rng, want_mask);
+    let device = x.device();
+    (
+        out.to_kind(kind).to_device(device),
+        mask.map(|m| m.to_device(device)),
+        stats,
+    )
+}
+
+/// Moves every element of `x` onto `fmt`'s grid (rounding, then overflow) and returns the
+/// values in `x`'s kind, with per-call counts. STOCHASTIC formats draw one word per
+/// element from `rng` (nearest-even without one); other modes leave `rng` untouched.
+///
+/// Values equal the scalar path's `to_f64(from_f64(x))` for every finite element,
+/// rounded once to the kind when the grid value is not representable in it (f32 with
+/// codes of more than 24 significant bits). NaN and infinities are passed through and
+/// counted in `nan`/`inf`, never turned into numbers. The result does not require grad.
+///
+/// # Panics
+/// If `x` is not a floating-point tensor.
+pub fn fake_quant(
+    x: &Tensor,
+    fmt: &FxFormat,
+    rng: Option<&mut StochasticSource>,
+) -> (Tensor, QuantStats) {
+    let (out, _, stats) = fake_quant_impl(x, fmt, rng, false);
+    (out, stats)
+}
+
+/// [`fake_quant`] with a straight-through gradient: d out / d x is 1 where the element
+/// was representable after rounding and 0 where it saturated or wrapped (and at NaN or
+/// infinite inputs). The forward values are exactly [`fake_quant`]'s. STOCHASTIC formats
+/// round to nearest-even here; use [`fake_quant`] with a source for stochastic rounding.
+///
+/// # Panics
+/// If `x` is not a floating-point tensor.
+pub fn fake_quant_ste(x: &Tensor, fmt: &FxFormat) -> (Tensor, QuantStats) {
+    if !x.requires_grad() {
+        return fake_quant(x, fmt, None);
+    }
+    let (q, mask, stats) = fake_quant_impl(x, fmt, None, true);
+    let mask = mask.expect("mask requested");
+    // z - z.detach() is +0 in value and carries d/dx = mask; adding +0 leaves every
+    // quantized value (never -0) unchanged.
+    let z = x.where_self(&mask, &x.zeros_like());
+    (q + (&z - z.detach()), stats)
+}
+
+/// Codes of a tensor's values in `fmt` (values off the grid are rounded with `fmt`'s
+/// mode); `None` marks NaN / infinities, counted in `stats`.
+fn tensor_codes(t: &Tensor, fmt: &FxFormat, stats: &mut QuantStats) -> Vec<Option<i64>> {
+    let v: Vec<f64> = Vec::try_from(on_cpu_contiguous(t).to_kind(Kind::Double).view(-1))
+        .expect("f64 tensor to Vec");
+    let q = Quantizer::new(fmt);
+    v.iter()
+        .map(|&x| match q.from_f64(x) {
+            Ok(c) => Some(c),
+            Err(_) => {
+                stats.nan += x.is_nan() as u64;
+                stats.inf += x.is_infinite() as u64;
+                None
+            }
+        })
+        .collect()
+}
+
+/// Splits codes into limbs of at most `bits` magnitude bits each (low limbs unsigned,
+/// the top limb signed): `code = sum(limb_i << shift_i)`.
+fn limbs(codes: &[i128], split: bool) -> Vec<(Vec<f64>, u32)> {
+    if !split {
+        return vec![(codes.iter().map(|&c| c as f64).collect(), 0)];
+    }
+    vec![
+        (codes.iter().map(|&c| (c & 0xffff) as f64).collect(), 0),
+        (codes.iter().map(|&c| (c >> 16) as f64).collect(), 16),
+    ]
+}
+
+/// Exact integer `x W` through f64 GEMMs on limbs small enough that every product and
+/// sum is an integer below 2^53 (so any summation order is exact); `None` if widths or
+/// k are too large for that.
+fn limb_gemm(
+    xc: &[i128],
+    xf: &FxFormat,
+    wc: &[i128],
+    wf: &FxFormat,
+    (m, k, n): (usize, usize, usize),
+) -> Option<Vec<i128>> {
+    let lk = crate::gemm::ceil_log2(k);
+    let (wx, ww) = (xf.width, wf.width);
+    let (split_x, split_w) = if accumulator_bits(xf, wf, k) <= 53 {
+        (false, false)
+    } else if wx <= 32 && 16 + ww + lk <= 53 {
+        (true, false)
+    } else if ww <= 32 && wx + 16 + lk <= 53 {
+        (false, true)
+    } else if wx <= 32 && ww <= 32 && 32 + lk <= 53 {
+        (true, true)
+    } else {
+        return None;
+    };
+    let xl = limbs(xc, split_x);
+    let wl = limbs(wc, split_w);
+    let mut acc = vec![0i128; m * n];
+    for (xv, xs) in &xl {
+        let xt = Tensor::from_slice(xv).view([m as i64, k as i64]);
+        for (wv, ws) in &wl {
+            let wt = Tensor::from_slice(wv).view([k as i64, n as i64]);
+            let part: Vec<f64> = Vec::try_from(xt.matmul(&wt).view(-1)).expect("f64 GEMM result");
+            for (a, p) in acc.iter_mut().zip(&part) {
+                *a += (*p as i128) << (xs + ws);
+            }
+        }
+    }
+    Some(acc)
+}
+
+/// `cast(x w + b)` computed exactly, as integer hardware would: `x` (m×k) and `w` (k×n)
+/// hold values on the grids of `xf` and `wf` (off-grid values are first rounded with
+/// their format's mode), `b` (n) on its format's. Returns values of `out`'s grid in
+/// `x`'s kind (m×n) and the counts of the output cast. Widths up to 32 use f64 GEMMs on
+/// 16-bit limbs (exact, recombined in i128); wider formats use [`golden_gemm`]
+/// (crate::golden_gemm). Outputs whose row of `x`, column of `w` or bias is NaN/infinite
+/// are NaN, and those inputs are counted in `nan`/`inf`.
+///
+/// # Panics
+/// If the shapes do not form a product (x m×k, w k×n, b n) or the kind is not floating.
+pub fn exact_linear(
+    x: &Tensor,
+    xf: &FxFormat,
+    w: &Tensor,
+    wf: &FxFormat,
+    b: Option<(&Tensor, &FxFormat)>,
+    out: &FxFormat,
+) -> (Tensor, QuantStats) {
+    let (xs, ws) = (x.size(), w.size());
+    assert!(
+        xs.len() == 2 && ws.len() == 2 && xs[1] == ws[0],
+        "exact_linear: shapes {xs:?} x {ws:?} do not multiply"
+    );
+    let (m, k, n) = (xs[0] as usize, xs[1] as usize, ws[1] as usize);
+    let mut stats = QuantStats::default();
+    let xc = tensor_codes(x, xf, &mut stats);
+    let wc = tensor_codes(w, wf, &mut stats);
+    let bc = b.map(|(bt, bf)| {
+        assert_eq!(bt.size(), vec![n as i64], "exact_linear: bias shape");
+        (tensor_codes(bt, bf, &mut stats), bf)
+    });
+    let bad_row: Vec<bool> = (0..m)
+        .map(|i| xc[i * k..(i + 1) * k].iter().any(Option::is_none))
+        .collect();
+    let bad_col: Vec<bool> = (0..n)
+        .map(|j| {
+            (0..k).any(|kk| wc[kk * n + j].is_none())
+                || bc.as_ref().is_some_and(|(c, _)| c[j].is_none())
+        })
+        .collect();
+    let zero = |c: &[Option<i64>]| c.iter().map(|v| v.unwrap_or(0)).collect::<Vec<i64>>();
+    let (xr, wr) = (zero(&xc), zero(&wc));
+    let br = bc.as_ref().map(|(c, bf)| (zero(c), *bf));
+    let xi: Vec<i128> = xr.iter().map(|&r| xf.raw_value(r)).collect();
+    let wi: Vec<i128> = wr.iter().map(|&r| wf.raw_value(r)).collect();
+    let (codes, cast_stats) = match limb_gemm(&xi, xf, &wi, wf, (m, k, n)) {
+        Some(acc) => {
+            let bias = br.as_ref().map(|(bv, bf)| Bias::new(bv, bf));
+            let acc_exp = -(xf.frac_bits() as i64 + wf.frac_bits() as i64);
+            let mut s = QuantStats::default();
+            let codes: Vec<i64> = acc
+                .iter()
+                .enumerate()
+                .map(|(idx, &a)| {
+                    let (r, clip) =
+                        finish_i128(a, acc_exp, bias.as_ref().map(|bb| (bb, idx % n)), out);
+                    s.record(clip);
+                    r
+                })
+                .collect();
+            (codes, s)
+        }
+        None => golden_gemm_with_stats(
+            &xr,
+            xf,
+            &wr,
+            wf,
+            br.as_ref().map(|(bv, bf)| (bv.as_slice(), *bf)),
+            m,
+            k,
+            n,
+            out,
+        ),
+    };
+    stats.merge(&cast_stats);
+    let values: Vec<f64> = codes
+        .iter()
+        .enumerate()
+        .map(|(idx, &r)| {
+            if bad_row[idx / n.max(1)] || bad_col[idx % n.max(1)] {
+                f64::NAN
+            } else {
+                crate::to_f64(r, out)
+            }
+        })
+        .collect();
+    let kind = x.kind();
+    let y = if kind == Kind::Float {
+        // One rounding from the code, not through f64, for codes wider than 53 bits.
+        let v32: Vec<f32> = codes
+            .iter()
+            .zip(&values)
+            .map(|(&r, &v)| {
+                if v.is_nan() {
+                    f32::NAN
+                } else {
+                    f32::from_raw(r, out)
+                }
+            })
+            .collect();
+        Tensor::from_slice(&v32)
+    } else {
+        Tensor::from_slice(&values).to_kind(kind)
+    };
+    (y.view([m as i64, n as i64]).to_device(x.device()), stats)
+}
