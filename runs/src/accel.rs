@@ -831,6 +831,17 @@ pub fn write_plots(
 
 /// `fixar accel`
 pub fn run(args: &AccelArgs) -> anyhow::Result<ExitCode> {
+    let report = produce(args)?;
+    match args.format {
+        Format::Md => print!("{}", report.render_md()),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Everything `fixar accel` does but printing: the estimate, the CPU side, and the
+/// report and plots written into the output directory. The pipeline calls this too.
+pub fn produce(args: &AccelArgs) -> anyhow::Result<AccelReport> {
     let preset = presets::load(&args.hw).map_err(model_error)?;
     let (w, source, notes) = match &args.agent {
         Some(path) => {
@@ -920,12 +931,8 @@ pub fn run(args: &AccelArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("writing {}/report.md", out.display()))?;
     std::fs::write(out.join("report.json"), &json)
         .with_context(|| format!("writing {}/report.json", out.display()))?;
-    match args.format {
-        Format::Md => print!("{md}"),
-        Format::Json => println!("{json}"),
-    }
     tracing::info!("wrote {}/report.md, report.json and plots", out.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(report)
 }
 
 /// Analytic-model evaluations per second on one thread (plan built once, hardware

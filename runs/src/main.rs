@@ -38,6 +38,17 @@ enum Command {
     /// Accelerator model: IPS, power and IPS/W of FIXAR's AAP-core accelerator for an
     /// agent's workload, with phases, resources, a sweep and plots.
     Accel(runs::accel::AccelArgs),
+    /// Narrow a trained run down a ladder of bit widths (PTQ, range QAT, quantization
+    /// delay, learned binary point); writes qat.csv/md, formats, chosen.json and a plot.
+    Qat(runs::qat::QatArgs),
+    /// Export the quantized actor as integer-only C99 or HLS C++ with test vectors and a bench.
+    Export(runs::export::ExportArgs),
+    /// Train fxp32 -> QAT ladder -> accelerator estimate -> report.md + report.html.
+    Pipeline(runs::pipeline::PipelineArgs),
+    /// Run a grid of trials (algos x envs x precisions x seeds), or one shard of it.
+    Sweep(runs::sweep::SweepArgs),
+    /// Merge the trial results of sweep directories into tables and plots.
+    Collect(runs::sweep::CollectArgs),
     /// Train DDPG/TD3 from a TOML config (runs/configs/), several seeds in parallel.
     Train(runs::train::TrainArgs),
     /// Benchmarks: `name: value` lines, ours beside the peer's from the same run.
@@ -45,9 +56,6 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
-    /// Narrow a trained run down a ladder of bit widths (PTQ, range QAT, quantization
-    /// delay, learned binary point); writes qat.csv/md, formats, chosen.json and a plot.
-    Qat(runs::qat::QatArgs),
 }
 
 #[derive(Subcommand)]
@@ -73,13 +81,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Env { cmd } => runs::env_cmd::run(cmd),
         Command::Accel(args) => runs::accel::run(&args),
+        Command::Qat(args) => runs::qat::run(&args),
+        Command::Export(args) => runs::export::run(&args),
+        Command::Pipeline(args) => runs::pipeline::run(&args),
+        Command::Sweep(args) => runs::sweep::run_sweep(&args),
+        Command::Collect(args) => runs::sweep::run_collect(&args),
         Command::Train(args) => runs::train::run(&args),
         Command::Bench { what } => match what {
             BenchCommand::Td3(args) => runs::bench_td3::run(&args),
             BenchCommand::Env(args) => runs::env_cmd::bench(&args),
             BenchCommand::Accel(args) => runs::accel::bench(&args),
         },
-        Command::Qat(args) => runs::qat::run(&args),
     }
 }
 

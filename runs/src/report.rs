@@ -187,7 +187,9 @@ impl Report {
                         s.push_str("</table>\n");
                     }
                     Block::Figure { png, caption } => {
-                        let path = if png.is_absolute() {
+                        // A path that exists is taken as given (absolute or relative to the
+                        // working directory); otherwise it is relative to the report.
+                        let path = if png.exists() {
                             png.clone()
                         } else {
                             base.join(png)
