@@ -146,6 +146,24 @@ pub fn gemm_roofline(gemms: &BTreeMap<(GemmRole, usize, usize, usize), f64>) -> 
     (flops, secs)
 }
 
+/// quant::tensor::fake_quant on a 256 x 256 tensor of `kind` into the fxp32 preset's
+/// pre-activation format (Q16.16, RND_CONV, SAT): nanoseconds per element.
+fn fake_quant_ns_per_element(kind: Kind) -> f64 {
+    let f: quant::FxFormat = "ap_fixed<32,16,AP_RND_CONV,AP_SAT>"
+        .parse()
+        .expect("valid format");
+    let x = Tensor::randn([256, 256], (kind, tch::Device::Cpu)) * 50.0;
+    for _ in 0..5 {
+        let _ = quant::tensor::fake_quant(&x, &f, None);
+    }
+    let (mut reps, t) = (0u64, Instant::now());
+    while t.elapsed().as_secs_f64() < 0.05 || reps < 10 {
+        let _ = quant::tensor::fake_quant(&x, &f, None);
+        reps += 1;
+    }
+    t.elapsed().as_secs_f64() * 1e9 / (reps as f64 * x.numel() as f64)
+}
+
 /// The peer's `name: value` lines, or why there are none.
 fn run_peer(threads: i32, updates: u64) -> Result<BTreeMap<String, f64>> {
     let python = envs::bridge::python_executable();
@@ -241,12 +259,26 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
         let b = buffer.sample(BATCH, &mut rng);
         agent.update(&b, &mut rng);
     }
+    for net in agent.networks_mut() {
+        for l in &mut net.layers {
+            l.take_stats();
+        }
+    }
     let t = Instant::now();
     for _ in 0..args.updates {
         let b = buffer.sample(BATCH, &mut rng);
         agent.update(&b, &mut rng);
     }
     let secs = t.elapsed().as_secs_f64() / args.updates as f64;
+    let cast_elements: u64 = agent
+        .networks_mut()
+        .into_iter()
+        .flat_map(|n| {
+            n.layers
+                .iter_mut()
+                .map(|l| l.take_stats().iter().map(|s| s.elements).sum::<u64>())
+        })
+        .sum();
     let ups = 1.0 / secs;
     let gemms = td3_update_gemms(OBS, ACT, &HIDDEN, BATCH, POLICY_FREQUENCY);
     let (flops, gemm_secs) = gemm_roofline(&gemms);
@@ -263,6 +295,14 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
     println!("achieved_gflops: {:.1}", flops * ups / 1e9);
     println!("roofline_fraction: {:.3}", gemm_secs / secs);
     if precision != Preset::Float32 {
+        let per_update = cast_elements as f64 / args.updates as f64;
+        let ns = fake_quant_ns_per_element(agent.networks()[1].kind());
+        println!("cast_elements_per_update: {per_update:.0}");
+        println!("fake_quant_ns_per_element: {ns:.2}");
+        println!(
+            "fake_quant_ms_per_update_estimate: {:.3}",
+            per_update * ns * 1e-6
+        );
         let b = buffer.sample(BATCH, &mut rng);
         let nets = agent.networks();
         let d_actor =
