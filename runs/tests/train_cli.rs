@@ -1,0 +1,197 @@
+//! `fixar train` end to end on tiny budgets: run directory contents, refusals, config
+//! errors, and a real kill (SIGKILL) followed by `--resume`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fixar");
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fixar-train-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn config(dir: &Path, total: u64) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join("tiny.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "algo = \"td3\"\nenv_id = \"Pendulum-v1\"\ntotal_timesteps = {total}\nlearning_starts = 200\n\
+             batch_size = 32\nhidden = [32, 32]\neval_every = 400\neval_episodes = 2\nlog_every = 200\n\
+             checkpoint_every = 400\nprecision = \"fxp16\"\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn train(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).arg("train").args(args).output().unwrap()
+}
+
+#[test]
+fn train_writes_a_complete_run_directory_and_refuses_to_overwrite_it() {
+    let d = scratch("complete");
+    let cfg = config(&d, 600);
+    let out = d.join("run");
+    let o = train(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--seeds",
+        "0..2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in [
+        "config.toml",
+        "run.json",
+        "summary.json",
+        "learning_curve.png",
+        "learning_curve.svg",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    for s in [0, 1] {
+        for f in [
+            "metrics.csv",
+            "quant.csv",
+            "eval.csv",
+            "episodes.csv",
+            "checkpoint.bin",
+        ] {
+            assert!(
+                out.join(format!("seed_{s}")).join(f).is_file(),
+                "seed_{s}/{f} missing"
+            );
+        }
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["seeds"].as_array().unwrap().len(), 2);
+    assert_eq!(summary["final_eval_return"]["n"], 2);
+    assert_eq!(summary["precision"], "fxp16");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("final_eval_return_mean:"), "{stdout}");
+
+    // A second run into the same directory is refused (exit 2); --force replaces it.
+    let o = train(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already holds a run"));
+    let o = train(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--force",
+        "--seeds",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("seed_3").is_dir() && !out.join("seed_0").exists());
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn bad_config_exits_2_and_creates_nothing() {
+    let d = scratch("bad");
+    std::fs::create_dir_all(&d).unwrap();
+    let cfg = d.join("bad.toml");
+    std::fs::write(&cfg, "algo = \"td3\"\nlearning_rat = 0.1\n").unwrap();
+    let out = d.join("run");
+    let o = train(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("learning_rat"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let good = config(&d, 600);
+    let o = train(&[
+        "--config",
+        good.to_str().unwrap(),
+        "--set",
+        "gamma=high",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("gamma") && err.contains("f64"), "{err}");
+    assert!(!out.exists());
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one() {
+    let d = scratch("kill");
+    let cfg = config(&d, 2400);
+    let (a, b) = (d.join("a"), d.join("b"));
+    let o = train(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--seeds",
+        "4",
+        "--out",
+        a.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let mut child = Command::new(BIN)
+        .args([
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--seeds",
+            "4",
+            "--out",
+            b.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ck = b.join("seed_4").join("checkpoint.bin");
+    let t = Instant::now();
+    while !ck.exists() && t.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(ck.exists(), "no checkpoint appeared");
+    child.kill().unwrap(); // SIGKILL: no chance to write anything more
+    child.wait().unwrap();
+    assert!(
+        !b.join("summary.json").exists(),
+        "the run finished before the kill; raise the budget"
+    );
+
+    let o = train(&["--resume", b.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in ["metrics.csv", "quant.csv", "eval.csv", "episodes.csv"] {
+        let x = std::fs::read_to_string(a.join("seed_4").join(f)).unwrap();
+        let y = std::fs::read_to_string(b.join("seed_4").join(f)).unwrap();
+        assert!(x == y, "{f} differs after kill + resume");
+    }
+    let ra: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("summary.json")).unwrap()).unwrap();
+    let rb: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        ra["seeds"][0]["final_eval_return"],
+        rb["seeds"][0]["final_eval_return"]
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}
