@@ -757,11 +757,9 @@ pub fn resolve_checkpoint_dir(run: &Path) -> Result<PathBuf> {
             .find_map(|k| v.get(*k).and_then(|p| p.as_str()))
             .map(PathBuf::from)
             .with_context(|| format!("{} names no checkpoint", chosen.display()))?;
-        let dir = if dir.is_absolute() {
-            dir
-        } else {
-            run.join(dir)
-        };
+        // As written (absolute, or relative to the working directory `fixar qat` ran
+        // in) when it exists, else relative to the run directory.
+        let dir = if dir.exists() { dir } else { run.join(dir) };
         let dir = if dir.is_file() {
             dir.parent().map(Path::to_path_buf).unwrap_or(dir)
         } else {
@@ -831,6 +829,10 @@ impl DeployedActor {
                 )
             })
         };
+        let stored = |f: FxFormat| match f.rounding {
+            Rounding::Stochastic => f.with_modes(Rounding::Trn, f.overflow),
+            _ => f,
+        };
         let first = layers.first().context("the actor has no layers")?;
         let input_fmt = need(first.formats.input, &first.name, "input")?;
         let out = layers
@@ -850,9 +852,11 @@ impl DeployedActor {
                     in_dim: l.in_dim,
                     out_dim: l.out_dim,
                     weight: l.weight_codes.clone(),
-                    weight_fmt: need(l.weight_format, &l.name, "weights")?,
+                    // Parameters are stored codes, never cast at inference: the rounding
+                    // that produced them (stochastic, in training) has no hardware meaning.
+                    weight_fmt: stored(need(l.weight_format, &l.name, "weights")?),
                     bias: l.bias_codes.clone(),
-                    bias_fmt: need(l.bias_format, &l.name, "biases")?,
+                    bias_fmt: stored(need(l.bias_format, &l.name, "biases")?),
                     preact_fmt: need(l.formats.preact, &l.name, "pre-activations")?,
                     activation,
                     tanh_scale: l.tanh_scale.iter().map(|v| *v as f64).collect(),
@@ -996,7 +1000,7 @@ int main(int argc, char **argv) {
     FILE *f = fopen(path, "r");
     long n, in_dim, out_dim, t, i;
     long passed = 0, failed = 0;
-    int64_t x[FIXAR_ACTOR_OBS_DIM], want[FIXAR_ACTOR_ACT_DIM], got[FIXAR_ACTOR_ACT_DIM];
+    int64_t x[FIXAR_ACTOR_OBS_DIM] = {0}, want[FIXAR_ACTOR_ACT_DIM] = {0}, got[FIXAR_ACTOR_ACT_DIM] = {0};
     if (!f) { fprintf(stderr, "cannot open %s\n", path); return 2; }
     if (fscanf(f, "%ld %ld %ld", &n, &in_dim, &out_dim) != 3 || in_dim != FIXAR_ACTOR_OBS_DIM || out_dim != FIXAR_ACTOR_ACT_DIM) {
         fprintf(stderr, "%s: bad header\n", path); return 2;

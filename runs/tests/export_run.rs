@@ -1,0 +1,100 @@
+//! Export from a real (tiny) fixed-point training run: the C target's bench passes on the
+//! exported vectors, and the golden integer path agrees with the agent's own forward pass.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fixar-export-run-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn exported_fxp16_actor_matches_the_agent_and_its_c_bench_passes() {
+    let dir = scratch("fxp16");
+    let cfg = dir.join("tiny.toml");
+    std::fs::write(
+        &cfg,
+        "algo = \"td3\"\nenv_id = \"Pendulum-v1\"\ntotal_timesteps = 400\nlearning_starts = 200\nbatch_size = 32\nhidden = [16, 16]\neval_every = 400\neval_episodes = 1\ncheckpoint_every = 100000\nprecision = \"fxp16\"\n",
+    )
+    .unwrap();
+    let run = dir.join("run");
+    let o = Command::new(env!("CARGO_BIN_EXE_fixar"))
+        .args(["-q", "train", "--seeds", "0", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let out = dir.join("c");
+    let o = Command::new(env!("CARGO_BIN_EXE_fixar"))
+        .args(["-q", "export", "--target", "c", "--run"])
+        .arg(&run)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cc = Command::new("cc")
+        .args(["-std=c99", "-O2", "-o", "tb", "tb.c", "fixar_actor.c"])
+        .current_dir(&out)
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let tb = Command::new(out.join("tb"))
+        .arg("vectors.txt")
+        .current_dir(&out)
+        .output()
+        .unwrap();
+    assert!(tb.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&tb.stdout).trim(),
+        "256 passed, 0 failed"
+    );
+
+    // The golden integer path against the agent's own deterministic action.
+    let seed_dir = runs::export::resolve_checkpoint_dir(&run).unwrap();
+    let actor = runs::export::load_actor(&seed_dir).unwrap();
+    let tables = actor.tanh_tables().unwrap();
+    let reader =
+        agents::checkpoint::CheckpointReader::read(&seed_dir.join("checkpoint.bin")).unwrap();
+    let tcfg: agents::config::TrainConfig = reader.meta("config").unwrap();
+    let env = envs::make("Pendulum-v1").unwrap();
+    let mut agent =
+        agents::trainer::build_agent(&tcfg, env.observation_space(), env.action_space(), 0);
+    agents::trainer::load_agent(agent.as_mut(), &reader).unwrap();
+    let out_fmt = actor.output_fmt();
+    let (mut exact, mut total) = (0, 0);
+    for i in 0..300 {
+        let t = i as f32 * 0.05;
+        let obs = [t.cos(), t.sin(), (i as f32 * 0.37).sin() * 8.0];
+        let raw: Vec<i64> = obs
+            .iter()
+            .map(|v| quant::from_f64(*v as f64, &actor.input_fmt).unwrap())
+            .collect();
+        let golden = quant::to_f64(actor.infer_raw(&raw, &tables)[0], &out_fmt);
+        let mut act = [0f32];
+        agent.act(&obs, &mut act);
+        let diff = (golden - act[0] as f64).abs();
+        assert!(
+            diff <= out_fmt.lsb() * 1.0001,
+            "obs {obs:?}: golden {golden}, agent {}",
+            act[0]
+        );
+        exact += (diff == 0.0) as usize;
+        total += 1;
+    }
+    // Float emulation and integer inference may part only at rounding ties.
+    assert!(
+        exact * 100 >= total * 97,
+        "{exact}/{total} actions bit-identical"
+    );
+}
