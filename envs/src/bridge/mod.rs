@@ -279,14 +279,11 @@ impl PendingWorker {
                 }
             });
         }
-        let bad = |m: String| EnvError::Bridge {
+        let spaces = space(&hs.obs_low, &hs.obs_high)
+            .and_then(|o| Ok((o, space(&hs.act_low, &hs.act_high)?)));
+        (env.obs_space, env.act_space) = spaces.map_err(|message| EnvError::Bridge {
             id: env.id.clone(),
-            message: m,
-        };
-        env.obs_space = space(&hs.obs_low, &hs.obs_high).map_err(bad)?;
-        env.act_space = space(&hs.act_low, &hs.act_high).map_err(|m| EnvError::Bridge {
-            id: env.id.clone(),
-            message: m,
+            message: format!("bad spaces in the handshake: {message}"),
         })?;
         env.max_episode_steps = hs.max_episode_steps;
         tracing::debug!(env = %env.id, pid = env.child.id(), "bridge worker ready");
