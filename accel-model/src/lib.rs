@@ -29,7 +29,6 @@ pub mod estimate;
 pub mod hw;
 pub mod plan;
 pub mod presets;
-pub mod report;
 pub mod sim;
 pub mod sweep;
 pub mod workload;

@@ -34,12 +34,8 @@ pub struct DesignPoint {
 /// One evaluated design point.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SweepPoint {
-    pub cores: usize,
-    pub array: (usize, usize),
-    pub precision: Precision,
-    pub batch: usize,
-    pub clock_mhz: f64,
-    pub parallelism: Parallelism,
+    #[serde(flatten)]
+    pub point: DesignPoint,
     pub fits: bool,
     /// Why it does not fit (resources, board power) or could not be built (memory).
     pub problem: Option<String>,
@@ -168,7 +164,7 @@ impl SweepSpec {
     pub fn run(&self, w: &Workload, hw: &HwConfig) -> Vec<SweepPoint> {
         self.points()
             .into_par_iter()
-            .map(|pt| {
+            .map(|point| {
                 let DesignPoint {
                     cores,
                     array,
@@ -176,7 +172,7 @@ impl SweepSpec {
                     batch,
                     clock_mhz,
                     parallelism,
-                } = pt;
+                } = point;
                 let wl = Workload {
                     precision,
                     batch,
@@ -190,13 +186,8 @@ impl SweepSpec {
                     parallelism,
                     ..hw.clone()
                 };
-                let mut point = SweepPoint {
-                    cores,
-                    array,
-                    precision,
-                    batch,
-                    clock_mhz,
-                    parallelism,
+                let mut out = SweepPoint {
+                    point,
                     fits: false,
                     problem: None,
                     training_ips: None,
@@ -208,22 +199,22 @@ impl SweepSpec {
                 };
                 match Plan::new(&wl).estimate(&cfg) {
                     Ok(e) => {
-                        point.fits = e.fit.fits;
-                        point.dsp = e.resources.dsp;
+                        out.fits = e.fit.fits;
+                        out.dsp = e.resources.dsp;
                         if !e.fit.exceeded.is_empty() {
-                            point.problem = Some(e.fit.exceeded.join(", "));
+                            out.problem = Some(e.fit.exceeded.join(", "));
                         }
                         if let Some(p) = e.performance {
-                            point.training_ips = Some(p.training_ips);
-                            point.inference_ips = Some(p.inference_ips);
-                            point.power_w = Some(p.power_w);
-                            point.ips_per_watt = Some(p.ips_per_watt);
-                            point.training_utilization = Some(p.training_utilization);
+                            out.training_ips = Some(p.training_ips);
+                            out.inference_ips = Some(p.inference_ips);
+                            out.power_w = Some(p.power_w);
+                            out.ips_per_watt = Some(p.ips_per_watt);
+                            out.training_utilization = Some(p.training_utilization);
                         }
                     }
-                    Err(e) => point.problem = Some(e.to_string()),
+                    Err(e) => out.problem = Some(e.to_string()),
                 }
-                point
+                out
             })
             .collect()
     }

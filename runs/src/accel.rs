@@ -517,17 +517,17 @@ impl AccelReport {
         );
         let _ = writeln!(s, "| cores | array | precision | batch | clock (MHz) | mode | training IPS | IPS/W | power (W) |\n| ---: | --- | --- | ---: | ---: | --- | ---: | ---: | ---: |");
         for &i in &self.pareto_front {
-            let p = &self.sweep[i];
+            let (p, d) = (&self.sweep[i], &self.sweep[i].point);
             let _ = writeln!(
                 s,
                 "| {} | {}x{} | {} | {} | {} | {} | {:.1} | {:.1} | {:.2} |",
-                p.cores,
-                p.array.0,
-                p.array.1,
-                p.precision,
-                p.batch,
-                p.clock_mhz,
-                p.parallelism.name(),
+                d.cores,
+                d.array.0,
+                d.array.1,
+                d.precision,
+                d.batch,
+                d.clock_mhz,
+                d.parallelism.name(),
                 p.training_ips.unwrap_or(0.0),
                 p.ips_per_watt.unwrap_or(0.0),
                 p.power_w.unwrap_or(0.0)
@@ -797,7 +797,7 @@ pub fn write_plots(
     let mut groups: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for p in &report.sweep {
         if let (Some(ips), Some(eff)) = (p.training_ips, p.ips_per_watt) {
-            let label = format!("{} {}", p.precision, p.parallelism.name());
+            let label = format!("{} {}", p.point.precision, p.point.parallelism.name());
             match groups.iter_mut().find(|g| g.0 == label) {
                 Some(g) => g.1.push((ips, eff)),
                 None => groups.push((label, vec![(ips, eff)])),
