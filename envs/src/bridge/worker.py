@@ -105,6 +105,11 @@ def main():
     act_shape = act_space.shape
     f32 = np.float32
     step = env.step
+    obs_size = int(np.prod(obs_space.shape))
+    step_len = 15 + 4 * obs_size
+    step_out = bytearray(STEP_HEAD.size + 4 * obs_size)
+    obs_out = np.frombuffer(step_out, dtype="<f4", offset=STEP_HEAD.size)
+    pack_step = STEP_HEAD.pack_into
 
     def obs_frame(obs):
         ob = np.asarray(obs, dtype=f32)
@@ -128,10 +133,16 @@ def main():
                 if action.dtype != act_dtype:
                     action = action.astype(act_dtype)
                 obs, reward, terminated, truncated, _ = step(action.reshape(act_shape))
-                ob = np.asarray(obs, dtype=f32)
-                frame = STEP_HEAD.pack(15 + 4 * ob.size, 0, float(reward), bool(terminated),
-                                       bool(truncated), ob.size) + ob.tobytes()
-                put(frame)
+                if np.size(obs) == obs_size:
+                    # Fill the reused answer in place (no per-step allocations).
+                    obs_out[:] = np.ravel(obs)
+                    pack_step(step_out, 0, step_len, 0, float(reward), bool(terminated),
+                              bool(truncated), obs_size)
+                    put(step_out)
+                else:
+                    ob = np.asarray(obs, dtype=f32).reshape(-1)
+                    put(STEP_HEAD.pack(15 + 4 * ob.size, 0, float(reward), bool(terminated),
+                                       bool(truncated), ob.size) + ob.tobytes())
             except Exception as exc:
                 fail(exc)
         elif op == 82:  # R
