@@ -200,3 +200,62 @@ fn fast_and_exact_differ_rarely_and_mismatch_is_reported_per_layer() {
     assert!(mm_fine[1].preact > 0.5, "{mm_fine:?}");
     let _ = FormatValue(None);
 }
+
+#[test]
+fn qat_forward_equals_fixed_forward_and_float_qat_gradients_equal_explicit_ones() {
+    // Fixed-point forward vs QAT forward on the same (on-grid) weights.
+    let fixed = &mut net(Preset::Fxp16, Gemm::Fast, &[3, 16, 16, 2]);
+    let mut qat = net(Preset::Fxp16, Gemm::Fast, &[3, 16, 16, 2]);
+    qat.set_numerics(Gemm::Fast, agents::TrainMode::Qat);
+    qat.load_params(fixed.params());
+    let x = randn(8, 3, 7, Kind::Float) * 2.0;
+    let yf = fixed.forward(&x);
+    let yq = qat.forward(&x);
+    assert!(
+        yf.equal(&yq),
+        "QAT forward differs from the fixed-point forward"
+    );
+    let d = randn(8, 2, 8, Kind::Float) * 0.01;
+    let dx = qat.backward(&d, true, true).unwrap();
+    assert_eq!(dx.size(), [8, 3]);
+    assert!(qat.grads().abs().sum(Kind::Double).double_value(&[]) > 0.0);
+    assert!(qat.grads().isfinite().all().int64_value(&[]) == 1);
+
+    // All formats float: QAT (autograd) and explicit backward give the same gradients.
+    let mut a = net(Preset::Float32, Gemm::Fast, &[3, 16, 16, 2]);
+    let mut b = net(Preset::Float32, Gemm::Fast, &[3, 16, 16, 2]);
+    b.set_numerics(Gemm::Fast, agents::TrainMode::Qat);
+    b.load_params(a.params());
+    a.forward(&x);
+    b.forward(&x);
+    let da = a.backward(&d, true, true).unwrap();
+    let db = b.backward(&d, true, true).unwrap();
+    assert!(max_rel(a.grads(), b.grads()) < 1e-6);
+    assert!(max_rel(&da, &db) < 1e-6);
+}
+
+#[test]
+fn exported_codes_read_back_to_the_trained_values_with_their_formats() {
+    let m = net(Preset::Fxp16, Gemm::Fast, &[3, 8, 2]);
+    let layers = agents::export::export_network(&m).unwrap();
+    assert_eq!(layers.len(), 2);
+    for (e, l) in layers.iter().zip(&m.layers) {
+        let wf = e.weight_format.unwrap();
+        assert_eq!(e.weight_codes.len(), l.in_dim * l.out_dim);
+        for (c, v) in e.weight_codes.iter().zip(&e.weight_values) {
+            assert_eq!(quant::to_f64(*c, &wf), *v);
+        }
+        assert_eq!(e.bias_codes.len(), l.out_dim);
+    }
+    // Layer 1's input format is layer 0's activation format.
+    assert_eq!(layers[1].formats.input, layers[0].formats.activation);
+    assert_eq!(layers[1].activation, "tanh");
+    assert_eq!(layers[1].tanh_scale, vec![2.0, 2.0]);
+    // A float network exports values without codes.
+    let f = agents::export::export_network(&net(Preset::Float32, Gemm::Fast, &[3, 4, 1])).unwrap();
+    assert!(
+        f[0].weight_codes.is_empty()
+            && f[0].weight_format.is_none()
+            && f[0].weight_values.len() == 12
+    );
+}
