@@ -319,3 +319,82 @@ pub fn simulate_gemm(geom: &ArrayGeom, g: &Gemm, d: &GemmData, mapping: Mapping)
         macs,
     }
 }
+
+/// The simulator run on one phase of a plan with random operands, against the analytic
+/// model and the golden GEMM.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PhaseCheck {
+    pub phase: crate::plan::Phase,
+    pub mode: String,
+    pub gemms: usize,
+    pub macs: u64,
+    pub simulated_cycles: u64,
+    pub analytic_cycles: u64,
+    /// Every output of every GEMM equal to `quant::golden_gemm`'s.
+    pub bit_exact: bool,
+}
+
+/// Runs `phase` of `plan` on `hw` in the simulator with seeded random operands (signed
+/// formats of the workload's width, round-to-nearest-even and saturating outputs).
+pub fn check_phase(
+    plan: &crate::plan::Plan,
+    hw: &crate::hw::HwConfig,
+    phase: crate::plan::Phase,
+    seed: u64,
+) -> Option<PhaseCheck> {
+    use crate::analytic::phase_cost;
+    use crate::plan::Op;
+    let precision = plan.workload.precision;
+    let geom = ArrayGeom::new(hw, precision);
+    let ph = plan.phases.iter().find(|p| p.phase == phase)?;
+    let analytic = phase_cost(ph, &geom, hw, precision);
+    let (_, maps) = geom.phase_gemms(&ph.ops, analytic.mode == "intra-layer");
+    let bits = precision.bits();
+    let xf = FxFormat::signed(bits, bits as i32 / 4).ok()?;
+    let wf = FxFormat::signed(bits, 2).ok()?;
+    let out = FxFormat::signed(bits, bits as i32 / 4)
+        .ok()?
+        .with_modes(Rounding::RndConv, Overflow::Sat);
+    let mut state = seed | 1;
+    let mut codes = |n: usize, f: &FxFormat| -> Vec<i64> {
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                f.raw_value(state as i64) as i64
+            })
+            .collect()
+    };
+    let mut check = PhaseCheck {
+        phase,
+        mode: analytic.mode.clone(),
+        gemms: 0,
+        macs: 0,
+        simulated_cycles: 0,
+        analytic_cycles: 0,
+        bit_exact: true,
+    };
+    let gemms = ph.ops.iter().filter_map(|o| match o {
+        Op::Gemm(g) => Some(g),
+        Op::Params(_) => None,
+    });
+    for (g, map) in gemms.zip(maps) {
+        let (x, w) = (codes(g.m * g.k, &xf), codes(g.k * g.n, &wf));
+        let d = GemmData {
+            x: &x,
+            xf,
+            w: &w,
+            wf,
+            bias: None,
+            out,
+        };
+        let s = simulate_gemm(&geom, g, &d, map);
+        check.bit_exact &= s.y == quant::golden_gemm(&x, &xf, &w, &wf, None, g.m, g.k, g.n, &out);
+        check.gemms += 1;
+        check.macs += s.macs;
+        check.simulated_cycles += s.cycles;
+        check.analytic_cycles += geom.gemm_cost(g, map).cycles;
+    }
+    Some(check)
+}

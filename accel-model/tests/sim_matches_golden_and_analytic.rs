@@ -205,3 +205,18 @@ fn simulated_phases_of_a_small_td3_iteration_take_the_analytic_cycles() {
         }
     }
 }
+
+#[test]
+fn check_phase_reports_agreement_on_a_preset_configuration() {
+    let preset = presets::load("ultra96-v2").unwrap();
+    let plan = Plan::new(preset.workload.as_ref().unwrap());
+    for phase in [
+        accel_model::Phase::ActionInference,
+        accel_model::Phase::CriticBackward,
+    ] {
+        let c = accel_model::sim::check_phase(&plan, &preset.hw, phase, 3).unwrap();
+        assert!(c.bit_exact, "{c:?}");
+        assert_eq!(c.simulated_cycles, c.analytic_cycles, "{c:?}");
+        assert!(c.gemms > 0 && c.macs > 0);
+    }
+}

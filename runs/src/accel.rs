@@ -318,6 +318,9 @@ pub struct AccelReport {
     /// Indices into `sweep` of the Pareto front (training IPS vs IPS/W).
     pub pareto_front: Vec<usize>,
     pub assumptions: std::collections::BTreeMap<String, String>,
+    /// The cycle-level simulator run on two phases of this very configuration (random
+    /// operands): its cycles against the analytic model's, its outputs against the golden GEMM.
+    pub simulator_checks: Vec<accel_model::sim::PhaseCheck>,
     pub plots: Vec<String>,
 }
 
@@ -368,6 +371,14 @@ pub fn build_report(
         .collect();
     let points = sweep.run(w, &preset.hw);
     let front = pareto_front(&points);
+    let simulator_checks = if estimate.fit.fits {
+        [Phase::ActionInference, Phase::TargetActor]
+            .iter()
+            .filter_map(|&ph| accel_model::sim::check_phase(&plan, &preset.hw, ph, 7))
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(AccelReport {
         estimate,
         preset_description: preset.description.clone(),
@@ -381,6 +392,7 @@ pub fn build_report(
         sweep: points,
         pareto_front: front,
         assumptions: preset.assumptions.clone(),
+        simulator_checks,
         plots: Vec::new(),
     })
 }
@@ -459,6 +471,26 @@ impl AccelReport {
         }
         if let Some(p) = &e.performance {
             render_phases(&mut s, p);
+        }
+        if !self.simulator_checks.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n## Cycle-level simulator on this configuration\n\nRandom operands; cycles against the analytic model, outputs against `quant::golden_gemm`.\n"
+            );
+            let _ = writeln!(s, "| phase | mode | GEMMs | MACs | simulated cycles | analytic cycles | bit-exact |\n| --- | --- | ---: | ---: | ---: | ---: | --- |");
+            for c in &self.simulator_checks {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    c.phase.name(),
+                    c.mode,
+                    c.gemms,
+                    c.macs,
+                    c.simulated_cycles,
+                    c.analytic_cycles,
+                    if c.bit_exact { "yes" } else { "NO" }
+                );
+            }
         }
         let r = &e.resources;
         let fit = &e.fit;

@@ -52,6 +52,11 @@ fn fixar_u50_json_has_the_figures_the_paper_comparison_and_writes_report_and_plo
             .unwrap()
     };
     assert!(ips("fxp16") > ips("fxp32"));
+    for c in j["simulator_checks"].as_array().unwrap() {
+        assert_eq!(c["simulated_cycles"], c["analytic_cycles"], "{c}");
+        assert_eq!(c["bit_exact"], true, "{c}");
+    }
+    assert_eq!(j["simulator_checks"].as_array().unwrap().len(), 2);
     for f in ["report.md", "report.json"] {
         assert!(out.join(f).exists(), "{f}");
     }
