@@ -44,6 +44,10 @@ pub struct BenchTd3Args {
     /// Run the Stable-Baselines3 peer in the same invocation.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub peer: bool,
+    /// Measure libtorch's GEMM throughput for the roofline (off: only the updates run,
+    /// e.g. under a profiler).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub roofline: bool,
     /// Updates the peer times.
     #[arg(long, default_value_t = 1000)]
     pub peer_updates: u64,
@@ -281,7 +285,11 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
         .sum();
     let ups = 1.0 / secs;
     let gemms = td3_update_gemms(OBS, ACT, &HIDDEN, BATCH, POLICY_FREQUENCY);
-    let (flops, gemm_secs) = gemm_roofline(&gemms);
+    let (flops, gemm_secs) = if args.roofline {
+        gemm_roofline(&gemms)
+    } else {
+        (f64::NAN, f64::NAN)
+    };
     println!("precision: {precision}");
     println!("gemm_mode: {}", args.gemm);
     println!("threads: {}", args.threads);
