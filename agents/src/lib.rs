@@ -40,6 +40,15 @@
 //! Hyperparameter constants (beta, lr, tau, gamma, 2/B) are applied at the storage
 //! float's precision; the result is then cast, so each class sees one rounding.
 //!
+//! **Presets** ([`precision::Preset`]): `float32` (no casts); `fxp32`, FIXAR's starting
+//! point: 32-bit signed, round-to-nearest-even, saturate, with *fixed default* binary
+//! points (Q16.16 inputs, pre-activations and activations; Q8.24 weights, biases,
+//! gradients and optimizer state; Q4.28 errors; updates) chosen from the ranges
+//! TD3/DDPG reach on Pendulum and MuJoCo (a TD3 Pendulum run saturates only about 1 error
+//! in 10^7 and no activation); observed ranges drive narrower formats later (QAT ladder);
+//! `fxp16`, the same at 16 bits with stochastic rounding on weights and biases. Config
+//! `[formats]` overrides any class, network or layer.
+//!
 //! Storage is f32, or f64 when a format is wider than 24 bits (fxp32): f64 holds every
 //! 32-bit code exactly. `fast` GEMMs run in f32 on the grid values (f32 shadows of W),
 //! `exact` GEMMs through `quant::tensor::exact_linear`, equal to `quant::golden_gemm`
