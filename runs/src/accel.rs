@@ -703,7 +703,7 @@ pub fn write_plots(
                 x_label: "AAP cores".into(),
                 y_label: "training IPS (samples/s)".into(),
                 series,
-                vlines: vec![(limit as f64, format!("most cores that fit: {limit}"))],
+                vlines: vec![(limit as f64, format!("fit limit {limit}"))],
                 ..Default::default()
             },
             &dir.join(&stem),
