@@ -1,0 +1,34 @@
+//! The binary itself: finds libtorch through its rpath from any directory, reports
+//! libtorch 2.11.0, and exits 2 on usage errors.
+
+use std::process::Command;
+
+fn fixar_elsewhere() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fixar"));
+    c.current_dir(std::env::temp_dir())
+        .env_remove("LD_LIBRARY_PATH");
+    c
+}
+
+#[test]
+fn fixar_info_runs_from_any_directory_without_ld_library_path() {
+    let o = fixar_elsewhere().arg("info").output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("libtorch: 2.11.0"), "{out}");
+    assert!(out.contains("tch: 0.24"), "{out}");
+}
+
+#[test]
+fn unknown_subcommands_and_flags_exit_2_with_usage() {
+    for args in [&["frobnicate"][..], &["--bogus"][..], &[][..]] {
+        let o = fixar_elsewhere().args(args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("Usage"),
+            "{args:?}"
+        );
+    }
+    let o = fixar_elsewhere().arg("--version").output().unwrap();
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("fixar "));
+}
