@@ -473,10 +473,11 @@ fn cast_args(from_frac: i32, to: &FxFormat) -> String {
     )
 }
 
-fn c_array(out: &mut String, name: &str, values: &[i64]) {
+/// `static const <ty> <name>[n] = {...};` with 64-bit literals valid in C99 and C++.
+fn int_array(out: &mut String, ty: &str, name: &str, values: &[i64]) {
     let _ = write!(
         out,
-        "static const int64_t {name}[{}] = {{",
+        "static const {ty} {name}[{}] = {{",
         values.len().max(1)
     );
     for (i, v) in values.iter().enumerate() {
@@ -484,7 +485,7 @@ fn c_array(out: &mut String, name: &str, values: &[i64]) {
             out.push_str("\n    ");
         }
         if *v == i64::MIN {
-            out.push_str("INT64_MIN, ");
+            out.push_str("(-9223372036854775807LL - 1), ");
         } else {
             let _ = write!(out, "{v}LL, ");
         }
@@ -493,6 +494,10 @@ fn c_array(out: &mut String, name: &str, values: &[i64]) {
         out.push('0');
     }
     out.push_str("\n};\n");
+}
+
+fn c_array(out: &mut String, name: &str, values: &[i64]) {
+    int_array(out, "int64_t", name, values);
 }
 
 fn c_header(actor: &DeployedActor) -> String {
@@ -631,25 +636,8 @@ fn hls_header(actor: &DeployedActor) -> String {
 }
 
 fn hls_array(out: &mut String, ty: &str, name: &str, values: &[i64]) {
-    let _ = write!(
-        out,
-        "static const long long {name}_raw[{}] = {{",
-        values.len().max(1)
-    );
-    for (i, v) in values.iter().enumerate() {
-        if i % 8 == 0 {
-            out.push_str("\n    ");
-        }
-        if *v == i64::MIN {
-            out.push_str("(-9223372036854775807LL - 1), ");
-        } else {
-            let _ = write!(out, "{v}LL, ");
-        }
-    }
-    if values.is_empty() {
-        out.push('0');
-    }
-    let _ = writeln!(out, "\n}};\n// {name}: raw codes of {ty}");
+    let _ = writeln!(out, "// {name}: raw codes of the {ty}");
+    int_array(out, "long long", &format!("{name}_raw"), values);
 }
 
 fn hls_source(actor: &DeployedActor, tables: &[Option<Vec<TanhTable>>]) -> String {
