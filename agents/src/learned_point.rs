@@ -15,23 +15,26 @@
 //! ∂L/∂s = ln 2 · Δ · Σ_i e_i · ∂Q/∂Δ(x_i) / sqrt(N · p)
 //! ```
 //!
-//! where `e_i = ∂L/∂Q(x_i)` is the error at that cast — exactly what the explicit backward
-//! already computes at each point (`delta_z` at a pre-activation, the back-propagated
-//! `delta_a` at an activation, the weight gradient at a weight) — and `1/sqrt(N · p)` is
-//! LSQ's gradient scale, which keeps the step of `s` independent of the tensor size `N`
+//! where `e_i = ∂L/∂Q(x_i)` is the error at that cast — the quantity a backward pass
+//! computes at each point (`delta_z` at a pre-activation, `delta_a` at an activation,
+//! the weight gradient at a weight). [`calibrate_actor`] gets it for the actor's task
+//! loss `L = −mean Q(s, π(s))`: the critic's explicit backward gives `∂L/∂a` at the
+//! action, and the straight-through backward of the actor's forward carries it to every
+//! cast (a zero "probe" added after each cast receives exactly `e_i`). `1/sqrt(N · p)`
+//! is LSQ's gradient scale, which keeps the step of `s` independent of the tensor size `N`
 //! and the width. Saturated elements push `s` up (more integer bits) in proportion to how
 //! much the loss wants them larger; rounding errors inside push `s` down (finer LSB) when
 //! they correlate with the error. The rounding error and the saturation test come from
 //! `quant::fake_quant` with the current format, so no grid arithmetic happens here.
 //!
-//! ```
+//! ```no_run
 //! use agents::learned_point::LearnedPoint;
 //! use quant::FxFormat;
 //! let fmt = FxFormat::signed(8, 1).unwrap();          // range [-1, 1): too small for x
 //! let x = tch::Tensor::from_slice(&[3.0f32, -2.5, 0.1]);
 //! let mut lp = LearnedPoint::new(&fmt, 0.5);
 //! // Loss = ½‖Q(x) − x‖²: the error at the cast is Q(x) − x.
-//! for _ in 0..50 {
+//! for _ in 0..200 {
 //!     let (q, _) = quant::tensor::fake_quant(&x, &lp.format(), None);
 //!     let g = lp.grad(&x, &(&q - &x));
 //!     lp.step(g);
@@ -322,6 +325,13 @@ mod tests {
     }
 
     #[test]
+    fn module_example_holds() {
+        let x = Tensor::from_slice(&[3.0f32, -2.5, 0.1]);
+        let lp = mse_descent(&x, &FxFormat::signed(8, 1).unwrap(), 200);
+        assert!(lp.format().int_bits >= 3, "learned s = {}", lp.s);
+    }
+
+    #[test]
     fn zero_error_gives_zero_gradient_and_nan_is_ignored() {
         let x = Tensor::from_slice(&[1.0f32, f32::NAN, 2.0]);
         let fmt = FxFormat::signed(8, 2).unwrap();
@@ -329,5 +339,68 @@ mod tests {
         assert_eq!(lp.grad(&x, &x.zeros_like()), 0.0);
         let g = lp.grad(&x, &x.ones_like());
         assert!(g.is_finite());
+    }
+
+    fn tiny_agent(preset: crate::precision::Preset) -> (Mlp, Mlp) {
+        use crate::dpg::NetSpec;
+        use crate::optim::OptimizerConfig;
+        use crate::precision::PrecisionSpec;
+        let spec = NetSpec {
+            obs_dim: 3,
+            act_dim: 1,
+            hidden: vec![8, 8],
+            action_low: vec![-2.0],
+            action_high: vec![2.0],
+            actor_optimizer: OptimizerConfig::adam(1e-3),
+            critic_optimizer: OptimizerConfig::adam(1e-3),
+        };
+        let prec = PrecisionSpec::preset(preset);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let actor = spec.actor(&prec, &mut rng, 1);
+        let critic = spec.critic("critic1", &prec, &mut rng, 2);
+        (actor, critic)
+    }
+
+    #[test]
+    fn calibration_forward_is_the_actor_forward_and_leaves_weights_alone() {
+        let (mut actor, mut critic) = tiny_agent(crate::precision::Preset::Fxp16);
+        let row = Tensor::from_slice(&[0.3f32, -0.8, 1.7]).view([1, 3]);
+        let obs = row.repeat([6, 1]);
+        let weights = actor.params().copy();
+        // lr 0: the points stay at the actor's own formats, so the loss of the
+        // calibration's forward must be the actor's own -Q(s, actor(s)).
+        let mut points = NetworkPoints::of(&actor, 0.0);
+        assert_eq!(points.points.len(), 1 + 3 * 4);
+        let loss = calibrate_actor(&actor, &mut critic, &mut points, &obs, 4, 2, 9);
+        let a = actor.infer(&row);
+        let q = critic.infer(&crate::dpg::critic_input(&row, &a, critic.kind()));
+        let expect = -f64::try_from(q.mean(Kind::Double)).unwrap();
+        assert!(
+            (loss - expect).abs() <= 1e-4 * expect.abs().max(1.0),
+            "{loss} vs {expect}"
+        );
+        assert!(actor.params().equal(&weights));
+
+        // With a step size, the same seed gives the same learned points.
+        let run = |seed| {
+            let (actor, mut critic) = tiny_agent(crate::precision::Preset::Fxp16);
+            let mut p = NetworkPoints::of(&actor, 2.0);
+            let obs = Tensor::from_slice(
+                &(0..300)
+                    .map(|i| ((i * 37 % 101) as f32 / 25.0) - 2.0)
+                    .collect::<Vec<_>>(),
+            )
+            .view([100, 3]);
+            calibrate_actor(&actor, &mut critic, &mut p, &obs, 16, 20, seed);
+            p.points.iter().map(|(_, _, lp)| lp.s).collect::<Vec<_>>()
+        };
+        let (a, b) = (run(5), run(5));
+        assert_eq!(a, b);
+        let start: Vec<f64> = NetworkPoints::of(&actor, 2.0)
+            .points
+            .iter()
+            .map(|(_, _, lp)| lp.s)
+            .collect();
+        assert_ne!(a, start, "twenty LSQ steps moved no binary point");
     }
 }

@@ -11,7 +11,7 @@
 //! Ties go to the code of smaller magnitude. Values beyond the format's range go to the
 //! nearest code inside it (saturation).
 //!
-//! ```
+//! ```no_run
 //! use agents::pow2::Pow2Codebook;
 //! let fmt = quant::FxFormat::signed(8, 2).unwrap(); // lsb = 1/64
 //! let book = Pow2Codebook::new(&fmt, 2).unwrap();
@@ -300,6 +300,13 @@ mod tests {
         assert_eq!(c.multiplications, 0);
         assert!(c.shifts <= 2 * 3);
         assert_eq!(c.shift_adds, c.shifts - 3);
+    }
+
+    #[test]
+    fn module_example_holds() {
+        let fmt = FxFormat::signed(8, 2).unwrap();
+        let book = Pow2Codebook::new(&fmt, 2).unwrap();
+        assert_eq!(book.project(0.7), 48.0 / 64.0);
     }
 
     #[test]

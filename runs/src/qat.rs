@@ -48,8 +48,9 @@
 //! # The verdict
 //! Reference = the parent's mean final eval over seeds. A rung holds when its mean over
 //! seeds is within `--tolerance` (default 5%) of the reference on the scale `--scale`:
-//! `reference` (default) reads `|mean − ref| ≤ tol · |ref|` — Pendulum's returns are
-//! negative, so at ref = −150 a rung holds between −157.5 and −142.5; `random` reads
+//! `reference` (default) reads `ref − mean ≤ tol · |ref|` — a rung may lose at most 5% of
+//! the reference's magnitude, and doing better always holds; Pendulum's returns are
+//! negative, so at ref = −150 a rung holds down to −157.5. `random` reads
 //! `ref − mean ≤ tol · (ref − random)`, the fraction of what training gained over a
 //! uniformly random policy (measured on the same env) that a rung may lose. The chosen
 //! rung is the narrowest width that holds over all strategies (ties: the higher mean); a

@@ -64,10 +64,7 @@ pub fn chart(ctx: &FigureContext, results: &[RungResult]) -> LineChart {
         hbands.push(band(f));
     }
     let a = ctx.tolerance.allowance(ctx.reference.mean);
-    let (lo, hi) = match ctx.tolerance.scale {
-        super::table::Scale::Reference => (ctx.reference.mean - a, ctx.reference.mean + a),
-        super::table::Scale::Random { .. } => (ctx.reference.mean - a, ctx.reference.mean),
-    };
+    let (lo, hi) = (ctx.reference.mean - a, ctx.reference.mean);
     hbands.push(HBand {
         label: format!(
             "within {:.0}% of {}",
