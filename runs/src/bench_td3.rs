@@ -259,30 +259,39 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
             env.reset(None, &mut obs).map_err(|e| anyhow!("{e}"))?;
         }
     }
-    for _ in 0..20 {
-        let b = buffer.sample(BATCH, &mut rng);
-        agent.update(&b, &mut rng);
-    }
-    for net in agent.networks_mut() {
-        for l in &mut net.layers {
-            l.take_stats();
+    // quant's casts parallelise with rayon: give them the same thread count as
+    // libtorch, so `--threads 1` measures one core.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads as usize)
+        .build()
+        .context("starting the bench thread pool")?;
+    let (secs, cast_elements) = pool.install(|| {
+        for _ in 0..20 {
+            let b = buffer.sample(BATCH, &mut rng);
+            agent.update(&b, &mut rng);
         }
-    }
-    let t = Instant::now();
-    for _ in 0..args.updates {
-        let b = buffer.sample(BATCH, &mut rng);
-        agent.update(&b, &mut rng);
-    }
-    let secs = t.elapsed().as_secs_f64() / args.updates as f64;
-    let cast_elements: u64 = agent
-        .networks_mut()
-        .into_iter()
-        .flat_map(|n| {
-            n.layers
-                .iter_mut()
-                .map(|l| l.take_stats().iter().map(|s| s.elements).sum::<u64>())
-        })
-        .sum();
+        for net in agent.networks_mut() {
+            for l in &mut net.layers {
+                l.take_stats();
+            }
+        }
+        let t = Instant::now();
+        for _ in 0..args.updates {
+            let b = buffer.sample(BATCH, &mut rng);
+            agent.update(&b, &mut rng);
+        }
+        let secs = t.elapsed().as_secs_f64() / args.updates as f64;
+        let cast_elements: u64 = agent
+            .networks_mut()
+            .into_iter()
+            .flat_map(|n| {
+                n.layers
+                    .iter_mut()
+                    .map(|l| l.take_stats().iter().map(|s| s.elements).sum::<u64>())
+            })
+            .sum();
+        (secs, cast_elements)
+    });
     let ups = 1.0 / secs;
     let gemms = td3_update_gemms(OBS, ACT, &HIDDEN, BATCH, POLICY_FREQUENCY);
     let (flops, gemm_secs) = if args.roofline {
@@ -304,7 +313,8 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
     println!("roofline_fraction: {:.3}", gemm_secs / secs);
     if precision != Preset::Float32 {
         let per_update = cast_elements as f64 / args.updates as f64;
-        let ns = fake_quant_ns_per_element(agent.networks()[1].kind());
+        let kind = agent.networks()[1].kind();
+        let ns = pool.install(|| fake_quant_ns_per_element(kind));
         println!("cast_elements_per_update: {per_update:.0}");
         println!("fake_quant_ns_per_element: {ns:.2}");
         println!(
