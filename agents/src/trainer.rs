@@ -471,6 +471,14 @@ impl Trainer {
         self.st.finished
     }
 
+    /// Abandons the episode in progress: the next step starts a new one. Checkpoints hold
+    /// no env state, so a run that stopped mid-episode (its `total_timesteps` fell inside
+    /// one) calls this before [`Trainer::checkpoint`] to leave a resumable checkpoint
+    /// (the QAT ladder branches rungs from such checkpoints).
+    pub fn end_episode(&mut self) {
+        self.st.need_reset = true;
+    }
+
     pub fn evals(&self) -> &[EvalResult] {
         &self.st.evals
     }

@@ -761,6 +761,8 @@ fn run_rung(
         if !eval.mean.is_finite() {
             bail!("evaluation return is {}", eval.mean);
         }
+        // The budget may end mid-episode, and checkpoints hold no env state.
+        t.end_episode();
         t.checkpoint().map_err(|e| anyhow!("{e}"))?;
         Ok(RungRun {
             outcome: SeedOutcome {

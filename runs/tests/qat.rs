@@ -183,6 +183,41 @@ fn a_diverging_rung_is_recorded_as_failed_and_the_ladder_goes_on() {
     std::fs::remove_dir_all(&run).unwrap();
 }
 
+#[test]
+fn a_range_chain_retrains_each_rung_from_the_previous_one() {
+    let run = parent_copy("chain");
+    // 70 steps: the rungs end mid-episode (Pendulum's are 200 steps long).
+    let plan = args(
+        &run,
+        &[
+            "--strategy",
+            "range",
+            "--widths",
+            "24,12",
+            "--steps",
+            "70",
+            "--profile-steps",
+            "40",
+        ],
+    )
+    .plan()
+    .unwrap();
+    let report = execute(&plan).unwrap();
+    for r in &report.results {
+        assert_eq!(r.status(), "ok", "w{}", r.rung.width);
+    }
+    // Each rung continued from the one before: the w12 checkpoints are 2 x 70 steps on.
+    let steps = |w: u32| -> u64 {
+        let t = agents::trainer::Trainer::resume(
+            &report.paths.rung_dir(Strategy::Range, w).join("seed_0"),
+        )
+        .unwrap();
+        t.step()
+    };
+    assert_eq!(steps(24) + 70, steps(12));
+    std::fs::remove_dir_all(&run).unwrap();
+}
+
 fn fixar(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_fixar"))
         .args(args)
