@@ -11,7 +11,8 @@ use rayon::prelude::*;
 
 use crate::exact::from_f64_exact_clip;
 use crate::format::FxFormat;
-use crate::quantizer::Quantizer;
+use crate::format::Rounding;
+use crate::quantizer::{with_rounding, FloatGrid, Quantizer};
 use crate::stats::{Clip, QuantStats};
 use crate::stochastic::{StochasticBlock, StochasticSource};
 
@@ -135,39 +136,111 @@ fn chunk_kernel<T: FakeQuantElem>(
     start: usize,
     xs: &[T],
     out: &mut [T],
+    mask: Option<&mut [bool]>,
+) -> QuantStats {
+    match (q.grid(), block) {
+        (Some(g), None) if g.saturates_all_finite() => match mask {
+            Some(m) => with_rounding!(q.format().rounding, |r| saturating_chunk(g, r, xs, out, m)),
+            None => with_rounding!(q.format().rounding, |r| {
+                saturating_chunk(g, r, xs, out, NoMask)
+            }),
+        },
+        _ => general_chunk(q, block, start, xs, out, mask),
+    }
+}
+
+/// Where the straight-through mask goes (nowhere for plain fake quantization).
+trait MaskSink {
+    fn set(&mut self, i: usize, inside: bool);
+}
+
+struct NoMask;
+
+impl MaskSink for NoMask {
+    #[inline(always)]
+    fn set(&mut self, _: usize, _: bool) {}
+}
+
+impl MaskSink for &mut [bool] {
+    #[inline(always)]
+    fn set(&mut self, i: usize, inside: bool) {
+        self[i] = inside;
+    }
+}
+
+/// The hot loop: saturating modes on the float route, no random words. Branch-free:
+/// non-finite inputs are quantized as 0 and then selected away, counts are sums.
+#[inline(always)]
+fn saturating_chunk<T: FakeQuantElem>(
+    g: &FloatGrid,
+    rounding: Rounding,
+    xs: &[T],
+    out: &mut [T],
+    mut mask: impl MaskSink,
+) -> QuantStats {
+    let inv_scale = g.inv_scale();
+    let (mut clipped_n, mut non_finite, mut nan) = (0u64, 0u64, 0u64);
+    for (i, (o, &x)) in out.iter_mut().zip(xs).enumerate() {
+        let xd = x.to_f64();
+        let finite = xd.is_finite();
+        let (c, clipped) = g.code_saturating(if finite { xd } else { 0.0 }, rounding, None);
+        // `+ 0.0` turns a -0.0 code into +0.0, as the integer code 0 reads back.
+        let v = T::from_f64((c + 0.0) * inv_scale);
+        *o = if finite { v } else { x };
+        clipped_n += clipped as u64;
+        non_finite += !finite as u64;
+        nan += xd.is_nan() as u64;
+        mask.set(i, finite & !clipped);
+    }
+    QuantStats {
+        elements: xs.len() as u64,
+        saturated: clipped_n,
+        wrapped: 0,
+        nan,
+        inf: non_finite - nan,
+    }
+}
+
+/// Every other case: WRAP, stochastic rounding, inputs that need the integer path.
+fn general_chunk<T: FakeQuantElem>(
+    q: &Quantizer,
+    block: Option<&StochasticBlock>,
+    start: usize,
+    xs: &[T],
+    out: &mut [T],
     mut mask: Option<&mut [bool]>,
 ) -> QuantStats {
     let fmt = q.format();
+    let grid = q.grid();
+    let inv_scale = grid.map_or(0.0, |g| g.inv_scale());
+    let wraps = fmt.overflow == crate::Overflow::Wrap;
     let mut stats = QuantStats {
         elements: xs.len() as u64,
         ..QuantStats::default()
     };
-    let (mut saturated, mut wrapped, mut non_finite) = (0u64, 0u64, 0u64);
     for (i, (o, &x)) in out.iter_mut().zip(xs).enumerate() {
         let xd = x.to_f64();
         let random = block.map(|b| b.word((start + i) as u64));
-        let clip = if !xd.is_finite() {
-            non_finite += 1;
+        let ok = if !xd.is_finite() {
             stats.nan += xd.is_nan() as u64;
+            stats.inf += xd.is_infinite() as u64;
             *o = x;
-            None
-        } else if let Some((c, clip)) = q.grid().and_then(|g| g.code(xd, random)) {
-            // `+ 0.0` turns a -0.0 code into +0.0, as the integer code 0 reads back.
-            *o = T::from_f64((c + 0.0) * q.grid().map_or(0.0, |g| g.inv_scale()));
-            Some(clip)
+            false
+        } else if let Some((c, clipped)) = grid.and_then(|g| g.code(xd, random)) {
+            *o = T::from_f64((c + 0.0) * inv_scale);
+            stats.saturated += (clipped & !wraps) as u64;
+            stats.wrapped += (clipped & wraps) as u64;
+            !clipped
         } else {
             let (raw, clip) = from_f64_exact_clip(xd, fmt, random).expect("finite input");
             *o = T::from_raw(raw, fmt);
-            Some(clip)
+            stats.saturated += (clip == Clip::Saturated) as u64;
+            stats.wrapped += (clip == Clip::Wrapped) as u64;
+            clip == Clip::None
         };
-        saturated += (clip == Some(Clip::Saturated)) as u64;
-        wrapped += (clip == Some(Clip::Wrapped)) as u64;
         if let Some(m) = mask.as_deref_mut() {
-            m[i] = clip == Some(Clip::None);
+            m[i] = ok;
         }
     }
-    stats.saturated = saturated;
-    stats.wrapped = wrapped;
-    stats.inf = non_finite - stats.nan;
     stats
 }

@@ -220,16 +220,19 @@ impl FxFormat {
     }
 
     /// Fraction bits `width - int_bits` (negative when the LSB weighs more than 1).
+    #[inline]
     pub fn frac_bits(&self) -> i32 {
         self.width as i32 - self.int_bits
     }
 
     /// The weight of one code step, `2^-frac_bits` (0 or infinity beyond f64's range).
+    #[inline]
     pub fn lsb(&self) -> f64 {
         pow2(-self.frac_bits() as i64)
     }
 
     /// The smallest raw code (`-2^(W-1)` signed, 0 unsigned).
+    #[inline]
     pub fn raw_min(&self) -> i64 {
         if self.signed {
             i64::MIN >> (64 - self.width)
@@ -240,6 +243,7 @@ impl FxFormat {
 
     /// The largest raw code (`2^(W-1) - 1` signed, `2^W - 1` unsigned; for an unsigned
     /// 64-bit format the bit pattern of `u64::MAX`, i.e. -1).
+    #[inline]
     pub fn raw_max(&self) -> i64 {
         if self.signed {
             i64::MAX >> (64 - self.width)
@@ -260,6 +264,7 @@ impl FxFormat {
 
     /// The numeric value of a raw code: sign-extended for signed formats, zero-extended
     /// for unsigned ones. Bits above the width are ignored.
+    #[inline]
     pub fn raw_value(&self, raw: i64) -> i128 {
         let shift = 64 - self.width;
         if self.signed {
@@ -271,6 +276,7 @@ impl FxFormat {
 }
 
 /// `2^e` as f64 (0 below the subnormal range, infinity above the finite range).
+#[inline]
 pub(crate) fn pow2(e: i64) -> f64 {
     if e > 1023 {
         f64::INFINITY

@@ -13,6 +13,48 @@ use crate::format::{pow2, FxFormat, Overflow, Rounding};
 use crate::magnitude::Dropped;
 use crate::stats::{Clip, QuantStats};
 
+/// Evaluates `$body` with `$m` bound to the rounding mode as a literal in each arm, so an inlined loop is
+/// compiled once per mode with the mode's branches folded away.
+macro_rules! with_rounding {
+    ($r:expr, |$m:ident| $body:expr) => {
+        match $r {
+            Rounding::Trn => {
+                let $m = Rounding::Trn;
+                $body
+            }
+            Rounding::TrnZero => {
+                let $m = Rounding::TrnZero;
+                $body
+            }
+            Rounding::Rnd => {
+                let $m = Rounding::Rnd;
+                $body
+            }
+            Rounding::RndZero => {
+                let $m = Rounding::RndZero;
+                $body
+            }
+            Rounding::RndMinInf => {
+                let $m = Rounding::RndMinInf;
+                $body
+            }
+            Rounding::RndInf => {
+                let $m = Rounding::RndInf;
+                $body
+            }
+            Rounding::RndConv => {
+                let $m = Rounding::RndConv;
+                $body
+            }
+            Rounding::Stochastic => {
+                let $m = Rounding::Stochastic;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_rounding;
+
 const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
 const TWO_POW_51: f64 = 2_251_799_813_685_248.0;
 const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
@@ -31,6 +73,7 @@ pub(crate) struct FloatGrid {
     clamp_hi: f64,
     rounding: Rounding,
     overflow: Overflow,
+    sat_zero: bool,
     fmt: FxFormat,
 }
 
@@ -46,6 +89,7 @@ fn dropped_of(f: f64) -> Dropped {
 }
 
 impl FloatGrid {
+    #[inline]
     pub fn new(fmt: &FxFormat) -> Option<Self> {
         let f = fmt.frac_bits();
         if fmt.width > 50 || !(-900..=1000).contains(&f) {
@@ -68,6 +112,7 @@ impl FloatGrid {
             clamp_hi: hi + 1.0,
             rounding: fmt.rounding,
             overflow: fmt.overflow,
+            sat_zero: fmt.overflow == Overflow::SatZero,
             fmt: *fmt,
         })
     }
@@ -78,37 +123,81 @@ impl FloatGrid {
         self.inv_scale
     }
 
-    /// The code of finite `x` as an integer-valued f64, and what overflow did; `None`
-    /// when this input needs the integer path.
+    /// The code of finite `x` as an integer-valued f64 and whether the overflow step
+    /// changed it (saturated or wrapped, per the format's mode); `None` when this input
+    /// needs the integer path. Branch-free for the saturating modes.
     #[inline(always)]
-    pub fn code(&self, x: f64, random: Option<u64>) -> Option<(f64, Clip)> {
-        if x.abs() < self.tiny && x != 0.0 {
+    pub fn code(&self, x: f64, random: Option<u64>) -> Option<(f64, bool)> {
+        // tiny is 0 when F >= 0; otherwise zero and tiny inputs take the integer path.
+        if x.abs() < self.tiny {
             return None;
         }
-        let y = x * self.scale;
-        let y = if self.overflow == Overflow::Wrap {
+        if self.overflow == Overflow::Wrap {
+            let y = x * self.scale;
             if y.abs() > TWO_POW_51 {
                 return None;
             }
-            y
-        } else {
-            // Rounding is monotone and the bounds are integers, so clamping one step
-            // outside the range first keeps both the code and the overflow verdict.
-            y.max(self.clamp_lo).min(self.clamp_hi)
-        };
-        let r = round(y, self.rounding, random);
-        if r >= self.lo && r <= self.hi {
-            return Some((r, Clip::None));
+            let r = round(y, self.rounding, random);
+            if r >= self.lo && r <= self.hi {
+                return Some((r, false));
+            }
+            let wrapped = wrap_to_width(to_int(r) as u64, &self.fmt);
+            return Some((wrapped as f64, true));
         }
-        Some(match self.overflow {
-            Overflow::Sat | Overflow::SatSym => (r.max(self.lo).min(self.hi), Clip::Saturated),
-            Overflow::SatZero => (0.0, Clip::Saturated),
-            Overflow::Wrap => (
-                wrap_to_width(r as i64 as u64, &self.fmt) as f64,
-                Clip::Wrapped,
-            ),
-        })
+        Some(self.code_saturating(x, self.rounding, random))
     }
+
+    /// Whether every finite input takes the float route and the mode saturates (so
+    /// [`FloatGrid::code_saturating`] applies to all of them).
+    #[inline(always)]
+    pub fn saturates_all_finite(&self) -> bool {
+        self.tiny == 0.0 && self.overflow != Overflow::Wrap
+    }
+
+    /// [`FloatGrid::code`] for saturating modes and inputs the float route takes, with
+    /// the rounding mode passed in (a constant where callers dispatch on it).
+    #[inline(always)]
+    pub fn code_saturating(&self, x: f64, rounding: Rounding, random: Option<u64>) -> (f64, bool) {
+        // Rounding is monotone and the bounds are integers, so clamping one step outside
+        // the range first keeps both the code and the overflow verdict.
+        let y = x * self.scale;
+        let r = round(clamp(y, self.clamp_lo, self.clamp_hi), rounding, random);
+        let clipped = (r < self.lo) | (r > self.hi);
+        let clamped = clamp(r, self.lo, self.hi);
+        // SAT_ZERO: clear every bit of a clipped code (a mask, not a branch).
+        let zero = ((self.sat_zero & clipped) as u64).wrapping_neg();
+        (f64::from_bits(clamped.to_bits() & !zero), clipped)
+    }
+
+    /// The outcome of a clipped value under this format's overflow mode.
+    #[inline(always)]
+    pub fn clip_kind(&self, clipped: bool) -> Clip {
+        match (clipped, self.overflow) {
+            (false, _) => Clip::None,
+            (true, Overflow::Wrap) => Clip::Wrapped,
+            (true, _) => Clip::Saturated,
+        }
+    }
+}
+
+/// `v` clamped to [lo, hi] for non-NaN `v` (plain compares: maxsd/minsd, no NaN
+/// handling).
+#[inline(always)]
+fn clamp(v: f64, lo: f64, hi: f64) -> f64 {
+    let v = if v < lo { lo } else { v };
+    if v > hi {
+        hi
+    } else {
+        v
+    }
+}
+
+/// An integer-valued f64 of magnitude at most 2^51 as i64.
+#[inline(always)]
+fn to_int(r: f64) -> i64 {
+    debug_assert!(r.fract() == 0.0 && r.abs() <= TWO_POW_51 + 1.0);
+    // SAFETY: callers pass integer values of magnitude <= 2^51 + 1, well inside i64.
+    unsafe { r.to_int_unchecked::<i64>() }
 }
 
 /// Rounds `y` (|y| <= 2^51 + 1) to an integer with `rounding`; exact.
@@ -151,6 +240,13 @@ fn round(y: f64, rounding: Rounding, random: Option<u64>) -> f64 {
     }
 }
 
+/// The integer path out of line, so the float route stays small where it is inlined.
+#[inline(never)]
+fn integer_path(x: f64, fmt: FxFormat, random: Option<u64>) -> Result<(i64, Clip), QuantError> {
+    // The format by value: a reference would make callers' loops keep it in memory.
+    from_f64_exact_clip(x, &fmt, random)
+}
+
 /// Converts doubles into one format, taking the float route where it is exact; build it
 /// once and reuse it in loops.
 #[derive(Clone, Copy, Debug)]
@@ -190,11 +286,11 @@ impl Quantizer {
             return Err(QuantError::NotFinite(x));
         }
         if let Some(g) = &self.grid {
-            if let Some((c, clip)) = g.code(x, random) {
-                return Ok((c as i64, clip));
+            if let Some((c, clipped)) = g.code(x, random) {
+                return Ok((to_int(c), g.clip_kind(clipped)));
             }
         }
-        from_f64_exact_clip(x, &self.fmt, random)
+        integer_path(x, self.fmt, random)
     }
 
     /// The raw code of the exact value of `x` (see [`from_f64`]).
@@ -219,21 +315,59 @@ impl Quantizer {
         }
     }
 
-    /// Converts a slice; stops at the first NaN or infinity. Returns the counts.
+    /// Converts a slice and returns the counts. On a NaN or infinity returns its error
+    /// (the output is then partly written).
     pub fn from_f64_slice(&self, xs: &[f64], out: &mut [i64]) -> Result<QuantStats, QuantError> {
         assert_eq!(
             xs.len(),
             out.len(),
             "from_f64_slice: input and output lengths differ"
         );
-        let mut stats = QuantStats::default();
-        for (o, &x) in out.iter_mut().zip(xs) {
-            let (c, clip) = self.code_clip(x, None)?;
-            stats.record(clip);
-            *o = c;
+        match self.grid {
+            Some(g) if g.saturates_all_finite() && g.rounding != Rounding::Stochastic => {
+                with_rounding!(g.rounding, |r| saturating_codes(&g, r, xs, out))
+            }
+            _ => {
+                let mut stats = QuantStats::default();
+                for (o, &x) in out.iter_mut().zip(xs) {
+                    *o = self.from_f64_counted(x, &mut stats)?;
+                }
+                Ok(stats)
+            }
         }
-        Ok(stats)
     }
+}
+
+/// Codes of a slice on the saturating float route: one branch-free pass, then the first
+/// non-finite input (if any) is reported.
+#[inline(always)]
+fn saturating_codes(
+    g: &FloatGrid,
+    rounding: Rounding,
+    xs: &[f64],
+    out: &mut [i64],
+) -> Result<QuantStats, QuantError> {
+    let (mut clipped_n, mut non_finite) = (0u64, 0u64);
+    for (o, &x) in out.iter_mut().zip(xs) {
+        let finite = x.is_finite();
+        let (c, clipped) = g.code_saturating(if finite { x } else { 0.0 }, rounding, None);
+        *o = to_int(c);
+        clipped_n += clipped as u64;
+        non_finite += !finite as u64;
+    }
+    if non_finite > 0 {
+        let bad = xs
+            .iter()
+            .find(|x| !x.is_finite())
+            .copied()
+            .unwrap_or(f64::NAN);
+        return Err(QuantError::NotFinite(bad));
+    }
+    Ok(QuantStats {
+        elements: xs.len() as u64,
+        saturated: clipped_n,
+        ..QuantStats::default()
+    })
 }
 
 /// The raw code of `x` in `fmt`: the double's exact value is quantized (rounding mode)

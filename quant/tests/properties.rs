@@ -213,3 +213,24 @@ fn non_finite_inputs_are_errors_on_the_exact_path() {
         assert!(msg.contains("no fixed-point value"), "{msg}");
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn slice_conversion_equals_per_value_conversion((f, xs) in format_and_values(any_format())) {
+        let q = quant::Quantizer::new(&f);
+        let mut out = vec![0i64; xs.len()];
+        let stats = q.from_f64_slice(&xs, &mut out).unwrap();
+        let mut want = quant::QuantStats::default();
+        for (x, o) in xs.iter().zip(&out) {
+            prop_assert_eq!(Ok(*o), q.from_f64_counted(*x, &mut want));
+            prop_assert_eq!(Ok(*o), from_f64_exact(*x, &f));
+        }
+        prop_assert_eq!(stats, want);
+        let mut bad = xs.clone();
+        bad.push(f64::NAN);
+        out.push(0);
+        prop_assert!(q.from_f64_slice(&bad, &mut out).is_err());
+    }
+}
