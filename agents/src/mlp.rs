@@ -179,6 +179,38 @@ fn holds(outer: Option<FxFormat>, inner: Option<FxFormat>) -> bool {
 }
 
 impl Layer {
+    /// A layer (in, out) whose weights start at `off` in the flat parameters (bias
+    /// right after them); tensors are attached by `Mlp::rebuild_views`.
+    fn new(
+        name: String,
+        (in_dim, out_dim): (usize, usize),
+        activation: Activation,
+        formats: LayerFormats,
+        off: usize,
+    ) -> Self {
+        Layer {
+            name,
+            in_dim,
+            out_dim,
+            activation,
+            formats,
+            stats: Default::default(),
+            ranges: Default::default(),
+            w_off: off,
+            b_off: off + in_dim * out_dim,
+            w: Tensor::new(),
+            b: Tensor::new(),
+            gw: Tensor::new(),
+            gb: Tensor::new(),
+            w32: None,
+            act_scale: None,
+            x: None,
+            x32: None,
+            z: None,
+            a: None,
+        }
+    }
+
     /// A cast known to be the identity: counted and observed, not computed.
     fn pass(&mut self, class: TensorClass, x: Tensor, observe: bool) -> Tensor {
         let i = class.index();
@@ -316,27 +348,13 @@ impl Mlp {
             } else {
                 Activation::Relu
             };
-            layers.push(Layer {
-                name: layer_name(name, i),
-                in_dim: k,
-                out_dim: n,
+            layers.push(Layer::new(
+                layer_name(name, i),
+                (k, n),
                 activation,
-                formats: formats[i],
-                stats: Default::default(),
-                ranges: Default::default(),
-                w_off: off,
-                b_off: off + k * n,
-                w: Tensor::new(),
-                b: Tensor::new(),
-                gw: Tensor::new(),
-                gb: Tensor::new(),
-                w32: None,
-                act_scale: None,
-                x: None,
-                x32: None,
-                z: None,
-                a: None,
-            });
+                formats[i],
+                off,
+            ));
             off += k * n + n;
         }
         let mut net = Mlp {
@@ -364,27 +382,13 @@ impl Mlp {
         let n = self.layers.len();
         let mut layers = Vec::with_capacity(n);
         for (i, l) in self.layers.iter().enumerate() {
-            layers.push(Layer {
-                name: layer_name(name, i),
-                in_dim: l.in_dim,
-                out_dim: l.out_dim,
-                activation: l.activation.clone(),
-                formats: precision.resolve(name, i, n),
-                stats: Default::default(),
-                ranges: Default::default(),
-                w_off: l.w_off,
-                b_off: l.b_off,
-                w: Tensor::new(),
-                b: Tensor::new(),
-                gw: Tensor::new(),
-                gb: Tensor::new(),
-                w32: None,
-                act_scale: None,
-                x: None,
-                x32: None,
-                z: None,
-                a: None,
-            });
+            layers.push(Layer::new(
+                layer_name(name, i),
+                (l.in_dim, l.out_dim),
+                l.activation.clone(),
+                precision.resolve(name, i, n),
+                l.w_off,
+            ));
         }
         let kind = storage_kind(
             layers
@@ -1051,15 +1055,18 @@ fn differ(a: &Tensor, b: &Tensor) -> (u64, u64) {
     (d, n)
 }
 
-fn quantize_plain(x: Tensor, fmt: FxFormat) -> Tensor {
-    // Stochastic rounding would make the two paths draw different bits; compare the
-    // GEMM emulation under round-to-nearest-even instead.
-    let f = if fmt.rounding == quant::Rounding::Stochastic {
+/// `fmt` with round-to-nearest-even in place of stochastic rounding: stochastic bits
+/// would differ between the two paths, so the GEMM emulation is compared without them.
+fn deterministic(fmt: FxFormat) -> FxFormat {
+    if fmt.rounding == quant::Rounding::Stochastic {
         fmt.with_modes(quant::Rounding::RndConv, fmt.overflow)
     } else {
         fmt
-    };
-    fake_quant(&x, &f, None).0
+    }
+}
+
+fn quantize_plain(x: Tensor, fmt: FxFormat) -> Tensor {
+    fake_quant(&x, &deterministic(fmt), None).0
 }
 
 /// For every layer of `net` (all of whose input, weight, bias, pre-activation,
@@ -1094,14 +1101,7 @@ pub fn fast_exact_mismatch(
             need(l, TensorClass::Preact)?,
             need(l, TensorClass::Activation)?,
         );
-        let zf = zf.with_modes(
-            if zf.rounding == quant::Rounding::Stochastic {
-                quant::Rounding::RndConv
-            } else {
-                zf.rounding
-            },
-            zf.overflow,
-        );
+        let zf = deterministic(zf);
         let (z, _) = exact_linear(&h, &x_fmt, &l.w, &wf, Some((&l.b, &bf)), &zf);
         let z_fast = quantize_plain(
             f32_of(&l.b).addmm(&f32_of(&h), &f32_of(&l.w)).to_kind(kind),
@@ -1132,22 +1132,8 @@ pub fn fast_exact_mismatch(
             need(l, TensorClass::Grad)?,
             need(l, TensorClass::Weight)?,
         );
-        let gf = gf.with_modes(
-            if gf.rounding == quant::Rounding::Stochastic {
-                quant::Rounding::RndConv
-            } else {
-                gf.rounding
-            },
-            gf.overflow,
-        );
-        let ef = ef.with_modes(
-            if ef.rounding == quant::Rounding::Stochastic {
-                quant::Rounding::RndConv
-            } else {
-                ef.rounding
-            },
-            ef.overflow,
-        );
+        let gf = deterministic(gf);
+        let ef = deterministic(ef);
         let dz = match l.activation {
             Activation::Identity => d,
             _ => quantize_plain(l.act_backward(&d, z), ef),

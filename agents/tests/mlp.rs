@@ -19,9 +19,11 @@ fn net(preset: Preset, gemm: Gemm, sizes: &[usize]) -> Mlp {
     Mlp::new("actor", sizes, out, &spec, &mut rng, 9)
 }
 
-fn randn(rows: i64, cols: i64, seed: i64, kind: Kind) -> Tensor {
-    tch::manual_seed(seed);
-    Tensor::randn([rows, cols], (kind, tch::Device::Cpu))
+/// Standard normal samples from a per-call ChaCha stream (libtorch's global generator
+/// is shared by tests running in parallel, so it would not give reproducible data).
+fn randn(rows: i64, cols: i64, seed: u64, kind: Kind) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    agents::dpg::standard_normal(&mut rng, rows, cols).to_kind(kind)
 }
 
 fn max_rel(a: &Tensor, b: &Tensor) -> f64 {
