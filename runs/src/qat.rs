@@ -728,7 +728,9 @@ fn run_rung(
             }
             apply_formats(&mut t, &formats);
             reset_observers(&mut t);
-            t.cfg.range_every = 10;
+            // Odd on purpose: TD3/DDPG train the actor on every second update, and an
+            // even period would observe the critics only.
+            t.cfg.range_every = 5;
             let chunk = match (strategy, plan.pow2_terms) {
                 (Strategy::Learned, _) => plan.learn_every,
                 (_, Some(_)) => plan.learn_every,
@@ -840,7 +842,15 @@ fn run_ladder(
                 if r.outcome.error.is_none() {
                     start = out;
                     if let Some(rg) = r.ranges {
-                        ranges = rg;
+                        // A class this rung did not observe keeps its last range.
+                        for (layer, classes) in rg {
+                            let old = ranges.entry(layer).or_default();
+                            for (c, v) in classes {
+                                if v > 0.0 {
+                                    old.insert(c, v);
+                                }
+                            }
+                        }
                     }
                 } else {
                     tracing::warn!(
@@ -940,7 +950,7 @@ pub fn execute(plan: &QatPlan) -> Result<QatReport> {
             let f: Vec<f64> = parents.iter().map(|p| p.float_eval).collect();
             let (m, s) = mean_std(&f).expect("at least one seed");
             Some(Reference {
-                label: "float32 forward of the parent weights".into(),
+                label: "float32 forward (parent weights)".into(),
                 mean: m,
                 std: s,
                 seeds: f.len(),
@@ -957,8 +967,21 @@ pub fn execute(plan: &QatPlan) -> Result<QatReport> {
         },
     };
     let chosen_result = choose(&results, reference.mean, &tolerance);
-    let chosen =
-        chosen_result.and_then(|r| Chosen::from_result(r, &reference, &tolerance, plan.pow2_terms));
+    let chosen = chosen_result
+        .and_then(|r| Chosen::from_result(r, &reference, &tolerance, plan.pow2_terms))
+        .map(|mut c| {
+            // Paths relative to the run directory, so the run can move.
+            let rel = |p: &PathBuf| {
+                p.strip_prefix(&plan.from)
+                    .map(Path::to_path_buf)
+                    .unwrap_or(p.clone())
+            };
+            c.checkpoint = rel(&c.checkpoint);
+            for (_, p) in &mut c.checkpoints {
+                *p = rel(p);
+            }
+            c
+        });
 
     table::write_csv(&paths.csv(), &results)?;
     table::write_formats_json(&paths.formats(), &results)?;

@@ -21,11 +21,13 @@ pub struct FigureContext<'a> {
     pub chosen: Option<&'a RungResult>,
 }
 
-/// `0..3` for consecutive seeds, else `0, 2, 5`.
+/// `0–3 (4 seeds)` for consecutive seeds, else `0, 2, 5`.
 pub fn seeds_label(seeds: &[u64]) -> String {
     let consecutive = seeds.windows(2).all(|w| w[1] == w[0] + 1);
     match (seeds.first(), seeds.last()) {
-        (Some(a), Some(b)) if consecutive && seeds.len() > 2 => format!("{a}..{}", b + 1),
+        (Some(a), Some(b)) if consecutive && seeds.len() > 2 => {
+            format!("{a}–{b} ({} seeds)", seeds.len())
+        }
         _ => seeds
             .iter()
             .map(|s| s.to_string())
@@ -55,7 +57,7 @@ pub fn chart(ctx: &FigureContext, results: &[RungResult]) -> LineChart {
         });
     }
     let band = |r: &Reference| HBand {
-        label: format!("{} reference (mean ± std)", r.label),
+        label: format!("{} (mean ± std)", r.label),
         lo: r.mean - r.std,
         hi: r.mean + r.std,
     };
@@ -172,7 +174,9 @@ mod tests {
         };
         let c = chart(&ctx, &results);
         assert!(
-            c.title.contains("TD3") && c.title.contains("Pendulum-v1") && c.title.contains("0..3")
+            c.title.contains("TD3")
+                && c.title.contains("Pendulum-v1")
+                && c.title.contains("0–2 (3 seeds)")
         );
         assert_eq!(c.series.len(), 2);
         assert_eq!(c.series[0].points, vec![(8.0, -950.0), (16.0, -155.0)]);

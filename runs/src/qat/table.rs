@@ -250,15 +250,16 @@ pub struct Chosen {
     pub std_return: f64,
     pub reference: Reference,
     pub tolerance: Tolerance,
-    /// The best seed's checkpoint at the chosen rung: load it as a run checkpoint; its
-    /// formats are the rung's.
+    /// The best seed's checkpoint at the chosen rung, relative to the run directory
+    /// (`qat/range_w16/seed_0/checkpoint.bin`): load it as a run checkpoint; its formats
+    /// are the rung's.
     pub checkpoint: PathBuf,
     pub seed: u64,
     pub seed_eval_mean: f64,
     /// The actor's layers (`actor.fc1`, ...) and their formats at the chosen rung, for
     /// that seed: layer -> class -> HLS spelling.
     pub actor_formats: BTreeMap<String, ClassSpec>,
-    /// Every seed's checkpoint at the chosen rung.
+    /// Every seed's checkpoint at the chosen rung (relative to the run directory).
     pub checkpoints: Vec<(u64, PathBuf)>,
     /// Set when the actor's weights are multiplier-free: at most this many signed powers
     /// of two per weight.
