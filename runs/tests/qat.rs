@@ -219,6 +219,54 @@ fn a_range_chain_retrains_each_rung_from_the_previous_one() {
     std::fs::remove_dir_all(&run).unwrap();
 }
 
+#[test]
+fn multiplier_free_actor_weights_have_at_most_k_powers_of_two() {
+    let run = parent_copy("pow2");
+    let plan = args(
+        &run,
+        &[
+            "--strategy",
+            "ptq",
+            "--widths",
+            "10",
+            "--profile-steps",
+            "40",
+            "--pow2-terms",
+            "2",
+        ],
+    )
+    .plan()
+    .unwrap();
+    let report = execute(&plan).unwrap();
+    let r = &report.results[0];
+    for o in &r.seeds {
+        let m = o.multipliers.expect("counted");
+        assert_eq!(m.multiplications, 0);
+        // 16-16 actor on Pendulum: 3x16 + 16x16 + 16x1 weights.
+        assert_eq!(m.products, 3 * 16 + 16 * 16 + 16);
+        assert!(m.shifts <= 2 * (m.products - m.zero_weights));
+        // The checkpoint holds the projected weights: every raw code has <= 2 signed digits.
+        let dir = o
+            .checkpoint
+            .as_ref()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let t = agents::trainer::Trainer::resume(&dir).unwrap();
+        for l in &t.agent.actor().layers {
+            let f = l.formats.get(TensorClass::Weight).unwrap();
+            let w =
+                Vec::<f64>::try_from(l.weight().to_kind(tch::Kind::Double).flatten(0, -1)).unwrap();
+            for x in w {
+                let raw = quant::from_f64(x, &f).unwrap();
+                assert!(agents::pow2::signed_digit_count(raw) <= 2, "{} {x}", l.name);
+            }
+        }
+    }
+    std::fs::remove_dir_all(&run).unwrap();
+}
+
 fn fixar(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_fixar"))
         .args(args)
