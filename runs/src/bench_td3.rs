@@ -233,6 +233,7 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
         return Err(config_error("--threads and --updates must be positive"));
     }
     tch::set_num_threads(args.threads);
+    crate::train::keep_freed_memory();
     let cfg = TrainConfig {
         hidden: HIDDEN.to_vec(),
         batch_size: BATCH,
