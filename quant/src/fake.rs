@@ -10,14 +10,23 @@
 use rayon::prelude::*;
 
 use crate::exact::from_f64_exact_clip;
-use crate::format::FxFormat;
-use crate::format::Rounding;
+use crate::format::{FxFormat, Rounding};
+use crate::grid::{Real, SatGrid};
 use crate::quantizer::{with_rounding, FloatGrid, Quantizer};
 use crate::stats::{Clip, QuantStats};
 use crate::stochastic::{StochasticBlock, StochasticSource};
 
-/// Float element types the kernel handles (f32, f64).
-pub trait FakeQuantElem: Copy + Send + Sync + 'static {
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
+/// Float element types the kernel handles (f32, f64); sealed.
+pub trait FakeQuantElem: sealed::Sealed + Copy + Send + Sync + 'static {
+    /// The type is f32 (its slices may be reinterpreted as `[f32]`).
+    #[doc(hidden)]
+    const IS_F32: bool;
     fn to_f64(self) -> f64;
     /// The nearest element to the exact double `v`.
     fn from_f64(v: f64) -> Self;
@@ -27,6 +36,7 @@ pub trait FakeQuantElem: Copy + Send + Sync + 'static {
 }
 
 impl FakeQuantElem for f64 {
+    const IS_F32: bool = false;
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self
@@ -41,6 +51,7 @@ impl FakeQuantElem for f64 {
 }
 
 impl FakeQuantElem for f32 {
+    const IS_F32: bool = true;
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self as f64
@@ -139,13 +150,112 @@ fn chunk_kernel<T: FakeQuantElem>(
     mask: Option<&mut [bool]>,
 ) -> QuantStats {
     match (q.grid(), block) {
-        (Some(g), None) if g.saturates_all_finite() => match mask {
-            Some(m) => with_rounding!(q.format().rounding, |r| saturating_chunk(g, r, xs, out, m)),
-            None => with_rounding!(q.format().rounding, |r| {
-                saturating_chunk(g, r, xs, out, NoMask)
-            }),
-        },
+        (Some(g), None) if g.saturates_all_finite() => {
+            let rounding = q.format().rounding;
+            match mask {
+                Some(m) => saturating_elems(g, rounding, xs, out, m),
+                None => saturating_elems(g, rounding, xs, out, NoMask),
+            }
+        }
         _ => general_chunk(q, block, start, xs, out, mask),
+    }
+}
+
+/// Picks the precision of the saturating loop: f32 data on a grid f32 computes exactly
+/// stays in f32, everything else is computed in f64.
+fn saturating_elems<T: FakeQuantElem, M: MaskSink>(
+    g: &FloatGrid,
+    rounding: Rounding,
+    xs: &[T],
+    out: &mut [T],
+    mask: M,
+) -> QuantStats {
+    let (g64, g32) = g.saturating();
+    match g32 {
+        Some(g32) if T::IS_F32 => {
+            // SAFETY: IS_F32 holds only for f32 (the trait is sealed), so these are the
+            // same slices with their own type.
+            let (xs, out) = unsafe {
+                (
+                    std::slice::from_raw_parts(xs.as_ptr() as *const f32, xs.len()),
+                    std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut f32, out.len()),
+                )
+            };
+            saturating_dispatch(g32, rounding, xs, out, mask)
+        }
+        _ => saturating_dispatch(g64, rounding, xs, out, mask),
+    }
+}
+
+/// Runs the saturating loop compiled for AVX-512 or AVX2 where the CPU has them, else
+/// for the baseline; the arithmetic (no FMA contraction) and so the results are the same.
+fn saturating_dispatch<T: Lane<R>, R: Real, M: MaskSink>(
+    g: &SatGrid<R>,
+    rounding: Rounding,
+    xs: &[T],
+    out: &mut [T],
+    mask: M,
+) -> QuantStats {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw") {
+        // SAFETY: the CPU supports AVX-512 F and BW.
+        return unsafe { saturating_avx512(g, rounding, xs, out, mask) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2.
+        return unsafe { saturating_avx2(g, rounding, xs, out, mask) };
+    }
+    with_rounding!(rounding, |r| saturating_chunk(g, r, xs, out, mask))
+}
+
+/// The saturating loop compiled with extra target features (the body is the same).
+macro_rules! saturating_with_features {
+    ($name:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<T: Lane<R>, R: Real, M: MaskSink>(
+            g: &SatGrid<R>,
+            rounding: Rounding,
+            xs: &[T],
+            out: &mut [T],
+            mask: M,
+        ) -> QuantStats {
+            with_rounding!(rounding, |r| saturating_chunk(g, r, xs, out, mask))
+        }
+    };
+}
+
+saturating_with_features!(saturating_avx512, "avx512f,avx512bw,avx512vl,avx2");
+saturating_with_features!(saturating_avx2, "avx2");
+
+/// Elements of type `Self` computed in precision `R`.
+trait Lane<R: Real>: FakeQuantElem {
+    /// Exact.
+    fn widen(self) -> R;
+    /// Nearest.
+    fn narrow(r: R) -> Self;
+}
+
+impl<T: FakeQuantElem> Lane<f64> for T {
+    #[inline(always)]
+    fn widen(self) -> f64 {
+        self.to_f64()
+    }
+    #[inline(always)]
+    fn narrow(r: f64) -> T {
+        T::from_f64(r)
+    }
+}
+
+impl Lane<f32> for f32 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn narrow(r: f32) -> f32 {
+        r
     }
 }
 
@@ -168,36 +278,36 @@ impl MaskSink for &mut [bool] {
     }
 }
 
-/// The hot loop: saturating modes on the float route, no random words. Branch-free:
-/// non-finite inputs are quantized as 0 and then selected away, counts are sums.
+/// The hot loop: saturating modes on the float route, no random words. Branch-free
+/// (vectorizes): non-finite inputs are quantized as 0 and then selected away, counts
+/// are sums.
 #[inline(always)]
-fn saturating_chunk<T: FakeQuantElem>(
-    g: &FloatGrid,
+fn saturating_chunk<T: Lane<R>, R: Real>(
+    g: &SatGrid<R>,
     rounding: Rounding,
     xs: &[T],
     out: &mut [T],
     mut mask: impl MaskSink,
 ) -> QuantStats {
-    let inv_scale = g.inv_scale();
-    let (mut clipped_n, mut non_finite, mut nan) = (0u64, 0u64, 0u64);
+    let (mut clipped_n, mut non_finite, mut nan) = (0u32, 0u32, 0u32);
     for (i, (o, &x)) in out.iter_mut().zip(xs).enumerate() {
-        let xd = x.to_f64();
-        let finite = xd.is_finite();
-        let (c, clipped) = g.code_saturating(if finite { xd } else { 0.0 }, rounding, None);
-        // `+ 0.0` turns a -0.0 code into +0.0, as the integer code 0 reads back.
-        let v = T::from_f64((c + 0.0) * inv_scale);
+        let xr = x.widen();
+        let finite = xr.is_finite();
+        let (c, clipped) = g.code(if finite { xr } else { R::ZERO }, rounding, None);
+        // `+ 0` turns a -0 code into +0, as the integer code 0 reads back.
+        let v = T::narrow((c + R::ZERO) * g.inv_scale);
         *o = if finite { v } else { x };
-        clipped_n += clipped as u64;
-        non_finite += !finite as u64;
-        nan += xd.is_nan() as u64;
+        clipped_n += clipped as u32;
+        non_finite += !finite as u32;
+        nan += xr.is_nan() as u32;
         mask.set(i, finite & !clipped);
     }
     QuantStats {
         elements: xs.len() as u64,
-        saturated: clipped_n,
+        saturated: clipped_n as u64,
         wrapped: 0,
-        nan,
-        inf: non_finite - nan,
+        nan: nan as u64,
+        inf: (non_finite - nan) as u64,
     }
 }
 
@@ -243,4 +353,89 @@ fn general_chunk<T: FakeQuantElem>(
         }
     }
     stats
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Overflow, StochasticSource};
+
+    /// Inputs around a format's grid: ties, near-ties, range edges, specials.
+    fn inputs(fmt: &FxFormat, n: usize) -> Vec<f32> {
+        let mut rng = StochasticSource::new(fmt.width as u64 * 131 + fmt.int_bits as u64);
+        let span = (fmt.raw_max() as f64) * 1.3 + 2.0;
+        let mut xs: Vec<f32> = (0..n)
+            .map(|_| {
+                let w = rng.next_word();
+                let k = ((w >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * span;
+                let frac = [0.0, 0.5, 0.25, 0.4999, 0.5001][(w % 5) as usize];
+                ((k.trunc() + frac) * fmt.lsb()) as f32
+            })
+            .collect();
+        xs.extend([
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            0.0,
+            f32::MAX,
+            -f32::MAX,
+        ]);
+        xs
+    }
+
+    #[test]
+    fn f32_f64_simd_and_baseline_routes_equal_the_scalar_path() {
+        for w in [1u32, 2, 8, 16, 22, 23, 40] {
+            for q in &Rounding::ALL[..7] {
+                for o in [Overflow::Sat, Overflow::SatZero, Overflow::SatSym] {
+                    let fmt = FxFormat::new(w % 2 == 0, w, w as i32 / 2, *q, o).unwrap();
+                    let xs = inputs(&fmt, 3000);
+                    let want: Vec<f32> = xs
+                        .iter()
+                        .map(|&x| match crate::from_f64(x as f64, &fmt) {
+                            Ok(r) => f32::from_raw(r, &fmt),
+                            Err(_) => x,
+                        })
+                        .collect();
+                    let mut got = vec![0f32; xs.len()];
+                    let stats = fake_quant_slice(&xs, &mut got, &fmt, None);
+                    let g = FloatGrid::new(&fmt).unwrap();
+                    let (g64, _) = g.saturating();
+                    let mut base = vec![0f32; xs.len()];
+                    with_rounding!(*q, |r| saturating_chunk(g64, r, &xs, &mut base, NoMask));
+                    let mut avx2 = base.clone();
+                    #[cfg(target_arch = "x86_64")]
+                    if std::is_x86_feature_detected!("avx2") {
+                        // SAFETY: the CPU supports AVX2.
+                        unsafe { saturating_avx2(g64, *q, &xs, &mut avx2, NoMask) };
+                    }
+                    let mut x64 = vec![0f64; xs.len()];
+                    let xs64: Vec<f64> = xs.iter().map(|&x| x as f64).collect();
+                    fake_quant_slice(&xs64, &mut x64, &fmt, None);
+                    for i in 0..xs.len() {
+                        let same = |a: f32, b: f32| {
+                            a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+                        };
+                        assert!(
+                            same(got[i], want[i]),
+                            "{fmt} {}: {} vs {}",
+                            xs[i],
+                            got[i],
+                            want[i]
+                        );
+                        assert!(same(base[i], want[i]), "{fmt} {} baseline", xs[i]);
+                        assert!(same(avx2[i], want[i]), "{fmt} {} avx2", xs[i]);
+                        if w <= 24 {
+                            assert!(same(x64[i] as f32, want[i]), "{fmt} {} f64", xs[i]);
+                        }
+                    }
+                    assert_eq!(
+                        (stats.nan, stats.inf, stats.elements),
+                        (1, 2, xs.len() as u64)
+                    );
+                }
+            }
+        }
+    }
 }

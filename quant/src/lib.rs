@@ -45,6 +45,7 @@ mod exact;
 mod fake;
 mod format;
 mod gemm;
+mod grid;
 mod magnitude;
 mod observer;
 mod quantizer;

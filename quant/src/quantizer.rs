@@ -2,15 +2,11 @@
 //! common formats (width <= 50, moderate binary point), falling back to the integer path
 //! for everything else. Property tests check it against [`from_f64_exact`] bit for bit.
 //!
-//! Why the float route is exact: `x * 2^F` only changes the exponent (no rounding while
-//! the result stays normal), the codes of a format of width <= 50 are integers below
-//! 2^51 that f64 holds exactly, `(y + 1.5*2^52) - 1.5*2^52` rounds to nearest-even
-//! exactly for |y| <= 2^51, and `y - round(y)` is exact, so every tie and every
-//! discarded fraction is seen exactly.
+//! Why the float route is exact: see [`crate::grid`].
 
 use crate::exact::{from_f64_exact_clip, wrap_to_width, QuantError};
 use crate::format::{pow2, FxFormat, Overflow, Rounding};
-use crate::magnitude::Dropped;
+use crate::grid::{clamp, round, SatGrid};
 use crate::stats::{Clip, QuantStats};
 
 /// Evaluates `$body` with `$m` bound to the rounding mode as a literal in each arm, so an inlined loop is
@@ -55,37 +51,20 @@ macro_rules! with_rounding {
 }
 pub(crate) use with_rounding;
 
-const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
 const TWO_POW_51: f64 = 2_251_799_813_685_248.0;
-const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
 
 /// Precomputed constants of the float route for one format.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FloatGrid {
-    scale: f64,
-    inv_scale: f64,
-    /// Inputs with 0 < |x| < tiny could lose bits when scaled (subnormal results).
+    sat: SatGrid<f64>,
+    /// The same grid in f32, when f32 arithmetic is exact for it (width <= 22 and
+    /// 0 <= F <= 126, so codes, 2^F, 2^-F and every grid value are normal f32).
+    sat32: Option<SatGrid<f32>>,
+    /// Inputs with |x| < tiny could lose bits when scaled (subnormal results).
     tiny: f64,
-    /// Codes the overflow step lets through (SAT_SYM: from -max).
-    lo: f64,
-    hi: f64,
-    clamp_lo: f64,
-    clamp_hi: f64,
     rounding: Rounding,
     overflow: Overflow,
-    sat_zero: bool,
     fmt: FxFormat,
-}
-
-/// The discarded fraction `f` in [0, 1) of a float, as the integer path reports it.
-#[inline(always)]
-fn dropped_of(f: f64) -> Dropped {
-    let scaled = f * TWO_POW_64;
-    let top = scaled as u64;
-    Dropped {
-        top,
-        sticky: top as f64 != scaled,
-    }
 }
 
 impl FloatGrid {
@@ -95,24 +74,21 @@ impl FloatGrid {
         if fmt.width > 50 || !(-900..=1000).contains(&f) {
             return None;
         }
-        let raw_min = fmt.raw_min() as f64;
         let hi = fmt.raw_max() as f64;
         let lo = if fmt.overflow == Overflow::SatSym && fmt.signed {
             -fmt.raw_max() as f64 // not -hi: that is -0.0 for width 1
         } else {
-            raw_min
+            fmt.raw_min() as f64
         };
+        let (scale, inv_scale) = (pow2(f as i64), pow2(-(f as i64)));
+        let sat_zero = fmt.overflow == Overflow::SatZero;
         Some(FloatGrid {
-            scale: pow2(f as i64),
-            inv_scale: pow2(-(f as i64)),
+            sat: SatGrid::new(scale, inv_scale, lo, hi, sat_zero),
+            sat32: (fmt.width <= 22 && (0..=126).contains(&f))
+                .then(|| SatGrid::new(scale, inv_scale, lo, hi, sat_zero)),
             tiny: if f < 0 { pow2(-1022 - f as i64) } else { 0.0 },
-            lo,
-            hi,
-            clamp_lo: lo - 1.0,
-            clamp_hi: hi + 1.0,
             rounding: fmt.rounding,
             overflow: fmt.overflow,
-            sat_zero: fmt.overflow == Overflow::SatZero,
             fmt: *fmt,
         })
     }
@@ -120,7 +96,13 @@ impl FloatGrid {
     /// `2^-F`: code times this is the value (exact for the formats this route takes).
     #[inline(always)]
     pub fn inv_scale(&self) -> f64 {
-        self.inv_scale
+        self.sat.inv_scale
+    }
+
+    /// The saturating grid in f64 and, where exact, in f32.
+    #[inline(always)]
+    pub fn saturating(&self) -> (&SatGrid<f64>, Option<&SatGrid<f32>>) {
+        (&self.sat, self.sat32.as_ref())
     }
 
     /// The code of finite `x` as an integer-valued f64 and whether the overflow step
@@ -133,40 +115,41 @@ impl FloatGrid {
             return None;
         }
         if self.overflow == Overflow::Wrap {
-            let y = x * self.scale;
+            let y = x * self.sat.scale;
             if y.abs() > TWO_POW_51 {
                 return None;
             }
             let r = round(y, self.rounding, random);
-            if r >= self.lo && r <= self.hi {
+            if r >= self.sat.lo && r <= self.sat.hi {
                 return Some((r, false));
             }
             let wrapped = wrap_to_width(to_int(r) as u64, &self.fmt);
             return Some((wrapped as f64, true));
         }
-        Some(self.code_saturating(x, self.rounding, random))
+        Some(self.sat.code(x, self.rounding, random))
     }
 
-    /// Whether every finite input takes the float route and the mode saturates (so
-    /// [`FloatGrid::code_saturating`] applies to all of them).
+    /// [`FloatGrid::code`] without the overflow verdict: for SAT and SAT_SYM one clamp to
+    /// the code range before rounding gives the same code (the bounds are integers and
+    /// rounding is monotone and fixes integers), which saves the per-value work of the
+    /// scalar call.
+    #[inline(always)]
+    pub fn code_only(&self, x: f64) -> Option<f64> {
+        match self.overflow {
+            Overflow::Sat | Overflow::SatSym if x.abs() >= self.tiny => Some(round(
+                clamp(x * self.sat.scale, self.sat.lo, self.sat.hi),
+                self.rounding,
+                None,
+            )),
+            _ => self.code(x, None).map(|(c, _)| c),
+        }
+    }
+
+    /// Whether every finite input takes the float route and the mode saturates (so the
+    /// [`FloatGrid::saturating`] grids apply to all of them).
     #[inline(always)]
     pub fn saturates_all_finite(&self) -> bool {
         self.tiny == 0.0 && self.overflow != Overflow::Wrap
-    }
-
-    /// [`FloatGrid::code`] for saturating modes and inputs the float route takes, with
-    /// the rounding mode passed in (a constant where callers dispatch on it).
-    #[inline(always)]
-    pub fn code_saturating(&self, x: f64, rounding: Rounding, random: Option<u64>) -> (f64, bool) {
-        // Rounding is monotone and the bounds are integers, so clamping one step outside
-        // the range first keeps both the code and the overflow verdict.
-        let y = x * self.scale;
-        let r = round(clamp(y, self.clamp_lo, self.clamp_hi), rounding, random);
-        let clipped = (r < self.lo) | (r > self.hi);
-        let clamped = clamp(r, self.lo, self.hi);
-        // SAT_ZERO: clear every bit of a clipped code (a mask, not a branch).
-        let zero = ((self.sat_zero & clipped) as u64).wrapping_neg();
-        (f64::from_bits(clamped.to_bits() & !zero), clipped)
     }
 
     /// The outcome of a clipped value under this format's overflow mode.
@@ -180,64 +163,12 @@ impl FloatGrid {
     }
 }
 
-/// `v` clamped to [lo, hi] for non-NaN `v` (plain compares: maxsd/minsd, no NaN
-/// handling).
-#[inline(always)]
-fn clamp(v: f64, lo: f64, hi: f64) -> f64 {
-    let v = if v < lo { lo } else { v };
-    if v > hi {
-        hi
-    } else {
-        v
-    }
-}
-
 /// An integer-valued f64 of magnitude at most 2^51 as i64.
 #[inline(always)]
 fn to_int(r: f64) -> i64 {
     debug_assert!(r.fract() == 0.0 && r.abs() <= TWO_POW_51 + 1.0);
     // SAFETY: callers pass integer values of magnitude <= 2^51 + 1, well inside i64.
     unsafe { r.to_int_unchecked::<i64>() }
-}
-
-/// Rounds `y` (|y| <= 2^51 + 1) to an integer with `rounding`; exact.
-#[inline(always)]
-fn round(y: f64, rounding: Rounding, random: Option<u64>) -> f64 {
-    let t = (y + MAGIC) - MAGIC;
-    let d = y - t;
-    match rounding {
-        Rounding::RndConv => t,
-        Rounding::Trn => t - (d < 0.0) as u8 as f64,
-        Rounding::TrnZero => {
-            if y >= 0.0 {
-                t - (d < 0.0) as u8 as f64
-            } else {
-                t + (d > 0.0) as u8 as f64
-            }
-        }
-        Rounding::Rnd => t + (d == 0.5) as u8 as f64,
-        Rounding::RndMinInf => t - (d == -0.5) as u8 as f64,
-        Rounding::RndZero => {
-            t + (d == 0.5 && y < 0.0) as u8 as f64 - (d == -0.5 && y > 0.0) as u8 as f64
-        }
-        Rounding::RndInf => {
-            t + (d == 0.5 && y > 0.0) as u8 as f64 - (d == -0.5 && y < 0.0) as u8 as f64
-        }
-        Rounding::Stochastic => match random {
-            None => t,
-            // Away from zero with probability equal to the discarded magnitude fraction,
-            // exactly as the integer path decides it.
-            Some(u) => {
-                if y >= 0.0 {
-                    let floor = t - (d < 0.0) as u8 as f64;
-                    floor + dropped_of(y - floor).exceeds(u) as u8 as f64
-                } else {
-                    let ceil = t + (d > 0.0) as u8 as f64;
-                    ceil - dropped_of(ceil - y).exceeds(u) as u8 as f64
-                }
-            }
-        },
-    }
 }
 
 /// The integer path out of line, so the float route stays small where it is inlined.
@@ -296,7 +227,13 @@ impl Quantizer {
     /// The raw code of the exact value of `x` (see [`from_f64`]).
     #[inline(always)]
     pub fn from_f64(&self, x: f64) -> Result<i64, QuantError> {
-        self.code_clip(x, None).map(|(c, _)| c)
+        if !x.is_finite() {
+            return Err(QuantError::NotFinite(x));
+        }
+        if let Some(c) = self.grid.as_ref().and_then(|g| g.code_only(x)) {
+            return Ok(to_int(c));
+        }
+        integer_path(x, self.fmt, None).map(|(c, _)| c)
     }
 
     /// [`Quantizer::from_f64`], counting the value and any saturation or wrap in `stats`
@@ -350,7 +287,7 @@ fn saturating_codes(
     let (mut clipped_n, mut non_finite) = (0u64, 0u64);
     for (o, &x) in out.iter_mut().zip(xs) {
         let finite = x.is_finite();
-        let (c, clipped) = g.code_saturating(if finite { x } else { 0.0 }, rounding, None);
+        let (c, clipped) = g.sat.code(if finite { x } else { 0.0 }, rounding, None);
         *o = to_int(c);
         clipped_n += clipped as u64;
         non_finite += !finite as u64;
@@ -379,7 +316,19 @@ fn saturating_codes(
 /// [`QuantError::NotFinite`] for NaN and infinities: they have no fixed-point value.
 #[inline]
 pub fn from_f64(x: f64, fmt: &FxFormat) -> Result<i64, QuantError> {
-    Quantizer::new(fmt).from_f64(x)
+    if !x.is_finite() {
+        return Err(QuantError::NotFinite(x));
+    }
+    if let Some(c) = FloatGrid::new(fmt).and_then(|g| g.code_only(x)) {
+        return Ok(to_int(c));
+    }
+    // The caller's format, not a local copy: nothing has to be kept in memory per call.
+    cold_integer_path(x, fmt)
+}
+
+#[inline(never)]
+fn cold_integer_path(x: f64, fmt: &FxFormat) -> Result<i64, QuantError> {
+    from_f64_exact_clip(x, fmt, None).map(|(c, _)| c)
 }
 
 /// `to_f64(from_f64(x))`: `x` moved onto `fmt`'s grid, as a double.

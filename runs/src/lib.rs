@@ -7,6 +7,7 @@ pub mod config;
 pub mod env_cmd;
 pub mod export;
 pub mod failure;
+pub mod fx;
 pub mod info;
 pub mod logging;
 pub mod pipeline;

@@ -51,6 +51,11 @@ enum Command {
     Collect(runs::sweep::CollectArgs),
     /// Train DDPG/TD3 from a TOML config (runs/configs/), several seeds in parallel.
     Train(runs::train::TrainArgs),
+    /// Fixed-point core: check HLS ap_fixed reference vectors.
+    Fx {
+        #[command(subcommand)]
+        cmd: runs::fx::FxCommand,
+    },
     /// Benchmarks: `name: value` lines, ours beside the peer's from the same run.
     Bench {
         #[command(subcommand)]
@@ -66,6 +71,9 @@ enum BenchCommand {
     Env(runs::env_cmd::BenchEnvArgs),
     /// Analytic accelerator-model evaluations per second (goal: 100k on one core).
     Accel(runs::accel::BenchAccelArgs),
+    /// from_f64 values/s into ap_fixed<16,6,AP_RND_CONV,AP_SAT> vs apytypes; tensor
+    /// fake-quant time vs libtorch's plain round/clamp.
+    Quant(runs::fx::BenchQuantArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -87,10 +95,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sweep(args) => runs::sweep::run_sweep(&args),
         Command::Collect(args) => runs::sweep::run_collect(&args),
         Command::Train(args) => runs::train::run(&args),
+        Command::Fx { cmd } => runs::fx::run(&cmd),
         Command::Bench { what } => match what {
             BenchCommand::Td3(args) => runs::bench_td3::run(&args),
             BenchCommand::Env(args) => runs::env_cmd::bench(&args),
             BenchCommand::Accel(args) => runs::accel::bench(&args),
+            BenchCommand::Quant(args) => runs::fx::bench(&args),
         },
     }
 }
