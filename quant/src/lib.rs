@@ -20,8 +20,18 @@
 //! - **Reference GEMM**: [`golden_gemm`] (`y = cast(x W + b)`, exact accumulation).
 //! - **Ranges**: [`RangeObserver`] and [`int_bits_for_range`].
 //!
-//! STOCHASTIC rounding needs a [`StochasticSource`]; functions that take none round
-//! STOCHASTIC formats to nearest, ties to even.
+//! Conventions worth knowing:
+//! - Raw codes are `i64`: sign-extended for signed formats, zero-extended for unsigned
+//!   ones; an unsigned 64-bit format stores codes above `i64::MAX` as their bit pattern
+//!   ([`FxFormat::raw_value`] reads any code as its number).
+//! - SAT_SYM treats the most negative code as overflow (as HLS does): a signed SAT_SYM
+//!   assignment never yields it, even for a value that equals it exactly.
+//! - STOCHASTIC rounding needs a [`StochasticSource`] (word `i` of a call rounds element
+//!   `i`); functions that take none round STOCHASTIC formats to nearest, ties to even.
+//! - Loops should build a [`Quantizer`] once ([`from_f64`] is already ~1 ns per value).
+//! - Slice and tensor outputs are the grid value rounded once to the element type; that
+//!   is exact except for f32 with codes of more than 24 significant bits.
+//! - Operands are limited to 64 bits and |integer bits| to [`MAX_ABS_INT_BITS`].
 //!
 // Doctest binaries live outside target/, where the relative libtorch rpath does not
 // reach: with `torch` on, the example is compiled but not run (the scalar-only test run,

@@ -193,8 +193,8 @@ fn limb_gemm(
 /// hold values on the grids of `xf` and `wf` (off-grid values are first rounded with
 /// their format's mode), `b` (n) on its format's. Returns values of `out`'s grid in
 /// `x`'s kind (m×n) and the counts of the output cast. Widths up to 32 use f64 GEMMs on
-/// 16-bit limbs (exact, recombined in i128); wider formats use [`golden_gemm`]
-/// (crate::golden_gemm). Outputs whose row of `x`, column of `w` or bias is NaN/infinite
+/// 16-bit limbs (exact, recombined in i128); wider formats use [`golden_gemm`](crate::golden_gemm).
+/// Outputs whose row of `x`, column of `w` or bias is NaN/infinite
 /// are NaN, and those inputs are counted in `nan`/`inf`.
 ///
 /// # Panics
