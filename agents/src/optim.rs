@@ -126,13 +126,14 @@ impl Optimizer {
         (1.0 - beta1.powi(t), 1.0 - beta2.powi(t))
     }
 
-    /// Fixed-point path: per layer and per parameter tensor, so each cast uses that
-    /// layer's formats. Arithmetic between casts is in the storage float (f64 for
-    /// formats wider than 24 bits), each result then rounded once into its format.
+    /// Fixed-point path: the arithmetic runs over the whole flat tensors (a few tch calls
+    /// per network), each result is then cast segment by segment (weights and bias of
+    /// every layer) with that layer's formats. Arithmetic between casts is in the
+    /// storage float (f64 for formats wider than 24 bits), each result then rounded once
+    /// into its format.
     fn step_fixed(&mut self, net: &mut Mlp) {
-        let observe = net.observe;
-        let kind = net.kind;
-        let adam = match self.config {
+        let g = net.grads.shallow_clone();
+        let u = match self.config {
             OptimizerConfig::Adam {
                 lr,
                 beta1,
@@ -140,55 +141,53 @@ impl Optimizer {
                 eps,
             } => {
                 let (bc1, bc2) = self.bias_corrections(beta1, beta2);
-                Some((lr, beta1, beta2, eps, bc1, bc2))
+                cast_segments(
+                    net,
+                    Some(TensorClass::OptState),
+                    &self.m.lerp(&g, 1.0 - beta1),
+                    &self.m,
+                );
+                let s_pre = self.s.square().lerp_(&g.square(), 1.0 - beta2).sqrt_();
+                cast_segments(net, Some(TensorClass::OptState), &s_pre, &self.s);
+                (&self.m * (lr / bc1)) / (&self.s * (1.0 / bc2.sqrt())).g_add_scalar_(eps)
             }
-            OptimizerConfig::Sgd { .. } => None,
+            OptimizerConfig::Sgd { lr, momentum } => {
+                cast_segments(
+                    net,
+                    Some(TensorClass::OptState),
+                    &(&self.m * momentum).g_add_(&g),
+                    &self.m,
+                );
+                &self.m * lr
+            }
         };
-        for li in 0..net.layers.len() {
-            let (w_off, b_off, k, n) = {
-                let l = &net.layers[li];
-                (l.w_off, l.b_off, l.in_dim, l.out_dim)
-            };
-            for (class, off, len) in [
-                (TensorClass::Weight, w_off, k * n),
-                (TensorClass::Bias, b_off, n),
-            ] {
-                let (off, len) = (off as i64, len as i64);
-                let g = net.grads.narrow(0, off, len);
-                let mut p = net.params.narrow(0, off, len);
-                let mut m = self.m.narrow(0, off, len);
-                let mut s = self.s.narrow(0, off, len);
-                let l = &mut net.layers[li];
-                let src = &mut net.source;
-                let u = match (adam, self.config) {
-                    (Some((lr, beta1, beta2, eps, bc1, bc2)), _) => {
-                        let m_new =
-                            l.cast(TensorClass::OptState, m.lerp(&g, 1.0 - beta1), observe, src);
-                        m.copy_(&m_new);
-                        let s_new = s.square().lerp_(&g.square(), 1.0 - beta2).sqrt_();
-                        let s_new = l.cast(TensorClass::OptState, s_new, observe, src);
-                        s.copy_(&s_new);
-                        let step = (&m_new * (lr / bc1))
-                            / (&s_new * (1.0 / bc2.sqrt())).g_add_scalar_(eps);
-                        l.cast(TensorClass::Update, step, observe, src)
-                    }
-                    (None, OptimizerConfig::Sgd { lr, momentum }) => {
-                        let m_new = l.cast(
-                            TensorClass::OptState,
-                            (&m * momentum).g_add_(&g),
-                            observe,
-                            src,
-                        );
-                        m.copy_(&m_new);
-                        l.cast(TensorClass::Update, &m_new * lr, observe, src)
-                    }
-                    (None, OptimizerConfig::Adam { .. }) => {
-                        unreachable!("adam carries its constants")
-                    }
-                };
-                let p_new = l.cast(class, p.to_kind(kind) - u, observe, src);
-                p.copy_(&p_new);
-            }
+        let u_q = u.empty_like();
+        cast_segments(net, Some(TensorClass::Update), &u, &u_q);
+        let p_pre = &net.params - u_q;
+        let params = net.params.shallow_clone();
+        cast_segments(net, None, &p_pre, &params);
+    }
+}
+
+/// Casts every layer's weight and bias segment of the flat `src` into `dst` (same
+/// layout): with `class` the layer's format of that class, with `None` the segment's own
+/// class (weight or bias).
+fn cast_segments(net: &mut Mlp, class: Option<TensorClass>, src: &Tensor, dst: &Tensor) {
+    let observe = net.observe;
+    for l in &mut net.layers {
+        let segments = [
+            (TensorClass::Weight, l.w_off, l.in_dim * l.out_dim),
+            (TensorClass::Bias, l.b_off, l.out_dim),
+        ];
+        for (own, off, len) in segments {
+            let (off, len) = (off as i64, len as i64);
+            let q = l.cast(
+                class.unwrap_or(own),
+                src.narrow(0, off, len),
+                observe,
+                &mut net.source,
+            );
+            dst.narrow(0, off, len).copy_(&q);
         }
     }
 }
