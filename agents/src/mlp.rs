@@ -947,29 +947,10 @@ impl Mlp {
             let src = online.params.detach().to_kind(self.kind);
             let _ = self.params.lerp_(&src, tau);
         } else {
-            let observe = self.observe;
-            for (l, o) in self.layers.iter_mut().zip(&online.layers) {
-                for class in [TensorClass::Weight, TensorClass::Bias] {
-                    let (dst, src) = if class == TensorClass::Weight {
-                        (&l.w, &o.w)
-                    } else {
-                        (&l.b, &o.b)
-                    };
-                    let mixed = dst.lerp(&src.to_kind(self.kind), tau);
-                    let q = cast_into(
-                        l.formats.get(class),
-                        mixed,
-                        &mut l.stats[class.index()],
-                        if observe {
-                            Some(&mut l.ranges[class.index()])
-                        } else {
-                            None
-                        },
-                        &mut self.source,
-                    );
-                    dst.shallow_clone().copy_(&q);
-                }
-            }
+            let src = online.params.detach().to_kind(self.kind);
+            let mixed = self.params.lerp(&src, tau);
+            let params = self.params.shallow_clone();
+            crate::optim::cast_segments(self, None, &mixed, &params);
         }
         self.refresh_shadows();
     }

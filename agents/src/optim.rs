@@ -172,7 +172,7 @@ impl Optimizer {
 /// Casts every layer's weight and bias segment of the flat `src` into `dst` (same
 /// layout): with `class` the layer's format of that class, with `None` the segment's own
 /// class (weight or bias).
-fn cast_segments(net: &mut Mlp, class: Option<TensorClass>, src: &Tensor, dst: &Tensor) {
+pub(crate) fn cast_segments(net: &mut Mlp, class: Option<TensorClass>, src: &Tensor, dst: &Tensor) {
     let observe = net.observe;
     for l in &mut net.layers {
         let segments = [
