@@ -115,6 +115,8 @@ pub struct Mlp {
     mode: TrainMode,
     pub(crate) params: Tensor,
     pub(crate) grads: Tensor,
+    /// f32 copy of `params` for fast GEMMs when storage is f64 (layers view into it).
+    params32: Option<Tensor>,
     pub(crate) source: StochasticSource,
     qat_input: Option<Tensor>,
     qat_output: Option<Tensor>,
@@ -297,13 +299,6 @@ impl Layer {
             (Activation::Tanh { .. }, None) => unreachable!("tanh layers carry scale tensors"),
         }
     }
-
-    fn refresh_shadow(&mut self) {
-        if let Some((w32, b32)) = &mut self.w32 {
-            w32.copy_(&self.w);
-            b32.copy_(&self.b);
-        }
-    }
 }
 
 impl Mlp {
@@ -367,6 +362,7 @@ impl Mlp {
             mode: precision.mode,
             params,
             grads,
+            params32: None,
             source: StochasticSource::new(stochastic_seed),
             qat_input: None,
             qat_output: None,
@@ -408,6 +404,7 @@ impl Mlp {
             mode: precision.mode,
             grads: params.zeros_like(),
             params,
+            params32: None,
             source: StochasticSource::new(stochastic_seed),
             qat_input: None,
             qat_output: None,
@@ -463,13 +460,19 @@ impl Mlp {
 
     fn rebuild_views(&mut self) {
         let shadow = self.kind == Kind::Double && self.gemm == Gemm::Fast;
+        self.params32 = shadow.then(|| self.params.to_kind(Kind::Float));
         for l in &mut self.layers {
             let (k, n) = (l.in_dim as i64, l.out_dim as i64);
             l.w = self.params.narrow(0, l.w_off as i64, k * n).view([k, n]);
             l.b = self.params.narrow(0, l.b_off as i64, n);
             l.gw = self.grads.narrow(0, l.w_off as i64, k * n).view([k, n]);
             l.gb = self.grads.narrow(0, l.b_off as i64, n);
-            l.w32 = shadow.then(|| (l.w.to_kind(Kind::Float), l.b.to_kind(Kind::Float)));
+            l.w32 = self.params32.as_ref().map(|p| {
+                (
+                    p.narrow(0, l.w_off as i64, k * n).view([k, n]),
+                    p.narrow(0, l.b_off as i64, n),
+                )
+            });
             l.act_scale = match &l.activation {
                 Activation::Tanh { scale, offset } => Some((
                     Tensor::from_slice(scale).to_kind(self.kind),
@@ -510,8 +513,8 @@ impl Mlp {
                 let mut dst = t.shallow_clone();
                 dst.copy_(&q);
             }
-            l.refresh_shadow();
         }
+        self.refresh_shadows();
     }
 
     /// Sets new formats for some layers at run time (QAT ladder): `f(layer_name,
@@ -553,15 +556,14 @@ impl Mlp {
     pub fn load_params(&mut self, flat: &Tensor) {
         let _g = tch::no_grad_guard();
         self.params.copy_(&flat.to_kind(self.kind));
-        for l in &mut self.layers {
-            l.refresh_shadow();
-        }
+        self.refresh_shadows();
     }
 
-    /// The f32 copies of weights must follow every parameter change.
+    /// The f32 copy of the parameters (fast GEMMs on f64 storage) must follow every
+    /// parameter change: one conversion of the flat tensor.
     pub(crate) fn refresh_shadows(&mut self) {
-        for l in &mut self.layers {
-            l.refresh_shadow();
+        if let Some(p32) = &mut self.params32 {
+            p32.copy_(&self.params);
         }
     }
 
