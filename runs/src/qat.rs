@@ -751,6 +751,10 @@ fn run_rung(
             if strategy == Strategy::Learned {
                 calibrate(&mut t, plan, parent.seed ^ done)?;
             }
+            // The rung's result is the deployable network: the master weights rounded
+            // onto their formats (what the QAT forward computed with), stored in fixed
+            // point, so the evaluation, the checkpoint and `fixar export` see integers.
+            set_mode(&mut t, TrainMode::Fixed);
             formats = formats_of(&t);
         } else {
             apply_formats(&mut t, &formats);

@@ -216,6 +216,18 @@ fn a_range_chain_retrains_each_rung_from_the_previous_one() {
         t.step()
     };
     assert_eq!(steps(24) + 70, steps(12));
+    // The rung's checkpoint is the deployable network: weights on their formats' grids.
+    let dir = report.paths.rung_dir(Strategy::Range, 12).join("seed_0");
+    let t = agents::trainer::Trainer::resume(&dir).unwrap();
+    for l in &t.agent.actor().layers {
+        let f = l.formats.get(TensorClass::Weight).unwrap();
+        let (q, _) = quant::tensor::fake_quant(l.weight(), &f, None);
+        assert!(
+            q.equal(l.weight()),
+            "{} weights off the grid of {f}",
+            l.name
+        );
+    }
     std::fs::remove_dir_all(&run).unwrap();
 }
 
