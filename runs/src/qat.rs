@@ -29,7 +29,9 @@
 //!      the actor's binary points (integer bits of its input, weights, biases,
 //!      pre-activations and activations) take `--learn-iters` gradient steps on the
 //!      actor's task loss with the LSQ estimator of `agents::learned_point`.
-//! 4. **Evaluate** every rung and seed over `--episodes` episodes.
+//! 4. **Evaluate** every rung and seed over `--episodes` episodes, as the deployable
+//!    network: a retrained rung ends in fixed-point mode (master weights rounded onto
+//!    their formats), and that is what its checkpoint holds.
 //!
 //! Formats are derived per layer and tensor class by `derive` (range + headroom,
 //! `quant::int_bits_for_range`); a class already at or below the rung's width keeps its
