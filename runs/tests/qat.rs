@@ -120,7 +120,7 @@ fn ptq_at_the_parent_width_reproduces_the_parent_eval_and_every_output_is_writte
     let formats: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p.formats()).unwrap()).unwrap();
     for w in ["w32", "w12", "w6"] {
-        let layer = &formats["ptq"][w]["seed1"]["critic2_target.fc3"];
+        let layer = &formats["ptq"][w]["seed_1"]["critic2_target.fc3"];
         for c in TensorClass::ALL {
             assert!(layer[c.name()].is_string(), "{w} {c}: {layer}");
         }

@@ -352,7 +352,7 @@ pub fn write_formats_json(path: &Path, results: &[RungResult]) -> Result<()> {
             .seeds
             .iter()
             .filter(|s| !s.formats.is_empty())
-            .map(|s| (format!("seed{}", s.seed), table_spec(&s.formats)))
+            .map(|s| (format!("seed_{}", s.seed), table_spec(&s.formats)))
             .collect();
         out.entry(r.strategy.name().into())
             .or_default()
