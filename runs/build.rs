@@ -21,7 +21,11 @@ fn main() {
     println!("cargo:rerun-if-changed={}", lock.display());
     // Another cargo process may be rewriting the lock file at this moment: retry briefly.
     for _ in 0..50 {
-        if let Some(v) = std::fs::read_to_string(&lock).ok().as_deref().and_then(tch_version) {
+        if let Some(v) = std::fs::read_to_string(&lock)
+            .ok()
+            .as_deref()
+            .and_then(tch_version)
+        {
             println!("cargo:rustc-env=FIXAR_TCH_VERSION={v}");
             return;
         }

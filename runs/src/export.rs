@@ -1096,7 +1096,7 @@ mod tests {
                      next: &mut dyn FnMut() -> i64| {
             let (wf, bf) = (fmt(w), fmt(b));
             let draw = |f: &FxFormat, next: &mut dyn FnMut() -> i64| {
-                let span = (f.raw_max() - f.raw_min() + 1) as i64;
+                let span = f.raw_max() - f.raw_min() + 1;
                 f.raw_min() + next().rem_euclid(span)
             };
             DeployedLayer {
