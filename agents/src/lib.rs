@@ -110,6 +110,7 @@ pub mod config;
 pub mod ddpg;
 pub mod dpg;
 pub mod export;
+mod fused;
 pub mod learned_point;
 pub mod mlp;
 pub mod noise;

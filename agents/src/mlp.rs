@@ -17,6 +17,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
 
+use crate::fused::{self, Store};
 use crate::optim::Optimizer;
 use crate::precision::{layer_name, Gemm, LayerFormats, PrecisionSpec, TensorClass, TrainMode};
 
@@ -120,6 +121,9 @@ pub struct Mlp {
     pub(crate) source: StochasticSource,
     qat_input: Option<Tensor>,
     qat_output: Option<Tensor>,
+    /// Use the fused kernels (`crate::fused`) where they apply; off only to test them
+    /// against the unfused path.
+    fused: bool,
 }
 
 /// Casts `x` into `fmt` (or passes it through when float), counting into `stats` and
@@ -366,6 +370,7 @@ impl Mlp {
             source: StochasticSource::new(stochastic_seed),
             qat_input: None,
             qat_output: None,
+            fused: true,
         };
         net.rebuild_views();
         net.cast_params();
@@ -408,6 +413,7 @@ impl Mlp {
             source: StochasticSource::new(stochastic_seed),
             qat_input: None,
             qat_output: None,
+            fused: true,
         };
         net.rebuild_views();
         net.cast_params();
@@ -617,7 +623,43 @@ impl Mlp {
         y
     }
 
+    /// Whether the fused kernels apply: pure fixed point with `fast` GEMMs, every class
+    /// of every layer fixed point, no range observation, f32 storage or f64 storage with
+    /// its f32 shadow.
+    pub(crate) fn fusable(&self) -> bool {
+        self.fused
+            && !self.observe
+            && self.mode == TrainMode::Fixed
+            && self.gemm == Gemm::Fast
+            && self
+                .layers
+                .iter()
+                .all(|l| l.formats.0.iter().all(Option::is_some))
+            && match self.kind {
+                Kind::Float => self.params32.is_none(),
+                Kind::Double => self.params32.is_some(),
+                _ => false,
+            }
+    }
+
+    /// Turns the fused kernels off (or back on): for tests that compare both paths.
+    #[doc(hidden)]
+    pub fn set_fused(&mut self, on: bool) {
+        self.fused = on;
+    }
+
+    /// The f32 shadow of the flat parameters (fast GEMMs on f64 storage).
+    pub(crate) fn params32(&self) -> Option<&Tensor> {
+        self.params32.as_ref()
+    }
+
     fn forward_fixed(&mut self, x: &Tensor, cache: bool) -> Tensor {
+        if self.fusable() {
+            return match self.kind {
+                Kind::Double => self.forward_fused::<f64>(x, cache),
+                _ => self.forward_fused::<f32>(x, cache),
+            };
+        }
         let observe = self.observe;
         let kind = self.kind;
         let gemm = self.gemm;
@@ -688,6 +730,77 @@ impl Mlp {
         h
     }
 
+    /// `forward_fixed` with the fused kernels (see `fusable`); the same values, counts
+    /// and stochastic draws.
+    fn forward_fused<T: Store>(&mut self, x: &Tensor, cache: bool) -> Tensor {
+        let kind = self.kind;
+        let shadow = self.params32.is_some();
+        let opts = (kind, tch::Device::Cpu);
+        let mut h = {
+            let l0 = &mut self.layers[0];
+            l0.cast(TensorClass::Input, x.to_kind(kind), false, &mut self.source)
+        };
+        // The f32 operand of the next GEMM (the storage itself without a shadow).
+        let mut h32: Option<Tensor> = None;
+        for l in &mut self.layers {
+            let z32 = match &l.w32 {
+                Some((w32, b32)) => {
+                    let x32 = h32.take().unwrap_or_else(|| h.to_kind(Kind::Float));
+                    let z32 = b32.addmm(&x32, w32);
+                    h32 = Some(x32);
+                    z32
+                }
+                None => l.b.addmm(&h, &l.w),
+            };
+            let z32 = z32.contiguous();
+            let n = z32.numel();
+            let pre = l.formats.get(TensorClass::Preact).expect("fusable");
+            let act_fmt = l.formats.get(TensorClass::Activation);
+            let z = Tensor::empty(z32.size(), opts);
+            let passes =
+                !matches!(l.activation, Activation::Tanh { .. }) && holds(act_fmt, Some(pre));
+            let relu = passes && l.activation == Activation::Relu;
+            let (a, a32) = if relu {
+                let a = Tensor::empty(z32.size(), opts);
+                let a32 =
+                    shadow.then(|| Tensor::empty(z32.size(), (Kind::Float, tch::Device::Cpu)));
+                (Some(a), a32)
+            } else {
+                (None, None)
+            };
+            // SAFETY: z32, z, a and a32 are distinct fresh contiguous CPU tensors.
+            unsafe {
+                let st = &mut l.stats[TensorClass::Preact.index()];
+                let zs = fused::slice_mut::<T>(&z);
+                let act = match (&a, &a32) {
+                    (Some(a), a32) => Some((
+                        fused::slice_mut::<T>(a),
+                        a32.as_ref().map(|t| fused::slice_mut::<f32>(t)),
+                    )),
+                    _ => None,
+                };
+                let z32s = std::slice::from_raw_parts(z32.data_ptr() as *const f32, n);
+                fused::preact(z32s, &pre, &mut self.source, st, zs, act);
+            }
+            let a = if passes {
+                l.stats[TensorClass::Activation.index()].elements += n as u64;
+                a.unwrap_or_else(|| l.act_forward(&z))
+            } else {
+                let a = l.act_forward(&z);
+                l.cast(TensorClass::Activation, a, false, &mut self.source)
+            };
+            let x_in = std::mem::replace(&mut h, a.shallow_clone());
+            let x32_in = std::mem::replace(&mut h32, a32);
+            if cache {
+                l.x = Some(x_in);
+                l.x32 = if l.w32.is_some() { x32_in } else { None };
+                l.z = Some(z);
+                l.a = Some(a);
+            }
+        }
+        h
+    }
+
     /// Explicit backward from `delta_out` = dL/d(output) (batch x out, already on the
     /// output layer's error grid: see `cast_at`). With `param_grads`, writes every
     /// layer's weight and bias gradients (cast into the gradient format); with
@@ -713,6 +826,12 @@ impl Mlp {
         param_grads: bool,
         input_grad: bool,
     ) -> Option<Tensor> {
+        if self.fusable() {
+            return match self.kind {
+                Kind::Double => self.backward_fused::<f64>(delta_out, param_grads, input_grad),
+                _ => self.backward_fused::<f32>(delta_out, param_grads, input_grad),
+            };
+        }
         let observe = self.observe;
         let kind = self.kind;
         let gemm = self.gemm;
@@ -824,6 +943,113 @@ impl Mlp {
                 }
             };
             d = dx;
+        }
+        Some(d)
+    }
+
+    /// `backward_fixed` with the fused kernels (see `fusable`); the same values, counts
+    /// and stochastic draws.
+    fn backward_fused<T: Store>(
+        &mut self,
+        delta_out: &Tensor,
+        param_grads: bool,
+        input_grad: bool,
+    ) -> Option<Tensor> {
+        let kind = self.kind;
+        let shadow = self.params32.is_some();
+        let opts = (kind, tch::Device::Cpu);
+        let n = self.layers.len();
+        let mut d = delta_out.to_kind(kind);
+        // (delta_z, its f32 rounding) of the layer below, when the error kernel above
+        // already applied that layer's ReLU backward.
+        let mut ready: Option<(Tensor, Option<Tensor>)> = None;
+        for i in (0..n).rev() {
+            let d_fmt = self.layers[(i + 1).min(n - 1)]
+                .formats
+                .get(TensorClass::Error);
+            let (below, rest) = self.layers.split_at_mut(i);
+            let l = &mut rest[0];
+            let z = l.z.take().expect("backward needs a training forward first");
+            let x = l.x.take().expect("backward needs a training forward first");
+            let x32 = l.x32.take();
+            let (dz, dz32) = match ready.take() {
+                Some(r) => r,
+                None => {
+                    let dz = match l.activation {
+                        Activation::Identity => d,
+                        Activation::Relu if holds(l.formats.get(TensorClass::Error), d_fmt) => {
+                            let dz = l.act_backward(&d, &z);
+                            l.pass(TensorClass::Error, dz, false)
+                        }
+                        _ => {
+                            let dz = l.act_backward(&d, &z);
+                            l.cast(TensorClass::Error, dz, false, &mut self.source)
+                        }
+                    };
+                    let dz32 = shadow.then(|| dz.to_kind(Kind::Float));
+                    (dz, dz32)
+                }
+            };
+            let dzg = dz32.as_ref().unwrap_or(&dz);
+            if param_grads {
+                let xg = x32.as_ref().unwrap_or(&x);
+                let gw32 = xg.tr().mm(dzg).contiguous();
+                let gf = l.formats.get(TensorClass::Grad).expect("fusable");
+                // SAFETY: gw32 is a fresh tensor; l.gw is a contiguous view into the flat
+                // gradients that nothing else reads or writes here.
+                unsafe {
+                    let src =
+                        std::slice::from_raw_parts(gw32.data_ptr() as *const f32, gw32.numel());
+                    let dst = fused::slice_mut::<T>(&l.gw);
+                    let st = &mut l.stats[TensorClass::Grad.index()];
+                    fused::cast_f32_into(src, &gf, &mut self.source, st, dst);
+                }
+                let gb = dz.sum_dim_intlist([0i64].as_slice(), false, kind);
+                let gb = l.cast(TensorClass::Grad, gb, false, &mut self.source);
+                l.gb.copy_(&gb);
+            }
+            if i == 0 && !input_grad {
+                return None;
+            }
+            let dx32 = match &l.w32 {
+                Some((w32, _)) => dzg.mm(&w32.tr()),
+                None => dz.mm(&l.w.tr()),
+            }
+            .contiguous();
+            let ef = l.formats.get(TensorClass::Error).expect("fusable");
+            // The layer below's ReLU backward fuses in when its error cast is the identity
+            // (its delta_a arrives on this layer's error grid).
+            let relu_below = below.last_mut().filter(|b| {
+                b.activation == Activation::Relu
+                    && holds(b.formats.get(TensorClass::Error), Some(ef))
+            });
+            let out = Tensor::empty(dx32.size(), opts);
+            let out32 = (relu_below.is_some() && shadow)
+                .then(|| Tensor::empty(dx32.size(), (Kind::Float, tch::Device::Cpu)));
+            let m = dx32.numel();
+            // SAFETY: dx32, out and out32 are distinct fresh tensors; the layer below's
+            // cached pre-activation is only read.
+            unsafe {
+                let src = std::slice::from_raw_parts(dx32.data_ptr() as *const f32, m);
+                let st = &mut l.stats[TensorClass::Error.index()];
+                let zb = relu_below.as_ref().map(|b| {
+                    fused::slice::<T>(
+                        b.z.as_ref()
+                            .expect("backward needs a training forward first"),
+                    )
+                });
+                let o = fused::slice_mut::<T>(&out);
+                let o32 = out32.as_ref().map(|t| fused::slice_mut::<f32>(t));
+                fused::error(src, &ef, &mut self.source, st, zb, o, o32);
+            }
+            match relu_below {
+                Some(b) => {
+                    b.stats[TensorClass::Error.index()].elements += m as u64;
+                    ready = Some((out, out32));
+                    d = Tensor::new();
+                }
+                None => d = out,
+            }
         }
         Some(d)
     }
@@ -948,6 +1174,14 @@ impl Mlp {
         if self.is_float() || self.mode == TrainMode::Qat {
             let src = online.params.detach().to_kind(self.kind);
             let _ = self.params.lerp_(&src, tau);
+        } else if self.fusable() && tau.abs() < 0.5 {
+            let src = online.params.detach().to_kind(self.kind).contiguous();
+            match self.kind {
+                Kind::Double => self.soft_update_fused::<f64>(&src, tau),
+                _ => self.soft_update_fused::<f32>(&src, tau),
+            }
+            // The fused kernel wrote the f32 shadow itself.
+            return;
         } else {
             let src = online.params.detach().to_kind(self.kind);
             let mixed = self.params.lerp(&src, tau);
@@ -955,6 +1189,25 @@ impl Mlp {
             crate::optim::cast_segments(self, None, &mixed, &params);
         }
         self.refresh_shadows();
+    }
+
+    /// `soft_update_from`'s fixed-point branch with the fused kernel (see `fusable`).
+    fn soft_update_fused<T: Store>(&mut self, src: &Tensor, tau: f64) {
+        let params = self.params.shallow_clone();
+        let p32 = self.params32.as_ref().map(Tensor::shallow_clone);
+        let source = &mut self.source;
+        let segs = crate::optim::segments(&mut self.layers);
+        // SAFETY: `src` is the online network's parameters (or a conversion of them),
+        // never this network's; params and its shadow are distinct contiguous tensors,
+        // each sliced once.
+        unsafe {
+            let src = fused::slice::<T>(src);
+            let p = fused::slice_mut::<T>(&params);
+            let mut p32 = p32.as_ref().map(|t| fused::slice_mut::<f32>(t));
+            for mut seg in segs {
+                fused::soft_update(&mut seg, src, p, p32.as_deref_mut(), tau, source);
+            }
+        }
     }
 
     /// Whether any cast met NaN or Inf since the last `take_stats` (cheap: counters only).

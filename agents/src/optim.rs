@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::fused::{self, Segment, Store};
 use crate::mlp::Mlp;
 use crate::precision::{TensorClass, TrainMode};
 
@@ -85,10 +86,90 @@ impl Optimizer {
         self.t += 1;
         if net.is_float() || net.mode() == TrainMode::Qat {
             self.step_float(net);
+        } else if self.fusable(net) {
+            match net.kind() {
+                Kind::Double => self.step_fused::<f64>(net),
+                _ => self.step_fused::<f32>(net),
+            }
+            // The fused step wrote the f32 shadow itself.
+            return;
         } else {
             self.step_fixed(net);
         }
         net.refresh_shadows();
+    }
+
+    /// Whether `step_fused` computes this step: Adam with lerp weights below 0.5, the
+    /// network fusable, and no stochastic rounding in the optimizer-state or update
+    /// formats (the parameter casts are then the only ones drawing words, in the same
+    /// order as the unfused step).
+    fn fusable(&self, net: &Mlp) -> bool {
+        let OptimizerConfig::Adam { beta1, beta2, .. } = self.config else {
+            return false;
+        };
+        let det = |f: Option<quant::FxFormat>| {
+            f.is_some_and(|f| f.rounding != quant::Rounding::Stochastic)
+        };
+        net.fusable()
+            && (1.0 - beta1).abs() < 0.5
+            && (1.0 - beta2).abs() < 0.5
+            && self.m.kind() == net.kind()
+            && self.s.kind() == net.kind()
+            && net.layers.iter().all(|l| {
+                det(l.formats.get(TensorClass::OptState)) && det(l.formats.get(TensorClass::Update))
+            })
+    }
+
+    /// `step_fixed` for Adam with the fused kernels (`crate::fused`): the same values,
+    /// counts and stochastic draws, in three passes over the flat tensors (moments;
+    /// libtorch's square root; state cast, update and parameters).
+    fn step_fused<T: Store>(&mut self, net: &mut Mlp) {
+        let OptimizerConfig::Adam {
+            lr,
+            beta1,
+            beta2,
+            eps,
+        } = self.config
+        else {
+            unreachable!("fusable checks Adam");
+        };
+        let (bc1, bc2) = self.bias_corrections(beta1, beta2);
+        let mut v = self.s.empty_like();
+        let params = net.params.shallow_clone();
+        let grads = net.grads.shallow_clone();
+        let p32 = net.params32().map(Tensor::shallow_clone);
+        let source = &mut net.source;
+        let mut segs = segments(&mut net.layers);
+        let opt = TensorClass::OptState.index();
+        // SAFETY: params, grads, m, s, v and the shadow are distinct contiguous tensors
+        // (flat, freshly allocated or owned by the optimizer); each slice is the only one
+        // of its memory while it lives.
+        unsafe {
+            fused::adam_moments(
+                &mut segs,
+                fused::slice::<T>(&grads),
+                fused::slice_mut::<T>(&self.m),
+                fused::slice::<T>(&self.s),
+                fused::slice_mut::<T>(&v),
+                (1.0 - beta1, 1.0 - beta2),
+                source,
+                opt,
+            );
+        }
+        let _ = v.sqrt_();
+        unsafe {
+            fused::adam_apply(
+                &mut segs,
+                fused::slice::<T>(&v),
+                fused::slice::<T>(&self.m),
+                fused::slice_mut::<T>(&self.s),
+                fused::slice_mut::<T>(&params),
+                p32.as_ref().map(|t| fused::slice_mut::<f32>(t)),
+                (lr / bc1, 1.0 / bc2.sqrt(), eps),
+                source,
+                (opt, TensorClass::Update.index()),
+            );
+        }
     }
 
     /// All-float path: a few fused tch calls over the flat tensors.
@@ -167,6 +248,38 @@ impl Optimizer {
         let params = net.params.shallow_clone();
         cast_segments(net, None, &p_pre, &params);
     }
+}
+
+/// Every layer's weight and bias segment of the flat tensors with their formats and
+/// counters (fusable networks only: every class is fixed point).
+pub(crate) fn segments(layers: &mut [crate::mlp::Layer]) -> Vec<Segment<'_>> {
+    let f = |l: &crate::mlp::Layer, c: TensorClass| l.formats.get(c).expect("fusable");
+    let mut segs = Vec::with_capacity(2 * layers.len());
+    for l in layers {
+        let (opt, update) = (f(l, TensorClass::OptState), f(l, TensorClass::Update));
+        let (w, b) = (f(l, TensorClass::Weight), f(l, TensorClass::Bias));
+        let (w_off, b_off, wn, bn) = (l.w_off, l.b_off, l.in_dim * l.out_dim, l.out_dim);
+        let stats: *mut [quant::QuantStats; 9] = &mut l.stats;
+        segs.push(Segment::new(
+            w_off,
+            wn,
+            w,
+            opt,
+            update,
+            stats,
+            TensorClass::Weight.index(),
+        ));
+        segs.push(Segment::new(
+            b_off,
+            bn,
+            b,
+            opt,
+            update,
+            stats,
+            TensorClass::Bias.index(),
+        ));
+    }
+    segs
 }
 
 /// Casts every layer's weight and bias segment of the flat `src` into `dst` (same

@@ -1,0 +1,509 @@
+//! Fused slice kernels for the fixed-point training hot path (`fast` GEMMs, pure
+//! fixed-point mode, no range observation): each kernel reads a GEMM result or the flat
+//! optimizer tensors once and writes every tensor the unfused sequence of tch ops would
+//! have produced, with the casts done by `quant::fake_quant_slice` on L1-sized chunks.
+//!
+//! They compute exactly what the unfused path computes, element for element:
+//! - casts are quant's slice kernel, which is elementwise (a chunked call equals one call
+//!   over the whole slice; stochastic words are counter-based, so consecutive chunks draw
+//!   the same words as one call);
+//! - f32 -> f64 conversion is exact, f64 -> f32 rounds to nearest even as libtorch's;
+//! - ReLU is libtorch's `clamp_min(z, 0)` (`max(0, z)`: NaN stays NaN) and its backward
+//!   `threshold_backward` (`z <= 0 ? 0 : delta`);
+//! - libtorch's `lerp` with a small scalar weight is `fma(w, end - self, self)` (its
+//!   vectorised and scalar loops both contract to one FMA); `square`, scalar `mul`,
+//!   `add_scalar`, `div` and `sub` are single IEEE operations with the scalar rounded to
+//!   the tensor's type. `sqrt` is NOT correctly rounded in libtorch (MKL VML for f64,
+//!   an approximation for f32), so Adam's square root stays a libtorch call.
+//!
+//! `mlp::tests` and `optim::tests` check the fused path against the unfused one bit for
+//! bit (values, statistics and stochastic-source counters).
+
+use std::ops::{Add, Div, Mul, Sub};
+
+use quant::{fake_quant_slice, FakeQuantElem, FxFormat, QuantStats, StochasticSource};
+use tch::{Kind, Tensor};
+
+/// Elements per chunk: four chunk buffers of f64 stay in L1.
+const CH: usize = 1024;
+
+/// A storage float type (f32 or f64).
+pub(crate) trait Store:
+    FakeQuantElem
+    + Default
+    + PartialOrd
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+{
+    const KIND: Kind;
+    const ZERO: Self;
+    fn of_f32(x: f32) -> Self;
+    fn to_f32(self) -> f32;
+    /// The scalar as libtorch applies it to a tensor of this type.
+    fn of_scalar(x: f64) -> Self;
+    fn fma(a: Self, b: Self, c: Self) -> Self;
+}
+
+impl Store for f64 {
+    const KIND: Kind = Kind::Double;
+    const ZERO: f64 = 0.0;
+    #[inline(always)]
+    fn of_f32(x: f32) -> f64 {
+        x as f64
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+    #[inline(always)]
+    fn of_scalar(x: f64) -> f64 {
+        x
+    }
+    #[inline(always)]
+    fn fma(a: f64, b: f64, c: f64) -> f64 {
+        a.mul_add(b, c)
+    }
+}
+
+impl Store for f32 {
+    const KIND: Kind = Kind::Float;
+    const ZERO: f32 = 0.0;
+    #[inline(always)]
+    fn of_f32(x: f32) -> f32 {
+        x
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn of_scalar(x: f64) -> f32 {
+        x as f32
+    }
+    #[inline(always)]
+    fn fma(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+}
+
+/// The elements of a contiguous CPU tensor of `T`'s kind.
+///
+/// # Safety
+/// The caller must not create a mutable slice of the same memory while this one lives.
+pub(crate) unsafe fn slice<T: Store>(t: &Tensor) -> &[T] {
+    check::<T>(t);
+    std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel())
+}
+
+/// The elements of a contiguous CPU tensor of `T`'s kind, writable.
+///
+/// # Safety
+/// The caller must hold no other slice of the same memory while this one lives.
+#[allow(clippy::mut_from_ref)]
+pub(crate) unsafe fn slice_mut<T: Store>(t: &Tensor) -> &mut [T] {
+    check::<T>(t);
+    std::slice::from_raw_parts_mut(t.data_ptr() as *mut T, t.numel())
+}
+
+fn check<T: Store>(t: &Tensor) {
+    assert!(
+        t.kind() == T::KIND && t.device() == tch::Device::Cpu && t.is_contiguous(),
+        "fused kernel: expected a contiguous CPU {:?} tensor, got {:?} {:?}",
+        T::KIND,
+        t.kind(),
+        t.device()
+    );
+}
+
+/// Casts `dst.len()` values chunk by chunk into `dst`: `pre(start, buf, old)` writes
+/// the values before the cast into `buf` (`old` is `dst`'s chunk before the cast),
+/// `post(start, chunk)` may rewrite `dst`'s chunk after it. Counts go to `stats`.
+#[inline(always)]
+fn cast_into<T: Store>(
+    dst: &mut [T],
+    fmt: &FxFormat,
+    mut rng: Option<&mut StochasticSource>,
+    stats: &mut QuantStats,
+    mut pre: impl FnMut(usize, &mut [T], &[T]),
+    mut post: impl FnMut(usize, &mut [T]),
+) {
+    let mut a = [T::ZERO; CH];
+    for (c, chunk) in dst.chunks_mut(CH).enumerate() {
+        let (start, len) = (c * CH, chunk.len());
+        pre(start, &mut a[..len], chunk);
+        let st = fake_quant_slice(&a[..len], chunk, fmt, rng.as_deref_mut());
+        stats.merge(&st);
+        post(start, chunk);
+    }
+}
+
+/// Runs `f` compiled for AVX-512 (or AVX2 + FMA) where the CPU has it. Only IEEE
+/// operations without implicit contraction run inside, so the results are the same.
+#[inline(always)]
+fn simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has these features.
+            return unsafe { run_avx512(f) };
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has these features.
+            return unsafe { run_avx2(f) };
+        }
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// The source to hand a cast: only stochastic formats draw words.
+fn rng_for<'a>(
+    fmt: &FxFormat,
+    source: &'a mut StochasticSource,
+) -> Option<&'a mut StochasticSource> {
+    (fmt.rounding == quant::Rounding::Stochastic).then_some(source)
+}
+
+/// Forward after the GEMM: `z = cast(z32)` into `z`; with `relu`, also
+/// `a = max(0, z)` into `a` and its f32 rounding into `a32`.
+pub(crate) fn preact<T: Store>(
+    z32: &[f32],
+    fmt: &FxFormat,
+    source: &mut StochasticSource,
+    stats: &mut QuantStats,
+    z: &mut [T],
+    mut relu: Option<(&mut [T], Option<&mut [f32]>)>,
+) {
+    simd(
+        #[inline(always)]
+        || {
+            cast_into(
+                z,
+                fmt,
+                rng_for(fmt, source),
+                stats,
+                |s, buf: &mut [T], _| {
+                    for (b, &v) in buf.iter_mut().zip(&z32[s..]) {
+                        *b = T::of_f32(v);
+                    }
+                },
+                |s, q| {
+                    if let Some((a, a32)) = relu.as_mut() {
+                        let a = &mut a[s..s + q.len()];
+                        for (o, &v) in a.iter_mut().zip(q.iter()) {
+                            // max(0, v) as the vector instruction computes it: NaN passes.
+                            *o = if v < T::ZERO { T::ZERO } else { v };
+                        }
+                        if let Some(a32) = a32.as_deref_mut() {
+                            for (o, &v) in a32[s..s + q.len()].iter_mut().zip(a.iter()) {
+                                *o = v.to_f32();
+                            }
+                        }
+                    }
+                },
+            )
+        },
+    )
+}
+
+/// `dst = cast(src)` (f32 GEMM result into storage), e.g. weight gradients straight into
+/// the flat gradient tensor.
+pub(crate) fn cast_f32_into<T: Store>(
+    src: &[f32],
+    fmt: &FxFormat,
+    source: &mut StochasticSource,
+    stats: &mut QuantStats,
+    dst: &mut [T],
+) {
+    simd(
+        #[inline(always)]
+        || {
+            cast_into(
+                dst,
+                fmt,
+                rng_for(fmt, source),
+                stats,
+                |s, buf: &mut [T], _| {
+                    for (b, &v) in buf.iter_mut().zip(&src[s..]) {
+                        *b = T::of_f32(v);
+                    }
+                },
+                |_, _| {},
+            )
+        },
+    )
+}
+
+/// Backward error: `d = cast(dx32)`; with `relu_z` (the layer below's pre-activation),
+/// `d = z <= 0 ? 0 : d` (that layer's ReLU backward, whose cast is the identity), and
+/// its f32 rounding into `d32`.
+pub(crate) fn error<T: Store>(
+    dx32: &[f32],
+    fmt: &FxFormat,
+    source: &mut StochasticSource,
+    stats: &mut QuantStats,
+    relu_z: Option<&[T]>,
+    d: &mut [T],
+    mut d32: Option<&mut [f32]>,
+) {
+    simd(
+        #[inline(always)]
+        || {
+            cast_into(
+                d,
+                fmt,
+                rng_for(fmt, source),
+                stats,
+                |s, buf: &mut [T], _| {
+                    for (b, &v) in buf.iter_mut().zip(&dx32[s..]) {
+                        *b = T::of_f32(v);
+                    }
+                },
+                |s, d| {
+                    if let Some(z) = relu_z {
+                        for (o, &zz) in d.iter_mut().zip(&z[s..]) {
+                            *o = if zz <= T::ZERO { T::ZERO } else { *o };
+                        }
+                    }
+                    if let Some(d32) = d32.as_deref_mut() {
+                        for (o, &v) in d32[s..s + d.len()].iter_mut().zip(d.iter()) {
+                            *o = v.to_f32();
+                        }
+                    }
+                },
+            )
+        },
+    )
+}
+
+/// `lerp(a, b, w)` as libtorch computes it (one FMA), for |w| < 0.5.
+#[inline(always)]
+fn lerp_small<T: Store>(a: T, b: T, w: T) -> T {
+    T::fma(w, b - a, a)
+}
+
+/// A segment of a network's flat parameters: offset, length and its own (weight or
+/// bias) format, plus the optimizer formats of its layer.
+pub(crate) struct Segment<'a> {
+    pub off: usize,
+    pub len: usize,
+    pub own: FxFormat,
+    pub opt: FxFormat,
+    pub update: FxFormat,
+    /// Counts per class of the segment's layer (indexed by `TensorClass::index`),
+    /// shared by the layer's two segments.
+    stats: *mut [QuantStats; 9],
+    pub own_class: usize,
+    _layers: std::marker::PhantomData<&'a mut [QuantStats; 9]>,
+}
+
+impl<'a> Segment<'a> {
+    /// `stats` must point at counters that outlive `'a` and that nothing else touches
+    /// while the segment lives (segments of the same layer share them).
+    pub fn new(
+        off: usize,
+        len: usize,
+        own: FxFormat,
+        opt: FxFormat,
+        update: FxFormat,
+        stats: *mut [QuantStats; 9],
+        own_class: usize,
+    ) -> Self {
+        Segment {
+            off,
+            len,
+            own,
+            opt,
+            update,
+            stats,
+            own_class,
+            _layers: std::marker::PhantomData,
+        }
+    }
+
+    /// The counters of `class` (one borrow at a time).
+    fn stats(&mut self, class: usize) -> &mut QuantStats {
+        // SAFETY: see `new`; the borrow ends before any other segment's is taken.
+        unsafe { &mut (*self.stats)[class] }
+    }
+}
+
+/// Fused Adam, phase 1 over every segment: `m = cast_opt(lerp(m, g, 1 - beta1))` and
+/// `v = lerp(s^2, g^2, 1 - beta2)` into `v` (its square root is libtorch's, taken by
+/// the caller between the phases). Both weights must be below 0.5.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn adam_moments<T: Store>(
+    segs: &mut [Segment<'_>],
+    g: &[T],
+    m: &mut [T],
+    s: &[T],
+    v: &mut [T],
+    (w1, w2): (f64, f64),
+    source: &mut StochasticSource,
+    opt_class: usize,
+) {
+    assert!(w1.abs() < 0.5 && w2.abs() < 0.5, "lerp weights below 0.5");
+    let (w1, w2) = (T::of_scalar(w1), T::of_scalar(w2));
+    simd(
+        #[inline(always)]
+        || {
+            for seg in segs.iter_mut() {
+                let r = seg.off..seg.off + seg.len;
+                let g = &g[r.clone()];
+                let opt = seg.opt;
+                cast_into(
+                    &mut m[r.clone()],
+                    &opt,
+                    rng_for(&opt, source),
+                    seg.stats(opt_class),
+                    |st, buf: &mut [T], old| {
+                        for ((b, &mv), &gv) in buf.iter_mut().zip(old).zip(&g[st..]) {
+                            *b = lerp_small(mv, gv, w1);
+                        }
+                    },
+                    |_, _| {},
+                );
+                for ((o, &sv), &gv) in v[r.clone()].iter_mut().zip(&s[r]).zip(g) {
+                    *o = lerp_small(sv * sv, gv * gv, w2);
+                }
+            }
+        },
+    )
+}
+
+/// Fused Adam, phase 2 per segment: `s = cast_opt(sqrt_v)`, `u = (m c1) / (s c2 + eps)`,
+/// `u_q = cast_update(u)`, `p = cast_own(p - u_q)`, and the f32 shadow of `p`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn adam_apply<T: Store>(
+    segs: &mut [Segment<'_>],
+    sqrt_v: &[T],
+    m: &[T],
+    s: &mut [T],
+    p: &mut [T],
+    mut p32: Option<&mut [f32]>,
+    (c1, c2, eps): (f64, f64, f64),
+    source: &mut StochasticSource,
+    (opt_class, update_class): (usize, usize),
+) {
+    let (c1, c2, eps) = (T::of_scalar(c1), T::of_scalar(c2), T::of_scalar(eps));
+    simd(
+        #[inline(always)]
+        || {
+            // The unfused step's order: every s segment, then every update, then every
+            // parameter (only the parameter casts may draw stochastic words; see the
+            // caller).
+            for seg in segs.iter_mut() {
+                let r = seg.off..seg.off + seg.len;
+                let sv = &sqrt_v[r.clone()];
+                let opt = seg.opt;
+                cast_into(
+                    &mut s[r],
+                    &opt,
+                    rng_for(&opt, source),
+                    seg.stats(opt_class),
+                    |st, buf: &mut [T], _| buf.copy_from_slice(&sv[st..st + buf.len()]),
+                    |_, _| {},
+                );
+            }
+            let mut uq = vec![T::ZERO; p.len()];
+            for seg in segs.iter_mut() {
+                let r = seg.off..seg.off + seg.len;
+                let (m, s) = (&m[r.clone()], &s[r.clone()]);
+                let update = seg.update;
+                cast_into(
+                    &mut uq[r],
+                    &update,
+                    rng_for(&update, source),
+                    seg.stats(update_class),
+                    |st, buf: &mut [T], _| {
+                        for ((b, &mv), &sv) in buf.iter_mut().zip(&m[st..]).zip(&s[st..]) {
+                            *b = (mv * c1) / (sv * c2 + eps);
+                        }
+                    },
+                    |_, _| {},
+                );
+            }
+            for seg in segs.iter_mut() {
+                let r = seg.off..seg.off + seg.len;
+                let uq = &uq[r.clone()];
+                let mut p32 = p32.as_deref_mut().map(|x| &mut x[r.clone()]);
+                let (own, class) = (seg.own, seg.own_class);
+                cast_into(
+                    &mut p[r],
+                    &own,
+                    rng_for(&own, source),
+                    seg.stats(class),
+                    |st, buf: &mut [T], old| {
+                        for ((b, &pv), &u) in buf.iter_mut().zip(old).zip(&uq[st..]) {
+                            *b = pv - u;
+                        }
+                    },
+                    |st, q| {
+                        if let Some(p32) = p32.as_deref_mut() {
+                            for (o, &v) in p32[st..st + q.len()].iter_mut().zip(q.iter()) {
+                                *o = v.to_f32();
+                            }
+                        }
+                    },
+                );
+            }
+        },
+    )
+}
+
+/// Polyak averaging of one segment: `p = cast_own(lerp(p, src, tau))` and the f32
+/// shadow. `tau` must be below 0.5.
+pub(crate) fn soft_update<T: Store>(
+    seg: &mut Segment<'_>,
+    src: &[T],
+    p: &mut [T],
+    p32: Option<&mut [f32]>,
+    tau: f64,
+    source: &mut StochasticSource,
+) {
+    assert!(tau.abs() < 0.5, "lerp weight below 0.5");
+    let tau = T::of_scalar(tau);
+    let r = seg.off..seg.off + seg.len;
+    let src = &src[r.clone()];
+    let mut p32 = p32.map(|x| &mut x[r.clone()]);
+    let (own, class) = (seg.own, seg.own_class);
+    simd(
+        #[inline(always)]
+        || {
+            cast_into(
+                &mut p[r],
+                &own,
+                rng_for(&own, source),
+                seg.stats(class),
+                |st, buf: &mut [T], old| {
+                    for ((b, &pv), &sv) in buf.iter_mut().zip(old).zip(&src[st..]) {
+                        *b = lerp_small(pv, sv, tau);
+                    }
+                },
+                |st, q| {
+                    if let Some(p32) = p32.as_deref_mut() {
+                        for (o, &v) in p32[st..st + q.len()].iter_mut().zip(q.iter()) {
+                            *o = v.to_f32();
+                        }
+                    }
+                },
+            )
+        },
+    )
+}
