@@ -39,20 +39,22 @@ pub(crate) trait Store:
 {
     const KIND: Kind;
     const ZERO: Self;
-    fn of_f32(x: f32) -> Self;
     fn to_f32(self) -> f32;
     /// The scalar as libtorch applies it to a tensor of this type.
     fn of_scalar(x: f64) -> Self;
     fn fma(a: Self, b: Self, c: Self) -> Self;
+    /// `dst = cast(src as Self)` (the conversion is exact for both types).
+    fn cast_f32(
+        src: &[f32],
+        dst: &mut [Self],
+        fmt: &FxFormat,
+        rng: Option<&mut StochasticSource>,
+    ) -> QuantStats;
 }
 
 impl Store for f64 {
     const KIND: Kind = Kind::Double;
     const ZERO: f64 = 0.0;
-    #[inline(always)]
-    fn of_f32(x: f32) -> f64 {
-        x as f64
-    }
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self as f32
@@ -65,15 +67,20 @@ impl Store for f64 {
     fn fma(a: f64, b: f64, c: f64) -> f64 {
         a.mul_add(b, c)
     }
+    #[inline(always)]
+    fn cast_f32(
+        src: &[f32],
+        dst: &mut [f64],
+        fmt: &FxFormat,
+        rng: Option<&mut StochasticSource>,
+    ) -> QuantStats {
+        quant::fake_quant_slice_widen(src, dst, fmt, rng)
+    }
 }
 
 impl Store for f32 {
     const KIND: Kind = Kind::Float;
     const ZERO: f32 = 0.0;
-    #[inline(always)]
-    fn of_f32(x: f32) -> f32 {
-        x
-    }
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
@@ -85,6 +92,15 @@ impl Store for f32 {
     #[inline(always)]
     fn fma(a: f32, b: f32, c: f32) -> f32 {
         a.mul_add(b, c)
+    }
+    #[inline(always)]
+    fn cast_f32(
+        src: &[f32],
+        dst: &mut [f32],
+        fmt: &FxFormat,
+        rng: Option<&mut StochasticSource>,
+    ) -> QuantStats {
+        fake_quant_slice(src, dst, fmt, rng)
     }
 }
 
@@ -136,6 +152,23 @@ fn cast_into<T: Store>(
         let st = fake_quant_slice(&a[..len], chunk, fmt, rng.as_deref_mut());
         stats.merge(&st);
         post(start, chunk);
+    }
+}
+
+/// `dst = cast(src)` from f32 values, chunk by chunk; `post(start, chunk)` may rewrite
+/// each cast chunk of `dst` while it is in L1.
+#[inline(always)]
+fn cast_f32_chunked<T: Store>(
+    src: &[f32],
+    dst: &mut [T],
+    fmt: &FxFormat,
+    mut rng: Option<&mut StochasticSource>,
+    stats: &mut QuantStats,
+    mut post: impl FnMut(usize, &mut [T]),
+) {
+    for (c, (x, chunk)) in src.chunks(CH).zip(dst.chunks_mut(CH)).enumerate() {
+        stats.merge(&T::cast_f32(x, chunk, fmt, rng.as_deref_mut()));
+        post(c * CH, chunk);
     }
 }
 
@@ -193,31 +226,45 @@ pub(crate) fn preact<T: Store>(
     simd(
         #[inline(always)]
         || {
-            cast_into(
-                z,
-                fmt,
-                rng_for(fmt, source),
-                stats,
-                |s, buf: &mut [T], _| {
-                    for (b, &v) in buf.iter_mut().zip(&z32[s..]) {
-                        *b = T::of_f32(v);
+            cast_f32_chunked(z32, z, fmt, rng_for(fmt, source), stats, |s, q| {
+                if let Some((a, a32)) = relu.as_mut() {
+                    let a = &mut a[s..s + q.len()];
+                    for (o, &v) in a.iter_mut().zip(q.iter()) {
+                        // max(0, v) as the vector instruction computes it: NaN passes.
+                        *o = if v < T::ZERO { T::ZERO } else { v };
                     }
-                },
-                |s, q| {
-                    if let Some((a, a32)) = relu.as_mut() {
-                        let a = &mut a[s..s + q.len()];
-                        for (o, &v) in a.iter_mut().zip(q.iter()) {
-                            // max(0, v) as the vector instruction computes it: NaN passes.
-                            *o = if v < T::ZERO { T::ZERO } else { v };
-                        }
-                        if let Some(a32) = a32.as_deref_mut() {
-                            for (o, &v) in a32[s..s + q.len()].iter_mut().zip(a.iter()) {
-                                *o = v.to_f32();
-                            }
+                    if let Some(a32) = a32.as_deref_mut() {
+                        for (o, &v) in a32[s..s + q.len()].iter_mut().zip(a.iter()) {
+                            *o = v.to_f32();
                         }
                     }
-                },
-            )
+                }
+            })
+        },
+    )
+}
+
+/// Forward of a hidden ReLU layer whose pre-activation and f64 activation nobody keeps
+/// (target networks): only `a32 = f32(max(0, cast(z32)))`, the next GEMM's operand.
+pub(crate) fn preact_relu_f32<T: Store>(
+    z32: &[f32],
+    fmt: &FxFormat,
+    source: &mut StochasticSource,
+    stats: &mut QuantStats,
+    a32: &mut [f32],
+) {
+    simd(
+        #[inline(always)]
+        || {
+            let mut rng = rng_for(fmt, source);
+            let mut q = [T::ZERO; CH];
+            for (x, o) in z32.chunks(CH).zip(a32.chunks_mut(CH)) {
+                let q = &mut q[..x.len()];
+                stats.merge(&T::cast_f32(x, q, fmt, rng.as_deref_mut()));
+                for (o, &v) in o.iter_mut().zip(q.iter()) {
+                    *o = (if v < T::ZERO { T::ZERO } else { v }).to_f32();
+                }
+            }
         },
     )
 }
@@ -233,20 +280,7 @@ pub(crate) fn cast_f32_into<T: Store>(
 ) {
     simd(
         #[inline(always)]
-        || {
-            cast_into(
-                dst,
-                fmt,
-                rng_for(fmt, source),
-                stats,
-                |s, buf: &mut [T], _| {
-                    for (b, &v) in buf.iter_mut().zip(&src[s..]) {
-                        *b = T::of_f32(v);
-                    }
-                },
-                |_, _| {},
-            )
-        },
+        || cast_f32_chunked(src, dst, fmt, rng_for(fmt, source), stats, |_, _| {}),
     )
 }
 
@@ -265,29 +299,18 @@ pub(crate) fn error<T: Store>(
     simd(
         #[inline(always)]
         || {
-            cast_into(
-                d,
-                fmt,
-                rng_for(fmt, source),
-                stats,
-                |s, buf: &mut [T], _| {
-                    for (b, &v) in buf.iter_mut().zip(&dx32[s..]) {
-                        *b = T::of_f32(v);
+            cast_f32_chunked(dx32, d, fmt, rng_for(fmt, source), stats, |s, d| {
+                if let Some(z) = relu_z {
+                    for (o, &zz) in d.iter_mut().zip(&z[s..]) {
+                        *o = if zz <= T::ZERO { T::ZERO } else { *o };
                     }
-                },
-                |s, d| {
-                    if let Some(z) = relu_z {
-                        for (o, &zz) in d.iter_mut().zip(&z[s..]) {
-                            *o = if zz <= T::ZERO { T::ZERO } else { *o };
-                        }
+                }
+                if let Some(d32) = d32.as_deref_mut() {
+                    for (o, &v) in d32[s..s + d.len()].iter_mut().zip(d.iter()) {
+                        *o = v.to_f32();
                     }
-                    if let Some(d32) = d32.as_deref_mut() {
-                        for (o, &v) in d32[s..s + d.len()].iter_mut().zip(d.iter()) {
-                            *o = v.to_f32();
-                        }
-                    }
-                },
-            )
+                }
+            })
         },
     )
 }

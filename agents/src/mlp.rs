@@ -742,7 +742,8 @@ impl Mlp {
         };
         // The f32 operand of the next GEMM (the storage itself without a shadow).
         let mut h32: Option<Tensor> = None;
-        for l in &mut self.layers {
+        let n_layers = self.layers.len();
+        for (idx, l) in self.layers.iter_mut().enumerate() {
             let z32 = match &l.w32 {
                 Some((w32, b32)) => {
                     let x32 = h32.take().unwrap_or_else(|| h.to_kind(Kind::Float));
@@ -760,6 +761,28 @@ impl Mlp {
             let passes =
                 !matches!(l.activation, Activation::Tanh { .. }) && holds(act_fmt, Some(pre));
             let relu = passes && l.activation == Activation::Relu;
+            if relu && !cache && idx + 1 < n_layers {
+                // Nothing keeps this layer's pre-activation or f64 activation: only the
+                // f32 operand of the next GEMM is written (the storage itself when it
+                // is f32).
+                let a32 = Tensor::empty(z32.size(), (Kind::Float, tch::Device::Cpu));
+                // SAFETY: z32 and a32 are distinct fresh contiguous tensors.
+                unsafe {
+                    let st = &mut l.stats[TensorClass::Preact.index()];
+                    let z32s = std::slice::from_raw_parts(z32.data_ptr() as *const f32, n);
+                    let a32s = fused::slice_mut::<f32>(&a32);
+                    fused::preact_relu_f32::<T>(z32s, &pre, &mut self.source, st, a32s);
+                }
+                l.stats[TensorClass::Activation.index()].elements += n as u64;
+                if shadow {
+                    h = Tensor::new();
+                    h32 = Some(a32);
+                } else {
+                    h = a32;
+                    h32 = None;
+                }
+                continue;
+            }
             let (a, a32) = if relu {
                 let a = Tensor::empty(z32.size(), opts);
                 let a32 =

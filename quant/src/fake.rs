@@ -87,6 +87,43 @@ pub fn fake_quant_slice<T: FakeQuantElem>(
     fake_quant_slice_masked(xs, out, None, fmt, rng)
 }
 
+/// [`fake_quant_slice`] of f32 inputs into f64 outputs: `out[i]` is the f64 result
+/// for the (exact) double `xs[i] as f64`, without a separate conversion pass. Same
+/// values, counts and stochastic draws as converting first.
+pub fn fake_quant_slice_widen(
+    xs: &[f32],
+    out: &mut [f64],
+    fmt: &FxFormat,
+    rng: Option<&mut StochasticSource>,
+) -> QuantStats {
+    assert_eq!(
+        xs.len(),
+        out.len(),
+        "fake_quant: input and output lengths differ"
+    );
+    let q = Quantizer::new(fmt);
+    let stochastic = rng.is_some() && fmt.rounding == crate::Rounding::Stochastic;
+    match q.grid() {
+        Some(g) if g.saturates_all_finite() && !stochastic => {
+            let (g64, _) = g.saturating();
+            saturating_dispatch(g64, fmt.rounding, xs, out, NoMask)
+        }
+        _ => {
+            let mut rng = rng;
+            let mut total = QuantStats::default();
+            let mut buf = [0f64; 1024];
+            for (x, o) in xs.chunks(1024).zip(out.chunks_mut(1024)) {
+                let b = &mut buf[..x.len()];
+                for (b, &v) in b.iter_mut().zip(x) {
+                    *b = v as f64;
+                }
+                total.merge(&fake_quant_slice(b, o, fmt, rng.as_deref_mut()));
+            }
+            total
+        }
+    }
+}
+
 /// As [`fake_quant_slice`]; also writes `mask[i] = true` where the element was finite and
 /// representable after rounding (no saturation or wrap), the straight-through region.
 pub(crate) fn fake_quant_slice_masked<T: FakeQuantElem>(
@@ -189,10 +226,10 @@ fn saturating_elems<T: FakeQuantElem, M: MaskSink>(
 
 /// Runs the saturating loop compiled for AVX-512 or AVX2 where the CPU has them, else
 /// for the baseline; the arithmetic (no FMA contraction) and so the results are the same.
-fn saturating_dispatch<T: Lane<R>, R: Real, M: MaskSink>(
+fn saturating_dispatch<U: Lane<R>, T: Lane<R> + PassFrom<U>, R: Real, M: MaskSink>(
     g: &SatGrid<R>,
     rounding: Rounding,
-    xs: &[T],
+    xs: &[U],
     out: &mut [T],
     mask: M,
 ) -> QuantStats {
@@ -214,10 +251,10 @@ macro_rules! saturating_with_features {
     ($name:ident, $features:literal) => {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
-        unsafe fn $name<T: Lane<R>, R: Real, M: MaskSink>(
+        unsafe fn $name<U: Lane<R>, T: Lane<R> + PassFrom<U>, R: Real, M: MaskSink>(
             g: &SatGrid<R>,
             rounding: Rounding,
-            xs: &[T],
+            xs: &[U],
             out: &mut [T],
             mask: M,
         ) -> QuantStats {
@@ -259,6 +296,26 @@ impl Lane<f32> for f32 {
     }
 }
 
+/// How a non-finite input is written to the output type: unchanged for the same type,
+/// converted (exact) from f32 to f64.
+trait PassFrom<U> {
+    fn pass_from(u: U) -> Self;
+}
+
+impl<T: FakeQuantElem> PassFrom<T> for T {
+    #[inline(always)]
+    fn pass_from(u: T) -> T {
+        u
+    }
+}
+
+impl PassFrom<f32> for f64 {
+    #[inline(always)]
+    fn pass_from(u: f32) -> f64 {
+        u as f64
+    }
+}
+
 /// Where the straight-through mask goes (nowhere for plain fake quantization).
 trait MaskSink {
     fn set(&mut self, i: usize, inside: bool);
@@ -282,10 +339,10 @@ impl MaskSink for &mut [bool] {
 /// (vectorizes): non-finite inputs are quantized as 0 and then selected away, counts
 /// are sums.
 #[inline(always)]
-fn saturating_chunk<T: Lane<R>, R: Real>(
+fn saturating_chunk<U: Lane<R>, T: Lane<R> + PassFrom<U>, R: Real>(
     g: &SatGrid<R>,
     rounding: Rounding,
-    xs: &[T],
+    xs: &[U],
     out: &mut [T],
     mut mask: impl MaskSink,
 ) -> QuantStats {
@@ -296,7 +353,7 @@ fn saturating_chunk<T: Lane<R>, R: Real>(
         let (c, clipped) = g.code(if finite { xr } else { R::ZERO }, rounding, None);
         // `+ 0` turns a -0 code into +0, as the integer code 0 reads back.
         let v = T::narrow((c + R::ZERO) * g.inv_scale);
-        *o = if finite { v } else { x };
+        *o = if finite { v } else { T::pass_from(x) };
         clipped_n += clipped as u32;
         non_finite += !finite as u32;
         nan += xr.is_nan() as u32;
@@ -433,6 +490,37 @@ mod tests {
                     assert_eq!(
                         (stats.nan, stats.inf, stats.elements),
                         (1, 2, xs.len() as u64)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn widening_f32_to_f64_equals_converting_first() {
+        let formats = [
+            "ap_fixed<32,16,AP_RND_CONV,AP_SAT>",
+            "ap_fixed<32,4,AP_TRN,AP_SAT_SYM>",
+            "ap_fixed<16,2,AP_RND,AP_WRAP>",
+            "ap_ufixed<12,3,AP_RND_INF,AP_SAT_ZERO>",
+        ];
+        for spelling in formats {
+            let fmt: FxFormat = spelling.parse().unwrap();
+            let stoch = fmt.with_modes(Rounding::Stochastic, fmt.overflow);
+            for f in [fmt, stoch] {
+                let xs = inputs(&f, 5000);
+                let wide: Vec<f64> = xs.iter().map(|&x| x as f64).collect();
+                let mut want = vec![0f64; xs.len()];
+                let mut got = vec![0f64; xs.len()];
+                let (mut r1, mut r2) = (StochasticSource::new(5), StochasticSource::new(5));
+                let s1 = fake_quant_slice(&wide, &mut want, &f, Some(&mut r1));
+                let s2 = fake_quant_slice_widen(&xs, &mut got, &f, Some(&mut r2));
+                assert_eq!(s1, s2, "{f}");
+                assert_eq!(r1, r2, "{f}");
+                for (a, b) in want.iter().zip(&got) {
+                    assert!(
+                        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                        "{f}: {a} vs {b}"
                     );
                 }
             }

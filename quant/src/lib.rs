@@ -69,7 +69,7 @@ pub use exact::{
     add, apply_counted, cast, cast_counted, from_f64_exact, from_f64_stochastic, mul, sub, to_f64,
     Op, QuantError,
 };
-pub use fake::{fake_quant_slice, FakeQuantElem};
+pub use fake::{fake_quant_slice, fake_quant_slice_widen, FakeQuantElem};
 pub use format::{FormatError, FxFormat, Overflow, Rounding, MAX_ABS_INT_BITS};
 pub use gemm::{golden_gemm, golden_gemm_with_stats};
 pub use observer::{int_bits_for_range, RangeKind, RangeObserver};
