@@ -194,7 +194,100 @@ fn chunk_kernel<T: FakeQuantElem>(
                 None => saturating_elems(g, rounding, xs, out, NoMask),
             }
         }
+        (Some(g), Some(b)) if g.saturates_all_finite() => {
+            // Stochastic rounding on a saturating grid: the same per-element arithmetic
+            // as `general_chunk` (`SatGrid::code` in f64 with word `start + i`), in a
+            // branch-free loop.
+            let (g64, _) = g.saturating();
+            match mask {
+                Some(m) => stochastic_dispatch(g64, b, start, xs, out, m),
+                None => stochastic_dispatch(g64, b, start, xs, out, NoMask),
+            }
+        }
         _ => general_chunk(q, block, start, xs, out, mask),
+    }
+}
+
+/// `stochastic_chunk` compiled for AVX-512 (with DQ) or AVX2 where the CPU has them.
+fn stochastic_dispatch<T: FakeQuantElem, M: MaskSink>(
+    g: &SatGrid<f64>,
+    block: &StochasticBlock,
+    start: usize,
+    xs: &[T],
+    out: &mut [T],
+    mask: M,
+) -> QuantStats {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512dq")
+        && std::is_x86_feature_detected!("avx512vl")
+    {
+        // SAFETY: the CPU supports these features.
+        return unsafe { stochastic_avx512(g, block, start, xs, out, mask) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2.
+        return unsafe { stochastic_avx2(g, block, start, xs, out, mask) };
+    }
+    stochastic_chunk(g, block, start, xs, out, mask)
+}
+
+macro_rules! stochastic_with_features {
+    ($name:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<T: FakeQuantElem, M: MaskSink>(
+            g: &SatGrid<f64>,
+            block: &StochasticBlock,
+            start: usize,
+            xs: &[T],
+            out: &mut [T],
+            mask: M,
+        ) -> QuantStats {
+            stochastic_chunk(g, block, start, xs, out, mask)
+        }
+    };
+}
+
+stochastic_with_features!(stochastic_avx512, "avx512f,avx512dq,avx512vl,avx2");
+stochastic_with_features!(stochastic_avx2, "avx2");
+
+/// Stochastic rounding onto a saturating grid, computed in f64 as `general_chunk`
+/// computes it; non-finite inputs pass through and are counted.
+#[inline(always)]
+fn stochastic_chunk<T: FakeQuantElem, M: MaskSink>(
+    g: &SatGrid<f64>,
+    block: &StochasticBlock,
+    start: usize,
+    xs: &[T],
+    out: &mut [T],
+    mut mask: M,
+) -> QuantStats {
+    let (mut clipped_n, mut non_finite, mut nan) = (0u32, 0u32, 0u32);
+    for (i, (o, &x)) in out.iter_mut().zip(xs).enumerate() {
+        let xr = x.to_f64();
+        let finite = xr.is_finite();
+        let random = block.word((start + i) as u64);
+        let (c, clipped) = g.code(
+            if finite { xr } else { 0.0 },
+            Rounding::Stochastic,
+            Some(random),
+        );
+        let v = T::from_f64((c + 0.0) * g.inv_scale);
+        *o = if finite { v } else { x };
+        let clipped = clipped & finite;
+        clipped_n += clipped as u32;
+        non_finite += !finite as u32;
+        nan += xr.is_nan() as u32;
+        mask.set(i, finite & !clipped);
+    }
+    QuantStats {
+        elements: xs.len() as u64,
+        saturated: clipped_n as u64,
+        wrapped: 0,
+        nan: nan as u64,
+        inf: (non_finite - nan) as u64,
     }
 }
 
@@ -523,6 +616,40 @@ mod tests {
                         "{f}: {a} vs {b}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn stochastic_saturating_loop_equals_the_general_path() {
+        for spelling in [
+            "ap_fixed<16,2,AP_RND_CONV,AP_SAT>",
+            "ap_fixed<16,4,AP_RND_CONV,AP_SAT_SYM>",
+            "ap_fixed<32,8,AP_RND_CONV,AP_SAT_ZERO>",
+            "ap_ufixed<10,3,AP_RND_CONV,AP_SAT>",
+        ] {
+            let f: FxFormat = spelling.parse().unwrap();
+            let f = f.with_modes(Rounding::Stochastic, f.overflow);
+            let q = Quantizer::new(&f);
+            assert!(q.grid().unwrap().saturates_all_finite());
+            let xs = inputs(&f, 4000);
+            let xs64: Vec<f64> = xs.iter().map(|&x| x as f64).collect();
+            let block = StochasticSource::new(9).take_block(xs.len() as u64);
+            let (mut a, mut b) = (vec![0f32; xs.len()], vec![0f32; xs.len()]);
+            let (mut ma, mut mb) = (vec![false; xs.len()], vec![false; xs.len()]);
+            let sa = general_chunk(&q, Some(&block), 17, &xs, &mut a, Some(&mut ma));
+            let sb = chunk_kernel(&q, Some(&block), 17, &xs, &mut b, Some(&mut mb));
+            assert_eq!(sa, sb, "{f}");
+            assert_eq!(ma, mb, "{f}");
+            let (mut a64, mut b64) = (vec![0f64; xs.len()], vec![0f64; xs.len()]);
+            let sa = general_chunk(&q, Some(&block), 3, &xs64, &mut a64, None);
+            let sb = chunk_kernel(&q, Some(&block), 3, &xs64, &mut b64, None);
+            assert_eq!(sa, sb, "{f}");
+            for i in 0..xs.len() {
+                let same32 = a[i].to_bits() == b[i].to_bits() || (a[i].is_nan() && b[i].is_nan());
+                let same64 =
+                    a64[i].to_bits() == b64[i].to_bits() || (a64[i].is_nan() && b64[i].is_nan());
+                assert!(same32 && same64, "{f} {}: {} vs {}", xs[i], a[i], b[i]);
             }
         }
     }
