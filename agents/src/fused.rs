@@ -424,7 +424,7 @@ pub(crate) fn adam_apply<T: Store>(
     source: &mut StochasticSource,
     (opt_class, update_class): (usize, usize),
 ) {
-    let (c1, c2, eps) = (T::of_scalar(c1), T::of_scalar(c2), T::of_scalar(eps));
+    let (c1, c2) = (T::of_scalar(c1), T::of_scalar(c2));
     simd(
         #[inline(always)]
         || {
@@ -449,6 +449,7 @@ pub(crate) fn adam_apply<T: Store>(
                 let r = seg.off..seg.off + seg.len;
                 let (m, s) = (&m[r.clone()], &s[r.clone()]);
                 let update = seg.update;
+                let eps = T::of_scalar(crate::optim::adam_eps(eps, Some(seg.opt)));
                 cast_into(
                     &mut uq[r],
                     &update,

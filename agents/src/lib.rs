@@ -58,7 +58,10 @@
 //! # Adam and SGD in fixed point
 //! Adam keeps m and **s = sqrt(v)** instead of v, both cast into the `OptState` format:
 //! `m = cast(b1 m + (1 - b1) g)`, `s = cast(sqrt(b2 s^2 + (1 - b2) g^2))`,
-//! `u = cast_Update((lr / bc1) m / (s / sqrt(bc2) + eps))` with `bc_i = 1 - b_i^t`.
+//! `u = cast_Update((lr / bc1) m / (s / sqrt(bc2) + eps))` with `bc_i = 1 - b_i^t`,
+//! where `eps` is at least one LSB of the `OptState` format (a smaller eps is not
+//! representable beside s, and a state s that rounds to 0 under an m of one LSB would
+//! otherwise give a step thousands of times `lr`).
 //! Why s: v has the magnitude of g^2 (1e-12 for g = 1e-6), which underflows any format
 //! that also holds m; s has the magnitude of g, so one format fits both. In exact
 //! arithmetic it is the same algorithm. **Square root and division** are computed in

@@ -230,7 +230,8 @@ impl Optimizer {
                 );
                 let s_pre = self.s.square().lerp_(&g.square(), 1.0 - beta2).sqrt_();
                 cast_segments(net, Some(TensorClass::OptState), &s_pre, &self.s);
-                (&self.m * (lr / bc1)) / (&self.s * (1.0 / bc2.sqrt())).g_add_scalar_(eps)
+                let eps = adam_eps_tensor(net, eps, &self.s);
+                (&self.m * (lr / bc1)) / (&self.s * (1.0 / bc2.sqrt())).g_add_(&eps)
             }
             OptimizerConfig::Sgd { lr, momentum } => {
                 cast_segments(
@@ -248,6 +249,27 @@ impl Optimizer {
         let params = net.params.shallow_clone();
         cast_segments(net, None, &p_pre, &params);
     }
+}
+
+/// Adam's epsilon as the hardware divides by it: at least one LSB of the layer's
+/// optimizer-state format. An `eps` below that LSB (1e-8 against Q16.16's 1.5e-5) is not
+/// representable beside `s`; used as is, a state `s` that rounded to 0 while `m` kept
+/// an LSB would give `u = lr m / eps`, thousands of times Adam's usual step of about
+/// `lr`, and scatter outlier weights through the network.
+pub(crate) fn adam_eps(eps: f64, opt_state: Option<quant::FxFormat>) -> f64 {
+    opt_state.map_or(eps, |f| eps.max(f.lsb()))
+}
+
+/// [`adam_eps`] of every layer's segments, laid out like the flat tensor `like`.
+fn adam_eps_tensor(net: &Mlp, eps: f64, like: &Tensor) -> Tensor {
+    let out = like.empty_like();
+    for l in &net.layers {
+        let e = adam_eps(eps, l.formats.get(TensorClass::OptState));
+        let n = (l.in_dim * l.out_dim) as i64;
+        let _ = out.narrow(0, l.w_off as i64, n).fill_(e);
+        let _ = out.narrow(0, l.b_off as i64, l.out_dim as i64).fill_(e);
+    }
+    out
 }
 
 /// Every layer's weight and bias segment of the flat tensors with their formats and

@@ -712,8 +712,11 @@ impl Trainer {
 
     /// One gradient update on a sampled minibatch, with the NaN/Inf check.
     pub fn update_once(&mut self) -> Result<(), TrainError> {
-        let observe =
-            self.cfg.range_every > 0 && self.agent.updates().is_multiple_of(self.cfg.range_every);
+        // Observe a run of `policy_frequency` consecutive updates every `range_every`:
+        // TD3/DDPG train the actor on one update in `policy_frequency`, and a single
+        // observed update could fall on the critics-only ones forever.
+        let observe = self.cfg.range_every > 0
+            && self.agent.updates() % self.cfg.range_every < self.cfg.policy_frequency.max(1);
         for n in self.agent.networks_mut() {
             n.observe = observe;
         }
@@ -825,10 +828,10 @@ impl Trainer {
                         continue;
                     }
                     quant_lines.push(format!(
-                        "{step},{},{},{c},{},{},{},{},{},{},{max_abs},{},{}",
+                        "{step},{},{},{c},\"{}\",{},{},{},{},{},{max_abs},{},{}",
                         net.name,
                         l.name,
-                        FormatValue(l.formats.get(c)).to_string().replace(',', ";"),
+                        FormatValue(l.formats.get(c)),
                         q.elements,
                         q.saturated,
                         q.wrapped,

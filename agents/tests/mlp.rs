@@ -356,3 +356,36 @@ fn fused_kernels_equal_the_unfused_path_bit_for_bit() {
         }
     }
 }
+
+/// Adam in fxp32 when the gradient is a few LSBs: m keeps one LSB of its Q8.24 state
+/// while s = sqrt(v) rounds to 0. The divider's epsilon is then one LSB of the state
+/// format (1e-8 is not representable there), so the step stays Adam's usual size,
+/// lr / bc1 (bias correction 0.1 at t = 1), instead of saturating the update format.
+#[test]
+fn fixed_point_adam_step_stays_near_lr_when_the_root_moment_rounds_to_zero() {
+    use agents::optim::{Optimizer, OptimizerConfig};
+    let lr = 3e-4;
+    let lsb = 2f64.powi(-24);
+    for fused in [false, true] {
+        let mut m = net(Preset::Fxp32, Gemm::Fast, &[3, 8, 2]);
+        m.set_fused(fused);
+        m.optimizer = Some(Optimizer::new(
+            OptimizerConfig::adam(lr),
+            m.params().numel(),
+            m.kind(),
+        ));
+        let before = m.params().copy();
+        let _ = m.grads().shallow_clone().fill_(10.0 * lsb);
+        m.step();
+        let opt = m.optimizer.as_ref().unwrap();
+        assert_eq!(opt.first_moment().max().double_value(&[]), lsb);
+        assert_eq!(opt.root_second_moment().abs().max().double_value(&[]), 0.0);
+        let step = (&before - m.params()).abs();
+        let (lo, hi) = (step.min().double_value(&[]), step.max().double_value(&[]));
+        assert!(
+            (lo - 10.0 * lr).abs() < 1e-6 && (hi - 10.0 * lr).abs() < 1e-6,
+            "fused {fused}: steps in [{lo}, {hi}], expected {}",
+            10.0 * lr
+        );
+    }
+}

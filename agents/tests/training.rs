@@ -86,8 +86,26 @@ fn same_config_and_seed_give_byte_identical_metrics() {
     assert_eq!(metrics.lines().count(), 1 + 6, "{metrics}");
     let quant = String::from_utf8(fs::read(a.join("quant.csv")).unwrap()).unwrap();
     assert!(
-        quant.contains("critic1.fc2,activation,ap_fixed<16;8"),
+        quant.contains("critic1.fc2,activation,\"ap_fixed<16,8"),
         "{quant}"
+    );
+    // The actor trains on every second update; its ranges are observed all the same.
+    let actor_max: f64 = quant
+        .lines()
+        .filter(|l| l.contains(",actor,") && l.contains(",activation,"))
+        .map(|l| {
+            let after_format = l.rsplit('"').next().unwrap();
+            after_format
+                .split(',')
+                .nth(6)
+                .unwrap()
+                .parse::<f64>()
+                .unwrap()
+        })
+        .fold(0.0, f64::max);
+    assert!(
+        actor_max > 0.0,
+        "actor activation ranges never observed:\n{quant}"
     );
     for d in [a, b] {
         fs::remove_dir_all(d).unwrap();
