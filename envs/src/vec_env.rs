@@ -184,11 +184,17 @@ impl VecEnv {
         }
         // A failure below leaves copies mid-episode in unknown states: reset required.
         self.needs_reset = true;
-        // 1. Start every split-phase (bridged) copy so the workers run concurrently.
+        // 1. Start every split-phase (bridged) copy so the workers run concurrently. A
+        //    single copy steps synchronously (a bridged one then runs on this CPU).
         let mut any_local = 0usize;
-        for (i, env) in self.envs.iter_mut().enumerate() {
-            self.remote[i] = env.step_start(&actions[i * a..(i + 1) * a])?;
-            any_local += usize::from(!self.remote[i]);
+        if n == 1 {
+            self.remote[0] = false;
+            self.outcomes[0] = self.envs[0].step(actions, &mut self.obs[..d])?;
+        } else {
+            for (i, env) in self.envs.iter_mut().enumerate() {
+                self.remote[i] = env.step_start(&actions[i * a..(i + 1) * a])?;
+                any_local += usize::from(!self.remote[i]);
+            }
         }
         // 2. Step native copies meanwhile.
         if any_local >= self.parallel_threshold {

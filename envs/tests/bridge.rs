@@ -212,3 +212,49 @@ fn recorded_mujoco_episode_replays_exactly_from_its_state() {
     let reports = reference::replay_file(&back, 0.0);
     assert!(reports[0].passed, "{:?}", reports[0]);
 }
+
+fn caller_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain bits; the kernel writes at most its size.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    assert_eq!(r, 0);
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+#[test]
+fn synchronous_steps_run_the_worker_on_the_callers_cpu_and_split_steps_release_it() {
+    let mut env = BridgedEnv::new("InvertedPendulum-v5", &BridgeConfig::default()).unwrap();
+    let mine = caller_cpus();
+    let initial = env.worker_cpus().unwrap();
+    assert_eq!(
+        initial, mine,
+        "the worker inherits the spawning thread's CPUs"
+    );
+    let mut o = [0.0f32; 4];
+    env.reset(Some(3), &mut o).unwrap();
+    for _ in 0..5 {
+        env.step(&[0.1], &mut o).unwrap();
+        // The caller's own mask is restored after every call...
+        assert_eq!(caller_cpus(), mine);
+        // ...and the worker stays pinned to one of the caller's CPUs.
+        let pinned = env.worker_cpus().unwrap();
+        assert_eq!(pinned.len(), 1, "worker CPUs {pinned:?}");
+        assert!(mine.contains(&pinned[0]));
+    }
+    // Split steps (how a VecEnv runs copies concurrently) give the CPUs back.
+    assert!(env.step_start(&[0.1]).unwrap());
+    assert_eq!(env.worker_cpus().unwrap(), initial);
+    env.step_wait(&mut o).unwrap();
+
+    // Switched off: the worker keeps the CPUs it started with.
+    let cfg = BridgeConfig {
+        co_locate: false,
+        ..BridgeConfig::default()
+    };
+    let mut free = BridgedEnv::new("InvertedPendulum-v5", &cfg).unwrap();
+    free.reset(Some(3), &mut o).unwrap();
+    free.step(&[0.1], &mut o).unwrap();
+    assert_eq!(free.worker_cpus().unwrap(), initial);
+}

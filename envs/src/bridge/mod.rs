@@ -16,6 +16,15 @@
 //!   worker that dies or does not answer yields an error naming the env id and the tail
 //!   of the worker's stderr, and a timed-out worker is killed. An unknown id yields
 //!   [`EnvError::UnknownId`] with Gymnasium's own message.
+//! - Co-location: a synchronous call (`reset`, `step`, ...) waits for the worker while
+//!   the calling thread sleeps, so the worker runs on the caller's CPU: before each such
+//!   call the worker's main thread is pinned to the CPU the caller is on (one
+//!   `sched_setaffinity` when that CPU changes). Waking a process on another, idle
+//!   CPU costs tens of microseconds on virtual machines (an inter-processor interrupt
+//!   and a halted vCPU), more than a MuJoCo step; on the same CPU the hand-over is a
+//!   context switch. Split steps (`step_start`/`step_wait`, used by
+//!   [`crate::VecEnv`] so copies run concurrently) release the pin. Turned off with
+//!   [`BridgeConfig::co_locate`].
 //! - Clean-up: dropping a [`BridgedEnv`] kills and reaps its worker. If the Rust process
 //!   dies (SIGINT, SIGTERM, a panic that aborts), the worker sees its stdin close or its
 //!   parent change and exits within half a second. (`PR_SET_PDEATHSIG` is not used: it
@@ -36,6 +45,9 @@ use crate::{BoxSpace, Env, EnvError, StepOutcome};
 /// The worker script, run with `python -c`.
 pub const WORKER_SCRIPT: &str = include_str!("worker.py");
 
+/// Bytes asked for per `read` of the worker's answers.
+const READ_CHUNK: usize = 4096;
+
 /// How much of the worker's stderr is kept for error messages.
 const STDERR_TAIL_BYTES: usize = 4096;
 
@@ -50,6 +62,8 @@ pub struct BridgeConfig {
     pub startup_timeout: Duration,
     /// Limit for one `reset` or `step` answer.
     pub step_timeout: Duration,
+    /// Pin the worker to the caller's CPU during synchronous calls (module docs).
+    pub co_locate: bool,
 }
 
 impl Default for BridgeConfig {
@@ -59,6 +73,7 @@ impl Default for BridgeConfig {
             make_kwargs: serde_json::Value::Object(Default::default()),
             startup_timeout: Duration::from_secs(120),
             step_timeout: Duration::from_secs(30),
+            co_locate: true,
         }
     }
 }
@@ -171,8 +186,12 @@ pub struct BridgedEnv {
     step_timeout: Duration,
     /// Outgoing request, reused.
     wbuf: Vec<u8>,
-    /// Incoming frame, reused.
+    /// Incoming frame (without its length prefix), reused.
     rbuf: Vec<u8>,
+    /// Bytes read from the worker's stdout and not yet handed out as a frame.
+    inbuf: Vec<u8>,
+    /// Pinning of the worker to the caller's CPU (see the module docs).
+    affinity: Affinity,
     /// A step request was sent and its answer not yet read.
     pending: bool,
     /// The worker failed; every call errors.
@@ -205,6 +224,7 @@ impl PendingWorker {
                 id: id.to_string(),
                 message: format!("cannot start Python `{}`: {e}", python.display()),
             })?;
+        let child_pid = child.id();
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr_pipe = child.stderr.take().expect("piped stderr");
@@ -242,6 +262,8 @@ impl PendingWorker {
                 step_timeout: cfg.step_timeout,
                 wbuf: Vec::with_capacity(256),
                 rbuf: Vec::with_capacity(1024),
+                inbuf: Vec::with_capacity(READ_CHUNK),
+                affinity: Affinity::new(child_pid, cfg.co_locate),
                 pending: false,
                 broken: None,
             },
@@ -364,13 +386,21 @@ impl BridgedEnv {
         Ok(())
     }
 
-    /// Reads one response frame (without its length prefix) into `rbuf`.
+    /// Reads one response frame (without its length prefix) into `rbuf`. Reads take
+    /// whatever the pipe holds (the worker writes a frame with one `write`), so an
+    /// answer usually costs one `poll` and one `read`.
     fn read_frame(&mut self, operation: &'static str, timeout: Duration) -> Result<(), EnvError> {
         let deadline = Instant::now() + timeout;
-        let mut len_buf = [0u8; 4];
-        let mut have = 0usize;
-        let mut want: Option<usize> = None;
         loop {
+            if let Some(len) = self.inbuf.get(..4) {
+                let total = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+                if self.inbuf.len() >= 4 + total {
+                    self.rbuf.clear();
+                    self.rbuf.extend_from_slice(&self.inbuf[4..4 + total]);
+                    self.inbuf.drain(..4 + total);
+                    return Ok(());
+                }
+            }
             // Wait for data, bounded by the deadline.
             let left = deadline.saturating_duration_since(Instant::now());
             let mut pfd = libc::pollfd {
@@ -404,30 +434,15 @@ impl BridgedEnv {
                 };
                 return Err(self.fail(err));
             }
-            let n = match want {
-                None => self.stdout.read(&mut len_buf[have..]),
-                Some(total) => self.stdout.read(&mut self.rbuf[have..total]),
-            };
-            let n = match n {
+            let have = self.inbuf.len();
+            self.inbuf.resize(have + READ_CHUNK, 0);
+            let n = self.stdout.read(&mut self.inbuf[have..]);
+            self.inbuf.truncate(have + *n.as_ref().unwrap_or(&0));
+            match n {
                 Ok(0) => return Err(self.died(operation)),
-                Ok(n) => n,
+                Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => return Err(self.died(operation)),
-            };
-            have += n;
-            match want {
-                None if have == 4 => {
-                    let total = u32::from_le_bytes(len_buf) as usize;
-                    self.rbuf.clear();
-                    self.rbuf.resize(total, 0);
-                    want = Some(total);
-                    have = 0;
-                    if total == 0 {
-                        return Ok(());
-                    }
-                }
-                Some(total) if have == total => return Ok(()),
-                _ => {}
             }
         }
     }
@@ -502,6 +517,7 @@ impl Env for BridgedEnv {
         if self.pending {
             self.step_wait_raw()?;
         }
+        let _hold = self.affinity.follow_caller();
         self.begin_request();
         self.wbuf.push(u8::from(seed.is_some()));
         self.wbuf
@@ -512,8 +528,10 @@ impl Env for BridgedEnv {
     }
 
     fn step(&mut self, action: &[f32], obs: &mut [f32]) -> Result<StepOutcome, EnvError> {
-        self.step_start(action)?;
-        self.step_wait(obs)
+        let hold = self.affinity.follow_caller();
+        let r = self.send_step(action).and_then(|_| self.step_wait(obs));
+        drop(hold);
+        r
     }
 
     fn reset_to_state(&mut self, state: &[f64], obs: &mut [f32]) -> Result<(), EnvError> {
@@ -528,6 +546,7 @@ impl Env for BridgedEnv {
         if self.pending {
             self.step_wait_raw()?;
         }
+        let _hold = self.affinity.follow_caller();
         self.begin_request();
         for v in state {
             self.wbuf.extend_from_slice(&v.to_le_bytes());
@@ -542,6 +561,7 @@ impl Env for BridgedEnv {
         if self.pending {
             self.step_wait_raw()?;
         }
+        let _hold = self.affinity.follow_caller();
         self.begin_request();
         self.send(b'G', "state")?;
         self.read_answer("state")?;
@@ -565,20 +585,9 @@ impl Env for BridgedEnv {
     }
 
     fn step_start(&mut self, action: &[f32]) -> Result<bool, EnvError> {
-        self.check_usable()?;
-        self.act_space.check_action(&self.id, action)?;
-        if self.pending {
-            return Err(EnvError::Bridge {
-                id: self.id.clone(),
-                message: "step_start while a step is pending".into(),
-            });
-        }
-        self.begin_request();
-        for v in action {
-            self.wbuf.extend_from_slice(&v.to_le_bytes());
-        }
-        self.send(b'S', "step")?;
-        self.pending = true;
+        self.send_step(action)?;
+        // Copies stepped concurrently must be free to run on any CPU.
+        self.affinity.release();
         Ok(true)
     }
 
@@ -598,6 +607,30 @@ impl Env for BridgedEnv {
 }
 
 impl BridgedEnv {
+    /// Validates the action and sends the step request.
+    fn send_step(&mut self, action: &[f32]) -> Result<(), EnvError> {
+        self.check_usable()?;
+        self.act_space.check_action(&self.id, action)?;
+        if self.pending {
+            return Err(EnvError::Bridge {
+                id: self.id.clone(),
+                message: "step_start while a step is pending".into(),
+            });
+        }
+        self.begin_request();
+        for v in action {
+            self.wbuf.extend_from_slice(&v.to_le_bytes());
+        }
+        self.send(b'S', "step")?;
+        self.pending = true;
+        Ok(())
+    }
+
+    /// The CPUs the worker's main thread may run on now (None: unknown).
+    pub fn worker_cpus(&self) -> Option<Vec<usize>> {
+        cpus_of(self.child.id() as libc::pid_t)
+    }
+
     /// Reads a pending step's answer; the observation stays in `rbuf` at offset 11.
     fn step_wait_raw(&mut self) -> Result<StepOutcome, EnvError> {
         self.pending = false;
@@ -622,5 +655,121 @@ impl Drop for BridgedEnv {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The CPUs thread `tid` may run on (0: the calling thread).
+fn cpus_of(tid: libc::pid_t) -> Option<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain bits; the kernel writes at most its size.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let r =
+        unsafe { libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    (r == 0).then(|| {
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .collect()
+    })
+}
+
+/// Keeps the calling thread on its CPU while it waits for the worker (else the
+/// scheduler wakes it on the other, idle CPU); restores its mask when dropped.
+struct CallerPin {
+    saved: libc::cpu_set_t,
+}
+
+impl CallerPin {
+    fn new(one: &libc::cpu_set_t) -> Option<Self> {
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: as in `cpus_of`.
+        let mut saved: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        unsafe {
+            (libc::sched_getaffinity(0, size, &mut saved) == 0
+                && libc::sched_setaffinity(0, size, one) == 0)
+                .then_some(Self { saved })
+        }
+    }
+}
+
+impl Drop for CallerPin {
+    fn drop(&mut self) {
+        // SAFETY: as in `cpus_of`.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.saved) };
+    }
+}
+
+/// Pins a worker's main thread to the CPU of the thread that waits for it.
+struct Affinity {
+    pid: libc::pid_t,
+    enabled: bool,
+    /// The CPU the worker is pinned to, if it is.
+    pinned: Option<usize>,
+    /// The worker's mask at start (inherited from the spawning thread), restored on
+    /// release.
+    initial: Option<libc::cpu_set_t>,
+}
+
+impl Affinity {
+    fn new(pid: u32, enabled: bool) -> Self {
+        let pid = pid as libc::pid_t;
+        // SAFETY: as in `cpus_of`.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let ok = unsafe {
+            libc::sched_getaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &mut set)
+        } == 0;
+        Self {
+            pid,
+            enabled: enabled && ok,
+            pinned: None,
+            initial: ok.then_some(set),
+        }
+    }
+
+    /// Pins the worker to the calling thread's current CPU (a syscall only when that
+    /// CPU changed). Failure (a CPU outside the worker's allowed set, a sandbox that
+    /// forbids it) turns co-location off for this worker; it is only a speed-up.
+    fn follow_caller(&mut self) -> Option<CallerPin> {
+        if !self.enabled {
+            return None;
+        }
+        // SAFETY: no arguments; returns -1 on failure.
+        let cpu = unsafe { libc::sched_getcpu() };
+        if cpu < 0 || cpu as usize >= libc::CPU_SETSIZE as usize {
+            return None;
+        }
+        let cpu = cpu as usize;
+        // SAFETY: as in `cpus_of`; CPU_SET stays inside the set for cpu < CPU_SETSIZE.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+        let hold = CallerPin::new(&set);
+        if self.pinned == Some(cpu) {
+            return hold;
+        }
+        let r = unsafe {
+            libc::sched_setaffinity(self.pid, std::mem::size_of::<libc::cpu_set_t>(), &set)
+        };
+        if r == 0 {
+            self.pinned = Some(cpu);
+        } else {
+            tracing::debug!(
+                pid = self.pid,
+                cpu,
+                "cannot pin the bridge worker; co-location off"
+            );
+            self.release();
+            self.enabled = false;
+        }
+        hold
+    }
+
+    /// Gives the worker back the CPUs it started with.
+    fn release(&mut self) {
+        if self.pinned.take().is_some() {
+            if let Some(set) = &self.initial {
+                // SAFETY: as in `cpus_of`.
+                unsafe {
+                    libc::sched_setaffinity(self.pid, std::mem::size_of::<libc::cpu_set_t>(), set)
+                };
+            }
+        }
     }
 }
