@@ -43,6 +43,8 @@ pub(crate) trait Store:
     /// The scalar as libtorch applies it to a tensor of this type.
     fn of_scalar(x: f64) -> Self;
     fn fma(a: Self, b: Self, c: Self) -> Self;
+    /// The correctly rounded square root (IEEE 754), as libtorch's `sqrt`.
+    fn sqrt(self) -> Self;
     /// `dst = cast(src as Self)` (the conversion is exact for both types).
     fn cast_f32(
         src: &[f32],
@@ -66,6 +68,10 @@ impl Store for f64 {
     #[inline(always)]
     fn fma(a: f64, b: f64, c: f64) -> f64 {
         a.mul_add(b, c)
+    }
+    #[inline(always)]
+    fn sqrt(self) -> f64 {
+        f64::sqrt(self)
     }
     #[inline(always)]
     fn cast_f32(
@@ -92,6 +98,10 @@ impl Store for f32 {
     #[inline(always)]
     fn fma(a: f32, b: f32, c: f32) -> f32 {
         a.mul_add(b, c)
+    }
+    #[inline(always)]
+    fn sqrt(self) -> f32 {
+        f32::sqrt(self)
     }
     #[inline(always)]
     fn cast_f32(
@@ -368,15 +378,15 @@ impl<'a> Segment<'a> {
 }
 
 /// Fused Adam, phase 1 over every segment: `m = cast_opt(lerp(m, g, 1 - beta1))` and
-/// `v = lerp(s^2, g^2, 1 - beta2)` into `v` (its square root is libtorch's, taken by
-/// the caller between the phases). Both weights must be below 0.5.
+/// `sqrt_v = sqrt(lerp(s^2, g^2, 1 - beta2))` (IEEE's correctly rounded root, the
+/// value libtorch's `sqrt_` gives the unfused step). Both weights must be below 0.5.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn adam_moments<T: Store>(
     segs: &mut [Segment<'_>],
     g: &[T],
     m: &mut [T],
     s: &[T],
-    v: &mut [T],
+    sqrt_v: &mut [T],
     (w1, w2): (f64, f64),
     source: &mut StochasticSource,
     opt_class: usize,
@@ -402,8 +412,8 @@ pub(crate) fn adam_moments<T: Store>(
                     },
                     |_, _| {},
                 );
-                for ((o, &sv), &gv) in v[r.clone()].iter_mut().zip(&s[r]).zip(g) {
-                    *o = lerp_small(sv * sv, gv * gv, w2);
+                for ((o, &sv), &gv) in sqrt_v[r.clone()].iter_mut().zip(&s[r]).zip(g) {
+                    *o = Store::sqrt(lerp_small(sv * sv, gv * gv, w2));
                 }
             }
         },
