@@ -19,7 +19,9 @@
 //! - Co-location: a synchronous call (`reset`, `step`, ...) waits for the worker while
 //!   the calling thread sleeps, so the worker runs on the caller's CPU: before each such
 //!   call the worker's main thread is pinned to the CPU the caller is on (one
-//!   `sched_setaffinity` when that CPU changes). Waking a process on another, idle
+//!   `sched_setaffinity` when that CPU changes), and the calling thread is held on that
+//!   CPU until the answer is in (its own mask restored afterwards; else the scheduler
+//!   wakes it on the idle CPU). Waking a process on another, idle
 //!   CPU costs tens of microseconds on virtual machines (an inter-processor interrupt
 //!   and a halted vCPU), more than a MuJoCo step; on the same CPU the hand-over is a
 //!   context switch. Split steps (`step_start`/`step_wait`, used by
