@@ -336,6 +336,8 @@ impl BridgedEnv {
     }
 
     fn fail(&mut self, err: EnvError) -> EnvError {
+        // The worker may be reaped already: never touch its pid again.
+        self.affinity.disable();
         self.broken = Some(err.to_string());
         self.pending = false;
         err
@@ -660,17 +662,30 @@ impl Drop for BridgedEnv {
     }
 }
 
-/// The CPUs thread `tid` may run on (0: the calling thread).
-fn cpus_of(tid: libc::pid_t) -> Option<Vec<usize>> {
+/// The affinity mask of thread `tid` (0: the calling thread).
+fn mask_of(tid: libc::pid_t) -> Option<libc::cpu_set_t> {
     // SAFETY: cpu_set_t is plain bits; the kernel writes at most its size.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     let r =
         unsafe { libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    (r == 0).then(|| {
+    (r == 0).then_some(set)
+}
+
+/// Sets the affinity mask of thread `tid` (0: the calling thread); false on failure.
+fn set_mask(tid: libc::pid_t, set: &libc::cpu_set_t) -> bool {
+    // SAFETY: the kernel reads at most the set's size.
+    unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), set) == 0 }
+}
+
+/// The CPUs thread `tid` may run on (0: the calling thread).
+fn cpus_of(tid: libc::pid_t) -> Option<Vec<usize>> {
+    let set = mask_of(tid)?;
+    Some(
         (0..libc::CPU_SETSIZE as usize)
+            // SAFETY: c < CPU_SETSIZE, inside the set.
             .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-            .collect()
-    })
+            .collect(),
+    )
 }
 
 /// Keeps the calling thread on its CPU while it waits for the worker (else the
@@ -681,21 +696,14 @@ struct CallerPin {
 
 impl CallerPin {
     fn new(one: &libc::cpu_set_t) -> Option<Self> {
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        // SAFETY: as in `cpus_of`.
-        let mut saved: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        unsafe {
-            (libc::sched_getaffinity(0, size, &mut saved) == 0
-                && libc::sched_setaffinity(0, size, one) == 0)
-                .then_some(Self { saved })
-        }
+        let saved = mask_of(0)?;
+        set_mask(0, one).then_some(Self { saved })
     }
 }
 
 impl Drop for CallerPin {
     fn drop(&mut self) {
-        // SAFETY: as in `cpus_of`.
-        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.saved) };
+        set_mask(0, &self.saved);
     }
 }
 
@@ -713,22 +721,19 @@ struct Affinity {
 impl Affinity {
     fn new(pid: u32, enabled: bool) -> Self {
         let pid = pid as libc::pid_t;
-        // SAFETY: as in `cpus_of`.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        let ok = unsafe {
-            libc::sched_getaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &mut set)
-        } == 0;
+        let initial = mask_of(pid);
         Self {
             pid,
-            enabled: enabled && ok,
+            enabled: enabled && initial.is_some(),
             pinned: None,
-            initial: ok.then_some(set),
+            initial,
         }
     }
 
     /// Pins the worker to the calling thread's current CPU (a syscall only when that
-    /// CPU changed). Failure (a CPU outside the worker's allowed set, a sandbox that
-    /// forbids it) turns co-location off for this worker; it is only a speed-up.
+    /// CPU changed) and holds the caller there. Failure (a CPU outside the worker's
+    /// allowed set, a sandbox that forbids it) turns co-location off for this worker;
+    /// it is only a speed-up.
     fn follow_caller(&mut self) -> Option<CallerPin> {
         if !self.enabled {
             return None;
@@ -739,39 +744,37 @@ impl Affinity {
             return None;
         }
         let cpu = cpu as usize;
-        // SAFETY: as in `cpus_of`; CPU_SET stays inside the set for cpu < CPU_SETSIZE.
+        // SAFETY: cpu_set_t is plain bits; CPU_SET stays inside it for cpu < CPU_SETSIZE.
         let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
         unsafe { libc::CPU_SET(cpu, &mut set) };
-        let hold = CallerPin::new(&set);
-        if self.pinned == Some(cpu) {
-            return hold;
-        }
-        let r = unsafe {
-            libc::sched_setaffinity(self.pid, std::mem::size_of::<libc::cpu_set_t>(), &set)
-        };
-        if r == 0 {
+        if self.pinned != Some(cpu) {
+            if !set_mask(self.pid, &set) {
+                tracing::debug!(
+                    pid = self.pid,
+                    cpu,
+                    "cannot pin the bridge worker; co-location off"
+                );
+                self.disable();
+                return None;
+            }
             self.pinned = Some(cpu);
-        } else {
-            tracing::debug!(
-                pid = self.pid,
-                cpu,
-                "cannot pin the bridge worker; co-location off"
-            );
-            self.release();
-            self.enabled = false;
         }
-        hold
+        CallerPin::new(&set)
     }
 
     /// Gives the worker back the CPUs it started with.
     fn release(&mut self) {
         if self.pinned.take().is_some() {
             if let Some(set) = &self.initial {
-                // SAFETY: as in `cpus_of`.
-                unsafe {
-                    libc::sched_setaffinity(self.pid, std::mem::size_of::<libc::cpu_set_t>(), set)
-                };
+                set_mask(self.pid, set);
             }
         }
+    }
+
+    /// No more pinning, and no more calls on the pid: after a failure, when the worker
+    /// may be reaped already (its pid could then belong to another process).
+    fn disable(&mut self) {
+        self.enabled = false;
+        self.pinned = None;
     }
 }
