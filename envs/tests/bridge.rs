@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use envs::bridge::{self, BridgeConfig, BridgedEnv};
+use envs::bridge::{self, BridgeConfig, BridgedEnv, Wait};
 use envs::reference::{self, DEFAULT_TOLERANCE};
 use envs::{make, Env, EnvError, VecEnv};
 
@@ -225,7 +225,11 @@ fn caller_cpus() -> Vec<usize> {
 
 #[test]
 fn synchronous_steps_run_the_worker_on_the_callers_cpu_and_split_steps_release_it() {
-    let mut env = BridgedEnv::new("InvertedPendulum-v5", &BridgeConfig::default()).unwrap();
+    let blocking = BridgeConfig {
+        wait: Wait::Block,
+        ..BridgeConfig::default()
+    };
+    let mut env = BridgedEnv::new("InvertedPendulum-v5", &blocking).unwrap();
     let mine = caller_cpus();
     let initial = env.worker_cpus().unwrap();
     assert_eq!(
@@ -251,10 +255,63 @@ fn synchronous_steps_run_the_worker_on_the_callers_cpu_and_split_steps_release_i
     // Switched off: the worker keeps the CPUs it started with.
     let cfg = BridgeConfig {
         co_locate: false,
-        ..BridgeConfig::default()
+        ..blocking
     };
     let mut free = BridgedEnv::new("InvertedPendulum-v5", &cfg).unwrap();
     free.reset(Some(3), &mut o).unwrap();
     free.step(&[0.1], &mut o).unwrap();
     assert_eq!(free.worker_cpus().unwrap(), initial);
+}
+
+/// Steps `env` with `actions` from seed 5, sleeping `pause` between steps; returns the
+/// observations and rewards as bits and how many answers were spun for.
+fn stepped(env: &mut BridgedEnv, actions: &[f32], pause: Duration) -> (Vec<u64>, usize) {
+    let mut o = [0.0f32; 4];
+    env.reset(Some(5), &mut o).unwrap();
+    let (mut bits, mut spun) = (Vec::new(), 0);
+    for a in actions {
+        std::thread::sleep(pause);
+        let out = env.step(&[*a], &mut o).unwrap();
+        bits.extend(o.iter().map(|v| u64::from(v.to_bits())));
+        bits.push(out.reward.to_bits());
+        spun += usize::from(env.spun_for_last_answer());
+        if out.done() {
+            env.reset(None, &mut o).unwrap();
+        }
+    }
+    (bits, spun)
+}
+
+#[test]
+fn tight_loops_spin_slow_loops_sleep_co_located_and_both_give_the_same_steps() {
+    let actions: Vec<f32> = (0..60)
+        .map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5)
+        .collect();
+    let cfg = |wait| BridgeConfig {
+        wait,
+        ..BridgeConfig::default()
+    };
+    let mut spinning = BridgedEnv::new("InvertedPendulum-v5", &cfg(Wait::Spin)).unwrap();
+    let mut blocking = BridgedEnv::new("InvertedPendulum-v5", &cfg(Wait::Block)).unwrap();
+    let initial = spinning.worker_cpus().unwrap();
+
+    let (tight, spun) = stepped(&mut spinning, &actions, Duration::ZERO);
+    let (reference, never) = stepped(&mut blocking, &actions, Duration::ZERO);
+    assert_eq!(tight, reference, "spinning changes nothing but the waiting");
+    assert_eq!(never, 0, "Wait::Block never spins");
+    // The first steps after reset set the rhythm; a preempted gap may skip a few more.
+    assert!(spun >= actions.len() / 2, "spun for {spun} of 60 answers");
+    if spinning.spun_for_last_answer() {
+        assert_eq!(
+            spinning.worker_cpus().unwrap(),
+            initial,
+            "a spinning worker is not pinned to the caller's CPU"
+        );
+    }
+
+    // A step every 2 ms (a gradient update between steps): no spinning, co-located.
+    let (slow, spun) = stepped(&mut spinning, &actions[..10], Duration::from_millis(2));
+    assert_eq!(slow[..], reference[..slow.len()]);
+    assert_eq!(spun, 0, "a slow loop does not spin");
+    assert_eq!(spinning.worker_cpus().unwrap().len(), 1, "co-located");
 }

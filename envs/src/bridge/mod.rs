@@ -27,6 +27,18 @@
 //!   context switch. Split steps (`step_start`/`step_wait`, used by
 //!   [`crate::VecEnv`] so copies run concurrently) release the pin. Turned off with
 //!   [`BridgeConfig::co_locate`].
+//! - Spin waits ([`Wait`], `FIXAR_BRIDGE_WAIT=auto|spin|block`): in a tight loop of
+//!   synchronous calls (each request sent within [`SHORT_GAP`] of the last answer, as
+//!   when stepping an env with a cheap policy) caller and worker spin instead of
+//!   sleeping: the worker, asked by a flag on the request, polls stdin for up to
+//!   [`WORKER_SPIN`] after answering, and the caller, once the worker is known to be
+//!   polling, retries its non-blocking pipe end for up to [`CALLER_SPIN`] before it
+//!   sleeps in `poll`. Request and answer are then picked up by running processes on
+//!   two CPUs, and nobody is woken. With `auto` (the default) an env spins only while
+//!   every env of the process in such a loop can have two CPUs (else spinning
+//!   processes keep the woken ones waiting: several seeds evaluating at once on two
+//!   CPUs). A loop with long gaps (a gradient update per step) does not spin, nor do
+//!   split steps; those sleep, co-located as above.
 //! - Clean-up: dropping a [`BridgedEnv`] kills and reaps its worker. If the Rust process
 //!   dies (SIGINT, SIGTERM, a panic that aborts), the worker sees its stdin close or its
 //!   parent change and exits within half a second. (`PR_SET_PDEATHSIG` is not used: it
@@ -37,7 +49,8 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -53,6 +66,31 @@ const READ_CHUNK: usize = 4096;
 /// How much of the worker's stderr is kept for error messages.
 const STDERR_TAIL_BYTES: usize = 4096;
 
+/// How long the caller spins on the worker's pipe before it sleeps in `poll` (module
+/// docs). Covers the step time of the MuJoCo tasks (tens of microseconds); longer steps
+/// fall back to sleeping.
+pub const CALLER_SPIN: Duration = Duration::from_millis(2);
+
+/// How long a worker spins on its stdin after answering a synchronous request.
+pub const WORKER_SPIN: Duration = Duration::from_micros(200);
+
+/// A request sent within this time of the last answer counts as a tight loop (half of
+/// [`WORKER_SPIN`], so a worker asked to spin is still spinning when it arrives).
+pub const SHORT_GAP: Duration = Duration::from_micros(100);
+
+/// How a synchronous call waits for its answer (module docs: "Spin waits").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Wait {
+    /// Spin in a tight loop of calls while every bridged env of the process that is in
+    /// one can have two CPUs to itself (caller and worker); else sleep.
+    #[default]
+    Auto,
+    /// Spin in a tight loop of calls regardless of the CPUs.
+    Spin,
+    /// Always sleep in `poll`/`read` (co-located if [`BridgeConfig::co_locate`]).
+    Block,
+}
+
 /// How bridged envs are started and how long answers may take.
 #[derive(Clone, Debug)]
 pub struct BridgeConfig {
@@ -64,18 +102,42 @@ pub struct BridgeConfig {
     pub startup_timeout: Duration,
     /// Limit for one `reset` or `step` answer.
     pub step_timeout: Duration,
-    /// Pin the worker to the caller's CPU during synchronous calls (module docs).
+    /// Pin the worker to the caller's CPU during synchronous calls that block (module
+    /// docs); not used while spinning.
     pub co_locate: bool,
+    /// How synchronous calls wait (module docs).
+    pub wait: Wait,
+}
+
+impl Wait {
+    /// `FIXAR_BRIDGE_WAIT` (`auto`, `spin` or `block`); unset or empty: `auto`.
+    pub fn from_env() -> Result<Self, String> {
+        match std::env::var("FIXAR_BRIDGE_WAIT").as_deref() {
+            Err(_) | Ok("") | Ok("auto") => Ok(Wait::Auto),
+            Ok("spin") => Ok(Wait::Spin),
+            Ok("block") => Ok(Wait::Block),
+            Ok(other) => Err(format!(
+                "FIXAR_BRIDGE_WAIT={other:?}: expected `auto`, `spin` or `block`"
+            )),
+        }
+    }
 }
 
 impl Default for BridgeConfig {
+    /// Defaults; `wait` from [`Wait::from_env`] (a bad value is logged as a warning and
+    /// `auto` used).
     fn default() -> Self {
+        let wait = Wait::from_env().unwrap_or_else(|e| {
+            tracing::warn!("{e}; using `auto`");
+            Wait::Auto
+        });
         Self {
             python: None,
             make_kwargs: serde_json::Value::Object(Default::default()),
             startup_timeout: Duration::from_secs(120),
             step_timeout: Duration::from_secs(30),
             co_locate: true,
+            wait,
         }
     }
 }
@@ -194,6 +256,18 @@ pub struct BridgedEnv {
     inbuf: Vec<u8>,
     /// Pinning of the worker to the caller's CPU (see the module docs).
     affinity: Affinity,
+    /// How synchronous calls wait.
+    wait: Wait,
+    /// When the last answer was read.
+    last_answer: Option<Instant>,
+    /// The next request asks the worker to spin after answering (flag 0x80).
+    ask_spin: bool,
+    /// The previous request asked it: the worker is spinning if the gap was short.
+    asked_spin: bool,
+    /// The answer to the request in flight is spun for.
+    spinning: bool,
+    /// Counted among the envs in a tight loop (spinning is allowed while they fit).
+    tight: TightLoop,
     /// A step request was sent and its answer not yet read.
     pending: bool,
     /// The worker failed; every call errors.
@@ -216,6 +290,7 @@ impl PendingWorker {
             .arg(id)
             .arg(cfg.make_kwargs.to_string())
             .arg(std::process::id().to_string())
+            .arg(WORKER_SPIN.as_micros().to_string())
             // MuJoCo writes MUJOCO_LOG.TXT into the working directory on warnings.
             .current_dir(std::env::temp_dir())
             .stdin(Stdio::piped())
@@ -229,6 +304,24 @@ impl PendingWorker {
         let child_pid = child.id();
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
+        // Our end of the answer pipe never blocks: waiting is done in `read_frame`.
+        // SAFETY: fcntl on a descriptor we own.
+        let nonblocking = unsafe {
+            let fd = stdout.as_raw_fd();
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            fl >= 0 && libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) == 0
+        };
+        if !nonblocking {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(EnvError::Bridge {
+                id: id.to_string(),
+                message: format!(
+                    "cannot make the worker's pipe non-blocking: {}",
+                    std::io::Error::last_os_error()
+                ),
+            });
+        }
         let stderr_pipe = child.stderr.take().expect("piped stderr");
         let stderr = Arc::new(StderrTail::default());
         {
@@ -266,6 +359,12 @@ impl PendingWorker {
                 rbuf: Vec::with_capacity(1024),
                 inbuf: Vec::with_capacity(READ_CHUNK),
                 affinity: Affinity::new(child_pid, cfg.co_locate),
+                wait: cfg.wait,
+                last_answer: None,
+                ask_spin: false,
+                asked_spin: false,
+                spinning: false,
+                tight: TightLoop::default(),
                 pending: false,
                 broken: None,
             },
@@ -335,9 +434,15 @@ impl BridgedEnv {
         self.child.id()
     }
 
+    /// Whether the caller spun for the last answer instead of sleeping (see [`Wait`]).
+    pub fn spun_for_last_answer(&self) -> bool {
+        self.spinning
+    }
+
     fn fail(&mut self, err: EnvError) -> EnvError {
         // The worker may be reaped already: never touch its pid again.
         self.affinity.disable();
+        self.tight.mark(false);
         self.broken = Some(err.to_string());
         self.pending = false;
         err
@@ -380,9 +485,47 @@ impl BridgedEnv {
         self.fail(err)
     }
 
-    fn send(&mut self, op: u8, operation: &'static str) -> Result<(), EnvError> {
+    /// Prepares a synchronous call: decides whether to spin (module docs) and, when
+    /// not, co-locates the worker with the caller (the returned pin holds the caller on
+    /// its CPU until dropped).
+    ///
+    /// Spinning pays only in a tight loop of calls, and hurts when the CPUs are busy
+    /// with other work (a spinning process keeps a woken one waiting), so it follows
+    /// the caller's rhythm: the worker is asked to spin after answering only when this
+    /// request came within [`SHORT_GAP`] of the last answer, and the caller spins for
+    /// an answer only when the worker was asked to spin and this is such a request (so
+    /// the worker is awake and polling). Otherwise both sleep, co-located.
+    fn begin_sync(&mut self) -> Option<CallerPin> {
+        let short = self.last_answer.is_some_and(|t| t.elapsed() < SHORT_GAP);
+        let fits = self.tight.mark(short && self.wait != Wait::Block);
+        let ask = short
+            && match self.wait {
+                Wait::Auto => fits,
+                Wait::Spin => true,
+                Wait::Block => false,
+            };
+        self.ask_spin = ask;
+        self.spinning = ask && self.asked_spin;
+        if self.ask_spin {
+            // A spinning worker must not share the caller's CPU.
+            self.affinity.release();
+            None
+        } else {
+            self.affinity.follow_caller()
+        }
+    }
+
+    /// Sends the request in `wbuf`; `sync` as prepared by [`Self::begin_sync`], else a
+    /// split step that neither side spins for.
+    fn send(&mut self, op: u8, operation: &'static str, sync: bool) -> Result<(), EnvError> {
+        if !sync {
+            self.ask_spin = false;
+            self.spinning = false;
+            self.tight.mark(false);
+        }
+        self.asked_spin = self.ask_spin;
         let len = (self.wbuf.len() - 5) as u32;
-        self.wbuf[0] = op;
+        self.wbuf[0] = if self.ask_spin { op | 0x80 } else { op };
         self.wbuf[1..5].copy_from_slice(&len.to_le_bytes());
         if self.stdin.write_all(&self.wbuf).is_err() {
             return Err(self.died(operation));
@@ -392,9 +535,17 @@ impl BridgedEnv {
 
     /// Reads one response frame (without its length prefix) into `rbuf`. Reads take
     /// whatever the pipe holds (the worker writes a frame with one `write`), so an
-    /// answer usually costs one `poll` and one `read`.
+    /// answer usually costs one `read`. The pipe is non-blocking: an empty pipe is
+    /// retried for up to [`CALLER_SPIN`] when spinning, then waited for in `poll`.
     fn read_frame(&mut self, operation: &'static str, timeout: Duration) -> Result<(), EnvError> {
-        let deadline = Instant::now() + timeout;
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let spin_until = start
+            + if self.spinning {
+                CALLER_SPIN
+            } else {
+                Duration::ZERO
+            };
         loop {
             if let Some(len) = self.inbuf.get(..4) {
                 let total = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
@@ -402,11 +553,28 @@ impl BridgedEnv {
                     self.rbuf.clear();
                     self.rbuf.extend_from_slice(&self.inbuf[4..4 + total]);
                     self.inbuf.drain(..4 + total);
+                    self.last_answer = Some(Instant::now());
                     return Ok(());
                 }
             }
-            // Wait for data, bounded by the deadline.
-            let left = deadline.saturating_duration_since(Instant::now());
+            let have = self.inbuf.len();
+            self.inbuf.resize(have + READ_CHUNK, 0);
+            let n = self.stdout.read(&mut self.inbuf[have..]);
+            self.inbuf.truncate(have + *n.as_ref().unwrap_or(&0));
+            match n {
+                Ok(0) => return Err(self.died(operation)),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Err(self.died(operation)),
+            }
+            let now = Instant::now();
+            if now < spin_until {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Sleep until data arrives, bounded by the deadline.
+            let left = deadline.saturating_duration_since(now);
             let mut pfd = libc::pollfd {
                 fd: self.stdout.as_raw_fd(),
                 events: libc::POLLIN,
@@ -437,16 +605,6 @@ impl BridgedEnv {
                     stderr_tail: self.stderr.get(),
                 };
                 return Err(self.fail(err));
-            }
-            let have = self.inbuf.len();
-            self.inbuf.resize(have + READ_CHUNK, 0);
-            let n = self.stdout.read(&mut self.inbuf[have..]);
-            self.inbuf.truncate(have + *n.as_ref().unwrap_or(&0));
-            match n {
-                Ok(0) => return Err(self.died(operation)),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => return Err(self.died(operation)),
             }
         }
     }
@@ -521,19 +679,21 @@ impl Env for BridgedEnv {
         if self.pending {
             self.step_wait_raw()?;
         }
-        let _hold = self.affinity.follow_caller();
+        let _hold = self.begin_sync();
         self.begin_request();
         self.wbuf.push(u8::from(seed.is_some()));
         self.wbuf
             .extend_from_slice(&seed.unwrap_or(0).to_le_bytes());
-        self.send(b'R', "reset")?;
+        self.send(b'R', "reset", true)?;
         self.read_answer("reset")?;
         self.take_obs(1, obs)
     }
 
     fn step(&mut self, action: &[f32], obs: &mut [f32]) -> Result<StepOutcome, EnvError> {
-        let hold = self.affinity.follow_caller();
-        let r = self.send_step(action).and_then(|_| self.step_wait(obs));
+        let hold = self.begin_sync();
+        let r = self
+            .send_step(action, true)
+            .and_then(|_| self.step_wait(obs));
         drop(hold);
         r
     }
@@ -550,12 +710,12 @@ impl Env for BridgedEnv {
         if self.pending {
             self.step_wait_raw()?;
         }
-        let _hold = self.affinity.follow_caller();
+        let _hold = self.begin_sync();
         self.begin_request();
         for v in state {
             self.wbuf.extend_from_slice(&v.to_le_bytes());
         }
-        self.send(b'T', "reset_to_state")?;
+        self.send(b'T', "reset_to_state", true)?;
         self.read_answer("reset_to_state")?;
         self.take_obs(1, obs)
     }
@@ -565,9 +725,9 @@ impl Env for BridgedEnv {
         if self.pending {
             self.step_wait_raw()?;
         }
-        let _hold = self.affinity.follow_caller();
+        let _hold = self.begin_sync();
         self.begin_request();
-        self.send(b'G', "state")?;
+        self.send(b'G', "state", true)?;
         self.read_answer("state")?;
         let body = &self.rbuf[1..];
         let n = body
@@ -589,7 +749,7 @@ impl Env for BridgedEnv {
     }
 
     fn step_start(&mut self, action: &[f32]) -> Result<bool, EnvError> {
-        self.send_step(action)?;
+        self.send_step(action, false)?;
         // Copies stepped concurrently must be free to run on any CPU.
         self.affinity.release();
         Ok(true)
@@ -611,8 +771,8 @@ impl Env for BridgedEnv {
 }
 
 impl BridgedEnv {
-    /// Validates the action and sends the step request.
-    fn send_step(&mut self, action: &[f32]) -> Result<(), EnvError> {
+    /// Validates the action and sends the step request (`sync`: see [`Self::send`]).
+    fn send_step(&mut self, action: &[f32], sync: bool) -> Result<(), EnvError> {
         self.check_usable()?;
         self.act_space.check_action(&self.id, action)?;
         if self.pending {
@@ -625,7 +785,7 @@ impl BridgedEnv {
         for v in action {
             self.wbuf.extend_from_slice(&v.to_le_bytes());
         }
-        self.send(b'S', "step")?;
+        self.send(b'S', "step", sync)?;
         self.pending = true;
         Ok(())
     }
@@ -659,6 +819,58 @@ impl Drop for BridgedEnv {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Bridged envs of this process in a tight loop of synchronous calls now.
+static TIGHT_ENVS: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether this env counts as being in a tight loop of calls. Spinning is allowed while
+/// every env in such a loop can have two CPUs (its caller's and its worker's): with
+/// more, spinning processes would keep woken ones waiting (several seeds evaluating at
+/// once on two CPUs, say), and everybody sleeps instead.
+struct TightLoop {
+    /// The process-wide count ([`TIGHT_ENVS`]; tests use their own).
+    envs: &'static AtomicUsize,
+    cpus: usize,
+    counted: bool,
+}
+
+impl Default for TightLoop {
+    fn default() -> Self {
+        static CPUS: OnceLock<usize> = OnceLock::new();
+        let cpus =
+            *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        Self {
+            envs: &TIGHT_ENVS,
+            cpus,
+            counted: false,
+        }
+    }
+}
+
+impl TightLoop {
+    /// Marks this env as in a tight loop (or not); true when it may spin.
+    fn mark(&mut self, tight: bool) -> bool {
+        if !tight {
+            if std::mem::take(&mut self.counted) {
+                self.envs.fetch_sub(1, Ordering::AcqRel);
+            }
+            return false;
+        }
+        let n = if self.counted {
+            self.envs.load(Ordering::Acquire)
+        } else {
+            self.counted = true;
+            self.envs.fetch_add(1, Ordering::AcqRel) + 1
+        };
+        2 * n <= self.cpus
+    }
+}
+
+impl Drop for TightLoop {
+    fn drop(&mut self) {
+        self.mark(false);
     }
 }
 
@@ -776,5 +988,40 @@ impl Affinity {
     fn disable(&mut self) {
         self.enabled = false;
         self.pinned = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envs_in_tight_loops_spin_only_while_each_has_two_cpus() {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let on = |cpus| TightLoop {
+            envs: &COUNT,
+            cpus,
+            counted: false,
+        };
+        let (mut a, mut b, mut c) = (on(4), on(4), on(4));
+        assert!(a.mark(true));
+        assert!(a.mark(true), "marking again does not count twice");
+        assert!(b.mark(true));
+        assert!(!c.mark(true), "three envs need six CPUs");
+        assert!(!a.mark(true));
+        c.mark(false);
+        assert!(a.mark(true) && b.mark(true));
+        drop(b);
+        assert_eq!(
+            COUNT.load(Ordering::Acquire),
+            1,
+            "a dropped env is uncounted"
+        );
+        let mut one_cpu = on(1);
+        a.mark(false);
+        assert!(!one_cpu.mark(true), "one CPU never spins");
+        drop(one_cpu);
+        assert!(!a.mark(false));
+        assert_eq!(COUNT.load(Ordering::Acquire), 0);
     }
 }

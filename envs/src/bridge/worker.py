@@ -1,9 +1,12 @@
 """fixar's Python Gymnasium worker: one environment per process, driven by the Rust
 bridge (envs/src/bridge/mod.rs) over stdin/stdout.
 
-argv: ENV_ID MAKE_KWARGS_JSON PARENT_PID
+argv: ENV_ID MAKE_KWARGS_JSON PARENT_PID SPIN_MICROSECONDS
 
-Frames, little-endian. Request: u8 op, u32 payload length, payload.
+Frames, little-endian. Request: u8 op, u32 payload length, payload. Bit 0x80 of op
+asks the worker to spin after answering: poll stdin without sleeping for up to
+SPIN_MICROSECONDS before blocking on it (the Rust side spins for the answer meanwhile,
+so neither process has to be woken up).
   b"R" reset:           u8 has_seed, u64 seed
   b"S" step:            float32 action elements
   b"T" reset to state:  float64 state elements
@@ -19,6 +22,7 @@ The worker exits when stdin closes or its parent process goes away.
 
 import json
 import os
+import select
 import struct
 import sys
 import threading
@@ -54,6 +58,7 @@ def bound_list(values):
 
 def main():
     env_id, kwargs_json, parent_pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    spin_s = int(sys.argv[4]) * 1e-6 if len(sys.argv) > 4 else 0.0
     # Frames go out on a private copy of fd 1; fd 1 itself now points at stderr, so a
     # stray print() in a library cannot corrupt the protocol.
     out_fd = os.dup(1)
@@ -119,11 +124,23 @@ def main():
         msg = "".join(traceback.format_exception_only(exc)).strip().encode()
         send(b"\x01" + msg)
 
+    poller = select.poll()
+    poller.register(inp.fileno(), select.POLLIN)
+    ready = poller.poll
+    clock = time.perf_counter
+    spin = False
+
     while True:
+        if spin:
+            until = clock() + spin_s
+            while not ready(0) and clock() < until:
+                pass
         head = inp.read(5)
         if len(head) < 5:
             return
         op, n = HEADER.unpack(head)
+        spin = op & 0x80 and spin_s > 0
+        op &= 0x7F
         payload = inp.read(n) if n else b""
         if len(payload) < n:
             return
