@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use crate::exact::from_f64_exact_clip;
 use crate::format::{FxFormat, Rounding};
-use crate::grid::{Real, SatGrid};
+use crate::grid::{has_direct_rounding, Real, SatGrid};
 use crate::quantizer::{with_rounding, FloatGrid, Quantizer};
 use crate::stats::{Clip, QuantStats};
 use crate::stochastic::{StochasticBlock, StochasticSource};
@@ -351,6 +351,16 @@ macro_rules! saturating_with_features {
             out: &mut [T],
             mask: M,
         ) -> QuantStats {
+            if has_direct_rounding(rounding) {
+                let mut mask = mask;
+                let fast = with_rounding!(rounding, |r| saturating_chunk_direct(
+                    g, r, xs, out, &mut mask
+                ));
+                if let Some(stats) = fast {
+                    return stats;
+                }
+                return with_rounding!(rounding, |r| saturating_chunk(g, r, xs, out, mask));
+            }
             with_rounding!(rounding, |r| saturating_chunk(g, r, xs, out, mask))
         }
     };
@@ -421,6 +431,13 @@ impl MaskSink for NoMask {
     fn set(&mut self, _: usize, _: bool) {}
 }
 
+impl<M: MaskSink> MaskSink for &mut M {
+    #[inline(always)]
+    fn set(&mut self, i: usize, inside: bool) {
+        (**self).set(i, inside);
+    }
+}
+
 impl MaskSink for &mut [bool] {
     #[inline(always)]
     fn set(&mut self, i: usize, inside: bool) {
@@ -459,6 +476,38 @@ fn saturating_chunk<U: Lane<R>, T: Lane<R> + PassFrom<U>, R: Real>(
         nan: nan as u64,
         inf: (non_finite - nan) as u64,
     }
+}
+
+/// [`saturating_chunk`] for the modes one rounding instruction computes, with the
+/// instruction (`SatGrid::code_direct`) and without the per-element handling of
+/// non-finite inputs: None when the chunk holds one (`out` and the mask are then
+/// garbage, and the caller runs [`saturating_chunk`] over it). About half the
+/// instructions per element; only called where the rounding instruction exists (the
+/// AVX2/AVX-512 builds), as the baseline x86-64 target would call libm per element.
+#[inline(always)]
+fn saturating_chunk_direct<U: Lane<R>, T: Lane<R> + PassFrom<U>, R: Real>(
+    g: &SatGrid<R>,
+    rounding: Rounding,
+    xs: &[U],
+    out: &mut [T],
+    mut mask: impl MaskSink,
+) -> Option<QuantStats> {
+    let mut clipped_n = 0u32;
+    let mut all_finite = true;
+    for (i, (o, &x)) in out.iter_mut().zip(xs).enumerate() {
+        let xr = x.widen();
+        all_finite &= xr.is_finite();
+        let (c, clipped) = g.code_direct(xr, rounding)?;
+        // `+ 0` turns a -0 code into +0, as the integer code 0 reads back.
+        *o = T::narrow((c + R::ZERO) * g.inv_scale);
+        clipped_n += clipped as u32;
+        mask.set(i, !clipped);
+    }
+    all_finite.then_some(QuantStats {
+        elements: xs.len() as u64,
+        saturated: clipped_n as u64,
+        ..QuantStats::default()
+    })
 }
 
 /// Every other case: WRAP, stochastic rounding, inputs that need the integer path.
@@ -584,6 +633,91 @@ mod tests {
                         (stats.nan, stats.inf, stats.elements),
                         (1, 2, xs.len() as u64)
                     );
+                }
+            }
+        }
+    }
+
+    /// The AVX2/AVX-512 loops (which take the rounding-instruction route for RndConv,
+    /// Trn and TrnZero when a chunk is all finite) against the baseline loop: values,
+    /// straight-through mask and counts, for chunks with and without specials, f32 and
+    /// f64 precision, widening included.
+    #[test]
+    fn rounding_instruction_route_equals_the_baseline_loop() {
+        type Kernel<U, T, R> = fn(&SatGrid<R>, Rounding, &[U], &mut [T], &mut [bool]) -> QuantStats;
+        fn check<U: Lane<R> + Copy, T: Lane<R> + PassFrom<U>, R: Real>(
+            g: &SatGrid<R>,
+            q: Rounding,
+            xs: &[U],
+            fmt: &FxFormat,
+            kernels: &[(&str, Kernel<U, T, R>)],
+        ) {
+            let mut want = vec![T::narrow(R::ZERO); xs.len()];
+            let mut want_mask = vec![false; xs.len()];
+            let want_stats = with_rounding!(q, |r| saturating_chunk(
+                g,
+                r,
+                xs,
+                &mut want,
+                &mut want_mask[..]
+            ));
+            for (name, k) in kernels {
+                let mut got = vec![T::narrow(R::ZERO); xs.len()];
+                let mut mask = vec![true; xs.len()];
+                let stats = k(g, q, xs, &mut got, &mut mask);
+                assert_eq!(stats, want_stats, "{fmt} {name}");
+                assert_eq!(mask, want_mask, "{fmt} {name}");
+                for (a, b) in got.iter().zip(&want) {
+                    let (a, b) = (a.to_f64(), b.to_f64());
+                    assert!(
+                        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                        "{fmt} {name}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+        #[allow(unused_mut)]
+        fn kernels<U: Lane<R>, T: Lane<R> + PassFrom<U>, R: Real>(
+        ) -> Vec<(&'static str, Kernel<U, T, R>)> {
+            let mut k: Vec<(&'static str, Kernel<U, T, R>)> = Vec::new();
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY (both): listed only when the CPU has the features.
+                    k.push(("avx2", |g, q, x, o, m| unsafe {
+                        saturating_avx2(g, q, x, o, m)
+                    }));
+                }
+                if std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
+                {
+                    k.push(("avx512", |g, q, x, o, m| unsafe {
+                        saturating_avx512(g, q, x, o, m)
+                    }));
+                }
+            }
+            k
+        }
+        for w in [2u32, 8, 16, 23, 32, 40] {
+            for q in &Rounding::ALL[..7] {
+                for o in [Overflow::Sat, Overflow::SatZero, Overflow::SatSym] {
+                    let fmt = FxFormat::new(w % 2 == 0, w, w as i32 / 3, *q, o).unwrap();
+                    let g = FloatGrid::new(&fmt).unwrap();
+                    let (g64, g32) = g.saturating();
+                    let mut all = inputs(&fmt, 2000);
+                    let specials = all.split_off(2000);
+                    // All finite (the instruction route), then one special mid-chunk.
+                    let mut mixed = all.clone();
+                    mixed[777] = specials[(w as usize) % 3];
+                    for xs in [&all, &mixed] {
+                        let xs64: Vec<f64> = xs.iter().map(|&x| x as f64 * 1.25).collect();
+                        check::<f32, f64, f64>(g64, *q, xs, &fmt, &kernels());
+                        check::<f64, f64, f64>(g64, *q, &xs64, &fmt, &kernels());
+                        check::<f32, f32, f64>(g64, *q, xs, &fmt, &kernels());
+                        if let Some(g32) = g32 {
+                            check::<f32, f32, f32>(g32, *q, xs, &fmt, &kernels());
+                        }
+                    }
                 }
             }
         }

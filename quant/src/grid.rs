@@ -29,6 +29,12 @@ pub(crate) trait Real:
     /// Exact conversion of a double that the type holds.
     fn of_f64(v: f64) -> Self;
     fn to_f64(self) -> f64;
+    /// Nearest integer, ties to even (one instruction with SSE4.1/AVX).
+    fn round_even(self) -> Self;
+    /// Largest integer not above.
+    fn floor(self) -> Self;
+    /// Integer part.
+    fn trunc(self) -> Self;
 }
 
 impl Real for f64 {
@@ -59,6 +65,18 @@ impl Real for f64 {
     fn to_f64(self) -> f64 {
         self
     }
+    #[inline(always)]
+    fn round_even(self) -> f64 {
+        f64::round_ties_even(self)
+    }
+    #[inline(always)]
+    fn floor(self) -> f64 {
+        f64::floor(self)
+    }
+    #[inline(always)]
+    fn trunc(self) -> f64 {
+        f64::trunc(self)
+    }
 }
 
 impl Real for f32 {
@@ -88,6 +106,18 @@ impl Real for f32 {
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self as f64
+    }
+    #[inline(always)]
+    fn round_even(self) -> f32 {
+        f32::round_ties_even(self)
+    }
+    #[inline(always)]
+    fn floor(self) -> f32 {
+        f32::floor(self)
+    }
+    #[inline(always)]
+    fn trunc(self) -> f32 {
+        f32::trunc(self)
     }
 }
 
@@ -195,8 +225,39 @@ impl<R: Real> SatGrid<R> {
             rounding,
             random,
         );
+        self.bound(r)
+    }
+
+    /// [`Self::code`] for the modes a rounding instruction computes (`RndConv`, `Trn`,
+    /// `TrnZero`; None for the others), same code and verdict for finite `x`: rounding
+    /// is monotone and the bounds are integers, so the clamp before rounding that
+    /// [`Self::code`] needs for its add-and-subtract rounding can go. Non-finite `x`
+    /// give meaningless results.
+    #[inline(always)]
+    pub fn code_direct(&self, x: R, rounding: Rounding) -> Option<(R, bool)> {
+        let y = x * self.scale;
+        let r = match rounding {
+            Rounding::RndConv => y.round_even(),
+            Rounding::Trn => y.floor(),
+            Rounding::TrnZero => y.trunc(),
+            _ => return None,
+        };
+        Some(self.bound(r))
+    }
+
+    /// The saturation step on a rounded value.
+    #[inline(always)]
+    fn bound(&self, r: R) -> (R, bool) {
         let clipped = (r < self.lo) | (r > self.hi);
         let code = clamp(r, self.lo, self.hi).zero_if(self.sat_zero & clipped);
         (code, clipped)
     }
+}
+
+/// The modes [`SatGrid::code_direct`] computes.
+pub(crate) fn has_direct_rounding(rounding: Rounding) -> bool {
+    matches!(
+        rounding,
+        Rounding::RndConv | Rounding::Trn | Rounding::TrnZero
+    )
 }
