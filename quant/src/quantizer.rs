@@ -64,6 +64,10 @@ pub(crate) struct FloatGrid {
     tiny: f64,
     rounding: Rounding,
     overflow: Overflow,
+    /// Every finite input takes the float route, the overflow mode is SAT or SAT_SYM and
+    /// rounding is to nearest, ties to even (RND_CONV, or STOCHASTIC without a word):
+    /// the scalar call's common case, one clamp and one rounding.
+    nearest_sat: bool,
     fmt: FxFormat,
 }
 
@@ -82,6 +86,9 @@ impl FloatGrid {
         };
         let (scale, inv_scale) = (pow2(f as i64), pow2(-(f as i64)));
         let sat_zero = fmt.overflow == Overflow::SatZero;
+        let nearest_sat = f >= 0
+            && matches!(fmt.overflow, Overflow::Sat | Overflow::SatSym)
+            && matches!(fmt.rounding, Rounding::RndConv | Rounding::Stochastic);
         Some(FloatGrid {
             sat: SatGrid::new(scale, inv_scale, lo, hi, sat_zero),
             sat32: (fmt.width <= 22 && (0..=126).contains(&f))
@@ -89,6 +96,7 @@ impl FloatGrid {
             tiny: if f < 0 { pow2(-1022 - f as i64) } else { 0.0 },
             rounding: fmt.rounding,
             overflow: fmt.overflow,
+            nearest_sat,
             fmt: *fmt,
         })
     }
@@ -135,6 +143,10 @@ impl FloatGrid {
     /// scalar call.
     #[inline(always)]
     pub fn code_only(&self, x: f64) -> Option<f64> {
+        if self.nearest_sat {
+            let y = clamp(x * self.sat.scale, self.sat.lo, self.sat.hi);
+            return Some(round(y, Rounding::RndConv, None));
+        }
         match self.overflow {
             Overflow::Sat | Overflow::SatSym if x.abs() >= self.tiny => Some(round(
                 clamp(x * self.sat.scale, self.sat.lo, self.sat.hi),
