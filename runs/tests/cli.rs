@@ -32,3 +32,24 @@ fn unknown_subcommands_and_flags_exit_2_with_usage() {
     let o = fixar_elsewhere().arg("--version").output().unwrap();
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("fixar "));
 }
+
+#[test]
+fn a_bad_bridge_wait_mode_is_a_usage_error_naming_the_variable() {
+    let rollout = |wait: &str| {
+        fixar_elsewhere()
+            .args(["env", "rollout", "--env", "Pendulum-v1", "--seed", "0"])
+            .args(["--steps", "2"])
+            .env("FIXAR_BRIDGE_WAIT", wait)
+            .output()
+            .unwrap()
+    };
+    let o = rollout("spinny");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("FIXAR_BRIDGE_WAIT") && err.contains("spinny"),
+        "{err}"
+    );
+    let o = rollout("block");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
