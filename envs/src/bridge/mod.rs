@@ -254,6 +254,9 @@ pub struct BridgedEnv {
     rbuf: Vec<u8>,
     /// Bytes read from the worker's stdout and not yet handed out as a frame.
     inbuf: Vec<u8>,
+    /// Bytes of `inbuf` that hold data (the rest is room for the next read, zeroed
+    /// once, so a spinning caller's empty reads do not clear it again).
+    inlen: usize,
     /// Pinning of the worker to the caller's CPU (see the module docs).
     affinity: Affinity,
     /// How synchronous calls wait.
@@ -357,7 +360,8 @@ impl PendingWorker {
                 step_timeout: cfg.step_timeout,
                 wbuf: Vec::with_capacity(256),
                 rbuf: Vec::with_capacity(1024),
-                inbuf: Vec::with_capacity(READ_CHUNK),
+                inbuf: vec![0; READ_CHUNK],
+                inlen: 0,
                 affinity: Affinity::new(child_pid, cfg.co_locate),
                 wait: cfg.wait,
                 last_answer: None,
@@ -547,23 +551,16 @@ impl BridgedEnv {
                 Duration::ZERO
             };
         loop {
-            if let Some(len) = self.inbuf.get(..4) {
-                let total = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-                if self.inbuf.len() >= 4 + total {
-                    self.rbuf.clear();
-                    self.rbuf.extend_from_slice(&self.inbuf[4..4 + total]);
-                    self.inbuf.drain(..4 + total);
-                    self.last_answer = Some(Instant::now());
-                    return Ok(());
-                }
+            if take_frame(&mut self.inbuf, &mut self.inlen, &mut self.rbuf) {
+                self.last_answer = Some(Instant::now());
+                return Ok(());
             }
-            let have = self.inbuf.len();
-            self.inbuf.resize(have + READ_CHUNK, 0);
-            let n = self.stdout.read(&mut self.inbuf[have..]);
-            self.inbuf.truncate(have + *n.as_ref().unwrap_or(&0));
-            match n {
+            match self.stdout.read(&mut self.inbuf[self.inlen..]) {
                 Ok(0) => return Err(self.died(operation)),
-                Ok(_) => continue,
+                Ok(n) => {
+                    self.inlen += n;
+                    continue;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(_) => return Err(self.died(operation)),
@@ -822,6 +819,26 @@ impl Drop for BridgedEnv {
     }
 }
 
+/// Moves the first complete frame of `inbuf[..*inlen]` (`u32 length` + body) into
+/// `rbuf` (body only) and true; else false, with room for a read of at least
+/// [`READ_CHUNK`] bytes after `*inlen`.
+fn take_frame(inbuf: &mut Vec<u8>, inlen: &mut usize, rbuf: &mut Vec<u8>) -> bool {
+    if let Some(len) = inbuf[..*inlen].get(..4) {
+        let total = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        if *inlen >= 4 + total {
+            rbuf.clear();
+            rbuf.extend_from_slice(&inbuf[4..4 + total]);
+            inbuf.copy_within(4 + total..*inlen, 0);
+            *inlen -= 4 + total;
+            return true;
+        }
+    }
+    if inbuf.len() - *inlen < READ_CHUNK {
+        inbuf.resize(*inlen + READ_CHUNK, 0);
+    }
+    false
+}
+
 /// Bridged envs of this process in a tight loop of synchronous calls now.
 static TIGHT_ENVS: AtomicUsize = AtomicUsize::new(0);
 
@@ -994,6 +1011,43 @@ impl Affinity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Frames arrive split over reads, several in one read, and longer than a read.
+    #[test]
+    fn frames_are_cut_from_the_byte_stream_whatever_the_reads() {
+        let frame = |body: &[u8]| {
+            let mut f = (body.len() as u32).to_le_bytes().to_vec();
+            f.extend_from_slice(body);
+            f
+        };
+        let big: Vec<u8> = (0..3 * READ_CHUNK + 7).map(|i| (i % 251) as u8).collect();
+        let mut stream = frame(b"first");
+        stream.extend(frame(&big));
+        stream.extend(frame(b""));
+        stream.extend(frame(b"last"));
+        for read_size in [1, 3, 5, 100, READ_CHUNK, stream.len()] {
+            let (mut inbuf, mut inlen, mut rbuf) = (vec![0u8; READ_CHUNK], 0, Vec::new());
+            let mut got = Vec::new();
+            let mut fed = 0;
+            while got.len() < 4 {
+                if take_frame(&mut inbuf, &mut inlen, &mut rbuf) {
+                    got.push(rbuf.clone());
+                    continue;
+                }
+                assert!(inbuf.len() - inlen >= READ_CHUNK, "room for a read");
+                // A read fills at most the room there is.
+                let n = read_size.min(stream.len() - fed).min(inbuf.len() - inlen);
+                assert!(n > 0, "read size {read_size}: stream ended with {got:?}");
+                inbuf[inlen..inlen + n].copy_from_slice(&stream[fed..fed + n]);
+                (inlen, fed) = (inlen + n, fed + n);
+            }
+            assert_eq!(
+                got,
+                [b"first".to_vec(), big.clone(), vec![], b"last".to_vec()]
+            );
+            assert_eq!(inlen, 0);
+        }
+    }
 
     #[test]
     fn envs_in_tight_loops_spin_only_while_each_has_two_cpus() {
