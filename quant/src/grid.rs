@@ -37,89 +37,55 @@ pub(crate) trait Real:
     fn trunc(self) -> Self;
 }
 
-impl Real for f64 {
-    const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
-    const ZERO: f64 = 0.0;
-    const HALF: f64 = 0.5;
-    #[inline(always)]
-    fn of_bool(b: bool) -> f64 {
-        b as u8 as f64
-    }
-    #[inline(always)]
-    fn zero_if(self, zero: bool) -> f64 {
-        f64::from_bits(self.to_bits() & !(zero as u64).wrapping_neg())
-    }
-    #[inline(always)]
-    fn is_finite(self) -> bool {
-        f64::is_finite(self)
-    }
-    #[inline(always)]
-    fn is_nan(self) -> bool {
-        f64::is_nan(self)
-    }
-    #[inline(always)]
-    fn of_f64(v: f64) -> f64 {
-        v
-    }
-    #[inline(always)]
-    fn to_f64(self) -> f64 {
-        self
-    }
-    #[inline(always)]
-    fn round_even(self) -> f64 {
-        f64::round_ties_even(self)
-    }
-    #[inline(always)]
-    fn floor(self) -> f64 {
-        f64::floor(self)
-    }
-    #[inline(always)]
-    fn trunc(self) -> f64 {
-        f64::trunc(self)
-    }
+/// `Real` for a float type, its same-width bits type and its rounding constant.
+macro_rules! impl_real {
+    ($t:ident, $bits:ty, $magic:expr) => {
+        impl Real for $t {
+            const MAGIC: $t = $magic;
+            const ZERO: $t = 0.0;
+            const HALF: $t = 0.5;
+            #[inline(always)]
+            fn of_bool(b: bool) -> $t {
+                b as u8 as $t
+            }
+            #[inline(always)]
+            fn zero_if(self, zero: bool) -> $t {
+                $t::from_bits(self.to_bits() & !(zero as $bits).wrapping_neg())
+            }
+            #[inline(always)]
+            fn is_finite(self) -> bool {
+                $t::is_finite(self)
+            }
+            #[inline(always)]
+            fn is_nan(self) -> bool {
+                $t::is_nan(self)
+            }
+            #[inline(always)]
+            fn of_f64(v: f64) -> $t {
+                v as $t
+            }
+            #[inline(always)]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline(always)]
+            fn round_even(self) -> $t {
+                $t::round_ties_even(self)
+            }
+            #[inline(always)]
+            fn floor(self) -> $t {
+                $t::floor(self)
+            }
+            #[inline(always)]
+            fn trunc(self) -> $t {
+                $t::trunc(self)
+            }
+        }
+    };
 }
 
-impl Real for f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
-    const ZERO: f32 = 0.0;
-    const HALF: f32 = 0.5;
-    #[inline(always)]
-    fn of_bool(b: bool) -> f32 {
-        b as u8 as f32
-    }
-    #[inline(always)]
-    fn zero_if(self, zero: bool) -> f32 {
-        f32::from_bits(self.to_bits() & !(zero as u32).wrapping_neg())
-    }
-    #[inline(always)]
-    fn is_finite(self) -> bool {
-        f32::is_finite(self)
-    }
-    #[inline(always)]
-    fn is_nan(self) -> bool {
-        f32::is_nan(self)
-    }
-    #[inline(always)]
-    fn of_f64(v: f64) -> f32 {
-        v as f32
-    }
-    #[inline(always)]
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    #[inline(always)]
-    fn round_even(self) -> f32 {
-        f32::round_ties_even(self)
-    }
-    #[inline(always)]
-    fn floor(self) -> f32 {
-        f32::floor(self)
-    }
-    #[inline(always)]
-    fn trunc(self) -> f32 {
-        f32::trunc(self)
-    }
-}
+impl_real!(f64, u64, 6_755_399_441_055_744.0); // 1.5 * 2^52
+impl_real!(f32, u32, 12_582_912.0); // 1.5 * 2^23
 
 /// The discarded fraction `f` in [0, 1) of a float, as the integer path reports it.
 #[inline(always)]
