@@ -13,8 +13,9 @@
 //! - libtorch's `lerp` with a small scalar weight is `fma(w, end - self, self)` (its
 //!   vectorised and scalar loops both contract to one FMA); `square`, scalar `mul`,
 //!   `add_scalar`, `div` and `sub` are single IEEE operations with the scalar rounded to
-//!   the tensor's type. `sqrt` is NOT correctly rounded in libtorch (MKL VML for f64,
-//!   an approximation for f32), so Adam's square root stays a libtorch call.
+//!   the tensor's type; Adam's `sqrt` is IEEE's correctly rounded root, which the unfused
+//!   step's libtorch `sqrt_` gives for f64 (its vector square-root instruction; the
+//!   tests below would catch a libtorch that rounds otherwise).
 //!
 //! `mlp::tests` and `optim::tests` check the fused path against the unfused one bit for
 //! bit (values, statistics and stochastic-source counters).
@@ -377,125 +378,78 @@ impl<'a> Segment<'a> {
     }
 }
 
-/// Fused Adam, phase 1 over every segment: `m = cast_opt(lerp(m, g, 1 - beta1))` and
-/// `sqrt_v = sqrt(lerp(s^2, g^2, 1 - beta2))` (IEEE's correctly rounded root, the
-/// value libtorch's `sqrt_` gives the unfused step). Both weights must be below 0.5.
+/// Fused Adam, one pass over every segment, chunk by chunk in L1:
+/// `m = cast_opt(lerp(m, g, 1 - beta1))`, `s = cast_opt(sqrt(lerp(s^2, g^2, 1 - beta2)))`
+/// (IEEE's correctly rounded root, the value libtorch's `sqrt_` gives the unfused step),
+/// `u = cast_update((m c1) / (s c2 + eps))`, `p = cast_own(p - u)` and the f32 shadow
+/// of `p`. Both lerp weights must be below 0.5, and the optimizer-state and update
+/// formats must not round stochastically (the caller checks): the parameter casts are
+/// then the only ones drawing words, in segment and element order as the unfused step.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn adam_moments<T: Store>(
+pub(crate) fn adam_step<T: Store>(
     segs: &mut [Segment<'_>],
     g: &[T],
     m: &mut [T],
-    s: &[T],
-    sqrt_v: &mut [T],
-    (w1, w2): (f64, f64),
-    source: &mut StochasticSource,
-    opt_class: usize,
-) {
-    assert!(w1.abs() < 0.5 && w2.abs() < 0.5, "lerp weights below 0.5");
-    let (w1, w2) = (T::of_scalar(w1), T::of_scalar(w2));
-    simd(
-        #[inline(always)]
-        || {
-            for seg in segs.iter_mut() {
-                let r = seg.off..seg.off + seg.len;
-                let g = &g[r.clone()];
-                let opt = seg.opt;
-                cast_into(
-                    &mut m[r.clone()],
-                    &opt,
-                    rng_for(&opt, source),
-                    seg.stats(opt_class),
-                    |st, buf: &mut [T], old| {
-                        for ((b, &mv), &gv) in buf.iter_mut().zip(old).zip(&g[st..]) {
-                            *b = lerp_small(mv, gv, w1);
-                        }
-                    },
-                    |_, _| {},
-                );
-                for ((o, &sv), &gv) in sqrt_v[r.clone()].iter_mut().zip(&s[r]).zip(g) {
-                    *o = Store::sqrt(lerp_small(sv * sv, gv * gv, w2));
-                }
-            }
-        },
-    )
-}
-
-/// Fused Adam, phase 2 per segment: `s = cast_opt(sqrt_v)`, `u = (m c1) / (s c2 + eps)`,
-/// `u_q = cast_update(u)`, `p = cast_own(p - u_q)`, and the f32 shadow of `p`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn adam_apply<T: Store>(
-    segs: &mut [Segment<'_>],
-    sqrt_v: &[T],
-    m: &[T],
     s: &mut [T],
     p: &mut [T],
     mut p32: Option<&mut [f32]>,
+    (w1, w2): (f64, f64),
     (c1, c2, eps): (f64, f64, f64),
     source: &mut StochasticSource,
     (opt_class, update_class): (usize, usize),
 ) {
+    assert!(w1.abs() < 0.5 && w2.abs() < 0.5, "lerp weights below 0.5");
+    let (w1, w2) = (T::of_scalar(w1), T::of_scalar(w2));
     let (c1, c2) = (T::of_scalar(c1), T::of_scalar(c2));
     simd(
         #[inline(always)]
         || {
-            // The unfused step's order: every s segment, then every update, then every
-            // parameter (only the parameter casts may draw stochastic words; see the
-            // caller).
+            let (mut a, mut u) = ([T::ZERO; CH], [T::ZERO; CH]);
             for seg in segs.iter_mut() {
-                let r = seg.off..seg.off + seg.len;
-                let sv = &sqrt_v[r.clone()];
-                let opt = seg.opt;
-                cast_into(
-                    &mut s[r],
-                    &opt,
-                    rng_for(&opt, source),
-                    seg.stats(opt_class),
-                    |st, buf: &mut [T], _| buf.copy_from_slice(&sv[st..st + buf.len()]),
-                    |_, _| {},
+                let (opt, update, own) = (seg.opt, seg.update, seg.own);
+                assert!(
+                    opt.rounding != quant::Rounding::Stochastic
+                        && update.rounding != quant::Rounding::Stochastic,
+                    "fused Adam: deterministic optimizer formats"
                 );
-            }
-            let mut uq = vec![T::ZERO; p.len()];
-            for seg in segs.iter_mut() {
+                let eps = T::of_scalar(crate::optim::adam_eps(eps, Some(opt)));
                 let r = seg.off..seg.off + seg.len;
-                let (m, s) = (&m[r.clone()], &s[r.clone()]);
-                let update = seg.update;
-                let eps = T::of_scalar(crate::optim::adam_eps(eps, Some(seg.opt)));
-                cast_into(
-                    &mut uq[r],
-                    &update,
-                    rng_for(&update, source),
-                    seg.stats(update_class),
-                    |st, buf: &mut [T], _| {
-                        for ((b, &mv), &sv) in buf.iter_mut().zip(&m[st..]).zip(&s[st..]) {
-                            *b = (mv * c1) / (sv * c2 + eps);
-                        }
-                    },
-                    |_, _| {},
-                );
-            }
-            for seg in segs.iter_mut() {
-                let r = seg.off..seg.off + seg.len;
-                let uq = &uq[r.clone()];
                 let mut p32 = p32.as_deref_mut().map(|x| &mut x[r.clone()]);
-                let (own, class) = (seg.own, seg.own_class);
-                cast_into(
-                    &mut p[r],
-                    &own,
-                    rng_for(&own, source),
-                    seg.stats(class),
-                    |st, buf: &mut [T], old| {
-                        for ((b, &pv), &u) in buf.iter_mut().zip(old).zip(&uq[st..]) {
-                            *b = pv - u;
+                let chunks = g[r.clone()]
+                    .chunks(CH)
+                    .zip(m[r.clone()].chunks_mut(CH))
+                    .zip(s[r.clone()].chunks_mut(CH))
+                    .zip(p[r].chunks_mut(CH));
+                for (c, (((g, m), s), p)) in chunks.enumerate() {
+                    let n = g.len();
+                    let (a, u) = (&mut a[..n], &mut u[..n]);
+                    for ((b, &mv), &gv) in a.iter_mut().zip(m.iter()).zip(g) {
+                        *b = lerp_small(mv, gv, w1);
+                    }
+                    seg.stats(opt_class)
+                        .merge(&fake_quant_slice(a, m, &opt, None));
+                    for ((b, &sv), &gv) in a.iter_mut().zip(s.iter()).zip(g) {
+                        *b = Store::sqrt(lerp_small(sv * sv, gv * gv, w2));
+                    }
+                    seg.stats(opt_class)
+                        .merge(&fake_quant_slice(a, s, &opt, None));
+                    for ((b, &mv), &sv) in a.iter_mut().zip(m.iter()).zip(s.iter()) {
+                        *b = (mv * c1) / (sv * c2 + eps);
+                    }
+                    seg.stats(update_class)
+                        .merge(&fake_quant_slice(a, u, &update, None));
+                    for ((b, &pv), &uv) in a.iter_mut().zip(p.iter()).zip(u.iter()) {
+                        *b = pv - uv;
+                    }
+                    let class = seg.own_class;
+                    let st = fake_quant_slice(a, p, &own, rng_for(&own, source));
+                    seg.stats(class).merge(&st);
+                    if let Some(p32) = p32.as_deref_mut() {
+                        for (o, &v) in p32[c * CH..c * CH + n].iter_mut().zip(p.iter()) {
+                            *o = v.to_f32();
                         }
-                    },
-                    |st, q| {
-                        if let Some(p32) = p32.as_deref_mut() {
-                            for (o, &v) in p32[st..st + q.len()].iter_mut().zip(q.iter()) {
-                                *o = v.to_f32();
-                            }
-                        }
-                    },
-                );
+                    }
+                }
             }
         },
     )

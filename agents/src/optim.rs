@@ -121,8 +121,8 @@ impl Optimizer {
     }
 
     /// `step_fixed` for Adam with the fused kernels (`crate::fused`): the same values,
-    /// counts and stochastic draws, in two passes over the flat tensors (moments and the
-    /// correctly rounded root of v; state cast, update and parameters).
+    /// counts and stochastic draws, in one pass over the flat tensors (moments, the
+    /// correctly rounded root of v, state casts, update and parameters per L1 chunk).
     fn step_fused<T: Store>(&mut self, net: &mut Mlp) {
         let OptimizerConfig::Adam {
             lr,
@@ -134,39 +134,26 @@ impl Optimizer {
             unreachable!("fusable checks Adam");
         };
         let (bc1, bc2) = self.bias_corrections(beta1, beta2);
-        let sqrt_v = self.s.empty_like();
         let params = net.params.shallow_clone();
         let grads = net.grads.shallow_clone();
         let p32 = net.params32().map(Tensor::shallow_clone);
         let source = &mut net.source;
         let mut segs = segments(&mut net.layers);
-        let opt = TensorClass::OptState.index();
-        // SAFETY: params, grads, m, s, sqrt_v and the shadow are distinct contiguous tensors
-        // (flat, freshly allocated or owned by the optimizer); each slice is the only one
-        // of its memory while it lives.
+        // SAFETY: params, grads, m, s and the shadow are distinct contiguous tensors (flat,
+        // owned by the network or the optimizer); each slice is the only one of its
+        // memory while it lives.
         unsafe {
-            fused::adam_moments(
+            fused::adam_step(
                 &mut segs,
                 fused::slice::<T>(&grads),
                 fused::slice_mut::<T>(&self.m),
-                fused::slice::<T>(&self.s),
-                fused::slice_mut::<T>(&sqrt_v),
-                (1.0 - beta1, 1.0 - beta2),
-                source,
-                opt,
-            );
-        }
-        unsafe {
-            fused::adam_apply(
-                &mut segs,
-                fused::slice::<T>(&sqrt_v),
-                fused::slice::<T>(&self.m),
                 fused::slice_mut::<T>(&self.s),
                 fused::slice_mut::<T>(&params),
                 p32.as_ref().map(|t| fused::slice_mut::<f32>(t)),
+                (1.0 - beta1, 1.0 - beta2),
                 (lr / bc1, 1.0 / bc2.sqrt(), eps),
                 source,
-                (opt, TensorClass::Update.index()),
+                (TensorClass::OptState.index(), TensorClass::Update.index()),
             );
         }
     }

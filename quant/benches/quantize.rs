@@ -49,6 +49,25 @@ fn scalar(c: &mut Criterion) {
     g.finish();
 }
 
+/// The training hot path's casts: 1024-element chunks of in-range values into
+/// `ap_fixed<32,8,AP_RND_CONV,AP_SAT>` (fxp32's shape), f32 GEMM results widened into
+/// f64 storage, and f64 into f64 (optimizer state, parameters).
+fn chunk(c: &mut Criterion) {
+    let fmt: FxFormat = "ap_fixed<32,8,AP_RND_CONV,AP_SAT>".parse().unwrap();
+    let xs64: Vec<f64> = inputs()[..1024].iter().map(|&x| x * 3.0).collect();
+    let xs32: Vec<f32> = xs64.iter().map(|&x| x as f32).collect();
+    let mut out = vec![0f64; 1024];
+    let mut g = c.benchmark_group("chunk_1024_fxp32");
+    g.throughput(Throughput::Elements(1024));
+    g.bench_function("f32_into_f64", |b| {
+        b.iter(|| quant::fake_quant_slice_widen(black_box(&xs32), &mut out, &fmt, None))
+    });
+    g.bench_function("f64_into_f64", |b| {
+        b.iter(|| quant::fake_quant_slice(black_box(&xs64), &mut out, &fmt, None))
+    });
+    g.finish();
+}
+
 #[cfg(feature = "torch")]
 fn tensor(c: &mut Criterion) {
     use tch::Tensor;
@@ -71,5 +90,5 @@ fn tensor(c: &mut Criterion) {
 #[cfg(not(feature = "torch"))]
 fn tensor(_: &mut Criterion) {}
 
-criterion_group!(benches, scalar, tensor);
+criterion_group!(benches, scalar, chunk, tensor);
 criterion_main!(benches);

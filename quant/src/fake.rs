@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use crate::exact::from_f64_exact_clip;
 use crate::format::{FxFormat, Rounding};
-use crate::grid::{has_direct_rounding, Real, SatGrid};
+use crate::grid::{has_direct_rounding, Real, SatGrid, Screen};
 use crate::quantizer::{with_rounding, FloatGrid, Quantizer};
 use crate::stats::{Clip, QuantStats};
 use crate::stochastic::{StochasticBlock, StochasticSource};
@@ -352,14 +352,7 @@ macro_rules! saturating_with_features {
             mask: M,
         ) -> QuantStats {
             if has_direct_rounding(rounding) {
-                let mut mask = mask;
-                let fast = with_rounding!(rounding, |r| saturating_chunk_direct(
-                    g, r, xs, out, &mut mask
-                ));
-                if let Some(stats) = fast {
-                    return stats;
-                }
-                return with_rounding!(rounding, |r| saturating_chunk(g, r, xs, out, mask));
+                return with_rounding!(rounding, |r| saturating_screened(g, r, xs, out, mask));
             }
             with_rounding!(rounding, |r| saturating_chunk(g, r, xs, out, mask))
         }
@@ -508,6 +501,85 @@ fn saturating_chunk_direct<U: Lane<R>, T: Lane<R> + PassFrom<U>, R: Real>(
         saturated: clipped_n as u64,
         ..QuantStats::default()
     })
+}
+
+/// Elements per sub-chunk of the screened route (a sub-chunk holding a saturated or
+/// non-finite element is redone by the saturating loops).
+const SCREEN_CHUNK: usize = 256;
+
+/// The modes one rounding instruction computes, in three tiers per sub-chunk: the
+/// screened loop ([`Screen`]: scale, round, one range test; in f32 for f32 inputs where
+/// that is exact), then for a sub-chunk it rejects [`saturating_chunk_direct`] (saturates,
+/// no non-finite handling), then [`saturating_chunk`]. Every tier computes the same values,
+/// counts and mask; only the instructions per element differ.
+#[inline(always)]
+fn saturating_screened<U: Lane<R>, T: Lane<R> + PassFrom<U>, R: Real, M: MaskSink>(
+    g: &SatGrid<R>,
+    rounding: Rounding,
+    xs: &[U],
+    out: &mut [T],
+    mut mask: M,
+) -> QuantStats {
+    let screen32 = g.screen32.filter(|_| U::IS_F32);
+    let screen = g.screen();
+    let mut stats = QuantStats::default();
+    for (c, (x, o)) in xs
+        .chunks(SCREEN_CHUNK)
+        .zip(out.chunks_mut(SCREEN_CHUNK))
+        .enumerate()
+    {
+        let mut sub = Offset(&mut mask, c * SCREEN_CHUNK);
+        let inside = match &screen32 {
+            Some(s) => screened_chunk(s, rounding, x, o),
+            None => screened_chunk(&screen, rounding, x, o),
+        };
+        let st = if inside {
+            for i in 0..x.len() {
+                sub.set(i, true);
+            }
+            QuantStats {
+                elements: x.len() as u64,
+                ..QuantStats::default()
+            }
+        } else {
+            match saturating_chunk_direct(g, rounding, x, o, &mut sub) {
+                Some(st) => st,
+                None => saturating_chunk(g, rounding, x, o, sub),
+            }
+        };
+        stats.merge(&st);
+    }
+    stats
+}
+
+/// The screened loop: `out[i]` = the grid value of `xs[i]` computed in S, true when every
+/// element is inside the range (finite and not saturated); `out` is garbage otherwise.
+/// S = f32 only for f32 inputs (the conversions then fold away).
+#[inline(always)]
+fn screened_chunk<U: FakeQuantElem, T: FakeQuantElem, S: Real>(
+    s: &Screen<S>,
+    rounding: Rounding,
+    xs: &[U],
+    out: &mut [T],
+) -> bool {
+    let mut outside = 0u32;
+    for (o, &x) in out.iter_mut().zip(xs) {
+        let (r, inside) = s.code(S::of_f64(x.to_f64()), rounding);
+        outside |= !inside as u32;
+        // `+ 0` turns a -0 code into +0, as the integer code 0 reads back.
+        *o = T::from_f64(((r + S::ZERO) * s.inv_scale).to_f64());
+    }
+    outside == 0
+}
+
+/// A mask sink seen from element `.1` on.
+struct Offset<'a, M>(&'a mut M, usize);
+
+impl<M: MaskSink> MaskSink for Offset<'_, M> {
+    #[inline(always)]
+    fn set(&mut self, i: usize, inside: bool) {
+        self.0.set(self.1 + i, inside);
+    }
 }
 
 /// Every other case: WRAP, stochastic rounding, inputs that need the integer path.
@@ -709,7 +781,34 @@ mod tests {
                     // All finite (the instruction route), then one special mid-chunk.
                     let mut mixed = all.clone();
                     mixed[777] = specials[(w as usize) % 3];
-                    for xs in [&all, &mixed] {
+                    // Only in-range values (the screened route takes every sub-chunk),
+                    // then one saturated value in the second sub-chunk.
+                    let edge = fmt.raw_max() as f64 * fmt.lsb() * 0.9;
+                    let low_edge = fmt.raw_min() as f64 * fmt.lsb() * 0.9;
+                    let inside: Vec<f32> = all
+                        .iter()
+                        .copied()
+                        .filter(|&x| {
+                            let v = x as f64 * 1.25;
+                            v <= edge && v >= low_edge && (x >= 0.0 || fmt.signed)
+                        })
+                        .collect();
+                    let mut one_out = inside.clone();
+                    one_out[300] = (edge * 4.0) as f32;
+                    let mut o = vec![0f64; SCREEN_CHUNK];
+                    let head = &inside[..SCREEN_CHUNK];
+                    assert!(screened_chunk(&g64.screen(), *q, head, &mut o), "{fmt}");
+                    assert!(!screened_chunk(
+                        &g64.screen(),
+                        *q,
+                        &one_out[256..512],
+                        &mut o
+                    ));
+                    if w >= 23 {
+                        let s32 = g64.screen32.expect("f32 screen for wide formats");
+                        assert!(screened_chunk(&s32, *q, head, &mut o), "{fmt}");
+                    }
+                    for xs in [&all, &mixed, &inside, &one_out] {
                         let xs64: Vec<f64> = xs.iter().map(|&x| x as f64 * 1.25).collect();
                         check::<f32, f64, f64>(g64, *q, xs, &fmt, &kernels());
                         check::<f64, f64, f64>(g64, *q, &xs64, &fmt, &kernels());

@@ -8,7 +8,7 @@
 
 use std::ops::{Add, Mul, Sub};
 
-use crate::format::Rounding;
+use crate::format::{pow2, Rounding};
 use crate::magnitude::Dropped;
 
 const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
@@ -165,12 +165,71 @@ pub(crate) struct SatGrid<R> {
     clamp_lo: R,
     clamp_hi: R,
     sat_zero: bool,
+    /// The grid's constants in f32 when f32 arithmetic rounds f32 inputs onto it exactly
+    /// (see [`Screen`]), whatever the width.
+    pub screen32: Option<Screen<f32>>,
+}
+
+/// Constants of the screened route: scale, rounding instruction, one range test per
+/// element, and no clamp. Inside the range the code is the rounded value itself; a
+/// chunk with any element outside it (saturated, or not finite) is redone by a loop
+/// that saturates.
+///
+/// In f32 for f32 inputs when `1 <= 2^F <= 2^100`, for any width: `x * 2^F` is then exact
+/// or overflows to infinity (outside), its rounding to an integer has at most 24
+/// significant bits, and that integer times `2^-F` is a normal f32, the grid value itself
+/// (an f32 input only reaches codes with 24 significant bits). The f32 bounds are `lo - 1`
+/// and `hi + 1` rounded inwards where f32 does not hold them (e.g. `-2^31 - 1`), so an
+/// edge code may be sent to the saturating loop but an outside one never passes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Screen<S> {
+    pub scale: S,
+    pub inv_scale: S,
+    /// `lo - 1` and `hi + 1`: a code `r` is inside when `below < r < above` (false for
+    /// NaN).
+    pub below: S,
+    pub above: S,
+}
+
+impl<S: Real> Screen<S> {
+    /// `x`'s code when it is inside the range (and whether it is), for the modes a
+    /// rounding instruction computes; `x` in S exactly.
+    #[inline(always)]
+    pub fn code(&self, x: S, rounding: Rounding) -> (S, bool) {
+        let y = x * self.scale;
+        let r = match rounding {
+            Rounding::RndConv => y.round_even(),
+            Rounding::Trn => y.floor(),
+            _ => y.trunc(),
+        };
+        (r, (r > self.below) & (r < self.above))
+    }
 }
 
 impl<R: Real> SatGrid<R> {
     /// From exact f64 constants (`scale` = 2^F, `inv_scale` = 2^-F, code bounds).
     pub fn new(scale: f64, inv_scale: f64, lo: f64, hi: f64, sat_zero: bool) -> Self {
+        // The f32 bounds round inwards: the screen may send an in-range code at the very
+        // edge to the saturating loop, never let an outside one through.
+        let (below, above) = ((lo - 1.0) as f32, (hi + 1.0) as f32);
+        let below = if (below as f64) < lo - 1.0 {
+            below.next_up()
+        } else {
+            below
+        };
+        let above = if (above as f64) > hi + 1.0 {
+            above.next_down()
+        } else {
+            above
+        };
+        let screen32 = (1.0..=pow2(100)).contains(&scale).then_some(Screen {
+            scale: scale as f32,
+            inv_scale: inv_scale as f32,
+            below,
+            above,
+        });
         SatGrid {
+            screen32,
             scale: R::of_f64(scale),
             inv_scale: R::of_f64(inv_scale),
             lo: R::of_f64(lo),
@@ -209,6 +268,17 @@ impl<R: Real> SatGrid<R> {
             _ => return None,
         };
         Some(self.bound(r))
+    }
+
+    /// The screened route's constants in R (exact for the formats a SatGrid<R> holds).
+    #[inline(always)]
+    pub fn screen(&self) -> Screen<R> {
+        Screen {
+            scale: self.scale,
+            inv_scale: self.inv_scale,
+            below: self.clamp_lo,
+            above: self.clamp_hi,
+        }
     }
 
     /// The saturation step on a rounded value.
