@@ -295,15 +295,15 @@ pub(crate) fn cast_f32_into<T: Store>(
     )
 }
 
-/// Backward error: `d = cast(dx32)`; with `relu_z` (the layer below's pre-activation),
-/// `d = z <= 0 ? 0 : d` (that layer's ReLU backward, whose cast is the identity), and
-/// its f32 rounding into `d32`.
-pub(crate) fn error<T: Store>(
+/// Backward error: `d = cast(dx32)`; with `relu_z` (the layer below's pre-activation,
+/// or its activation: both are <= 0 at the same elements), `d = z <= 0 ? 0 : d` (that
+/// layer's ReLU backward, whose cast is the identity), and its f32 rounding into `d32`.
+pub(crate) fn error<T: Store, Z: Store>(
     dx32: &[f32],
     fmt: &FxFormat,
     source: &mut StochasticSource,
     stats: &mut QuantStats,
-    relu_z: Option<&[T]>,
+    relu_z: Option<&[Z]>,
     d: &mut [T],
     mut d32: Option<&mut [f32]>,
 ) {
@@ -313,7 +313,7 @@ pub(crate) fn error<T: Store>(
             cast_f32_chunked(dx32, d, fmt, rng_for(fmt, source), stats, |s, d| {
                 if let Some(z) = relu_z {
                     for (o, &zz) in d.iter_mut().zip(&z[s..]) {
-                        *o = if zz <= T::ZERO { T::ZERO } else { *o };
+                        *o = if zz <= Z::ZERO { T::ZERO } else { *o };
                     }
                 }
                 if let Some(d32) = d32.as_deref_mut() {

@@ -167,6 +167,22 @@ fn storage_kind(spec_widths: u32) -> Kind {
 
 /// Whether every value of `inner` is a value of `outer` (so casting from `inner` into
 /// `outer` is the identity). Both must be fixed point.
+/// Whether `layer`'s ReLU backward is fused into `above`'s error kernel (`backward_fused`)
+/// with the mask read from `layer`'s f32 activation instead of its pre-activation: the
+/// error cast of `layer` is then the identity, and `f32(max(0, z)) <= 0` exactly when
+/// `z <= 0` (NaN passes both) because every positive pre-activation is at least one LSB,
+/// 2^-F, which f32 keeps non-zero for F < 149.
+fn relu_backward_from_activation(layer: &Layer, above: &Layer) -> bool {
+    let pre = layer.formats.get(TensorClass::Preact);
+    layer.activation == Activation::Relu
+        && holds(
+            layer.formats.get(TensorClass::Error),
+            above.formats.get(TensorClass::Error),
+        )
+        && holds(layer.formats.get(TensorClass::Activation), pre)
+        && pre.is_some_and(|f| f.frac_bits() < 149)
+}
+
 fn holds(outer: Option<FxFormat>, inner: Option<FxFormat>) -> bool {
     match (outer, inner) {
         (Some(o), Some(i)) => {
@@ -260,7 +276,10 @@ impl Layer {
     }
 
     /// The input and pre-activation cached by the last training forward (None after
-    /// the backward consumed them).
+    /// the backward consumed them). On the fused path a hidden ReLU layer whose ReLU
+    /// backward the layer above computes keeps no pre-activation (the mask comes from
+    /// its f32 activation), and with f64 storage a layer fed by such a layer caches its
+    /// input as the f32 GEMM operand only (`cached_input` is then an undefined tensor).
     pub fn cached_input(&self) -> Option<&Tensor> {
         self.x.as_ref()
     }
@@ -743,6 +762,15 @@ impl Mlp {
         // The f32 operand of the next GEMM (the storage itself without a shadow).
         let mut h32: Option<Tensor> = None;
         let n_layers = self.layers.len();
+        // Hidden ReLU layers whose ReLU backward the layer above fuses into its error
+        // kernel (see `backward_fused`) need neither their pre-activation nor their
+        // storage activation there: the mask comes from the f32 activation.
+        let lean: Vec<bool> = (0..n_layers)
+            .map(|i| {
+                i + 1 < n_layers
+                    && relu_backward_from_activation(&self.layers[i], &self.layers[i + 1])
+            })
+            .collect();
         for (idx, l) in self.layers.iter_mut().enumerate() {
             let z32 = match &l.w32 {
                 Some((w32, b32)) => {
@@ -761,10 +789,16 @@ impl Mlp {
             let passes =
                 !matches!(l.activation, Activation::Tanh { .. }) && holds(act_fmt, Some(pre));
             let relu = passes && l.activation == Activation::Relu;
-            if relu && !cache && idx + 1 < n_layers {
-                // Nothing keeps this layer's pre-activation or f64 activation: only the
-                // f32 operand of the next GEMM is written (the storage itself when it
-                // is f32).
+            if relu && idx + 1 < n_layers && (!cache || lean[idx]) {
+                // Nothing keeps this layer's pre-activation or f64 activation (target
+                // networks, or a lean layer): only the f32 operand of the next GEMM is
+                // written (the storage itself when it is f32).
+                if cache {
+                    l.x = Some(std::mem::replace(&mut h, Tensor::new()));
+                    l.x32 = if l.w32.is_some() { h32.take() } else { None };
+                    l.z = None;
+                    l.a = None;
+                }
                 let a32 = Tensor::empty(z32.size(), (Kind::Float, tch::Device::Cpu));
                 // SAFETY: z32 and a32 are distinct fresh contiguous tensors.
                 unsafe {
@@ -992,12 +1026,13 @@ impl Mlp {
                 .get(TensorClass::Error);
             let (below, rest) = self.layers.split_at_mut(i);
             let l = &mut rest[0];
-            let z = l.z.take().expect("backward needs a training forward first");
+            let z = l.z.take();
             let x = l.x.take().expect("backward needs a training forward first");
             let x32 = l.x32.take();
             let (dz, dz32) = match ready.take() {
                 Some(r) => r,
                 None => {
+                    let z = z.expect("backward needs a training forward first");
                     let dz = match l.activation {
                         Activation::Identity => d,
                         Activation::Relu if holds(l.formats.get(TensorClass::Error), d_fmt) => {
@@ -1046,6 +1081,10 @@ impl Mlp {
                 b.activation == Activation::Relu
                     && holds(b.formats.get(TensorClass::Error), Some(ef))
             });
+            // The ReLU mask: the layer below's pre-activation when it kept one, else its
+            // activation in f32 (this layer's GEMM operand; zero exactly where the
+            // pre-activation is <= 0, see `relu_backward_from_activation`).
+            let a32 = x32.as_ref().unwrap_or(&x);
             let out = Tensor::empty(dx32.size(), opts);
             let out32 = (relu_below.is_some() && shadow)
                 .then(|| Tensor::empty(dx32.size(), (Kind::Float, tch::Device::Cpu)));
@@ -1055,15 +1094,19 @@ impl Mlp {
             unsafe {
                 let src = std::slice::from_raw_parts(dx32.data_ptr() as *const f32, m);
                 let st = &mut l.stats[TensorClass::Error.index()];
-                let zb = relu_below.as_ref().map(|b| {
-                    fused::slice::<T>(
-                        b.z.as_ref()
-                            .expect("backward needs a training forward first"),
-                    )
-                });
                 let o = fused::slice_mut::<T>(&out);
                 let o32 = out32.as_ref().map(|t| fused::slice_mut::<f32>(t));
-                fused::error(src, &ef, &mut self.source, st, zb, o, o32);
+                match relu_below.as_ref().map(|b| b.z.as_ref()) {
+                    Some(Some(z)) => {
+                        let zb = Some(fused::slice::<T>(z));
+                        fused::error(src, &ef, &mut self.source, st, zb, o, o32)
+                    }
+                    Some(None) => {
+                        let ab = Some(fused::slice::<f32>(a32));
+                        fused::error(src, &ef, &mut self.source, st, ab, o, o32)
+                    }
+                    None => fused::error::<T, T>(src, &ef, &mut self.source, st, None, o, o32),
+                }
             }
             match relu_below {
                 Some(b) => {
