@@ -530,7 +530,18 @@ fn saturating_screened<U: Lane<R>, T: Lane<R> + PassFrom<U>, R: Real, M: MaskSin
     {
         let mut sub = Offset(&mut mask, c * SCREEN_CHUNK);
         let inside = match &screen32 {
-            Some(s) => screened_chunk(s, rounding, x, o),
+            Some(s) if T::IS_F32 => screened_chunk(s, rounding, x, o),
+            Some(s) => {
+                // Full-width f32 vectors first, then one widening pass (the compiler
+                // otherwise runs the f32 arithmetic at the f64 vector length).
+                let mut tmp = [0f32; SCREEN_CHUNK];
+                let tmp = &mut tmp[..x.len()];
+                let inside = screened_chunk(s, rounding, x, tmp);
+                for (o, &v) in o.iter_mut().zip(tmp.iter()) {
+                    *o = T::from_f64(v as f64);
+                }
+                inside
+            }
             None => screened_chunk(&screen, rounding, x, o),
         };
         let st = if inside {
@@ -562,14 +573,15 @@ fn screened_chunk<U: FakeQuantElem, T: FakeQuantElem, S: Real>(
     xs: &[U],
     out: &mut [T],
 ) -> bool {
-    let mut outside = 0u32;
+    // An or-reduction in integers of the float's width (no mask narrowing per vector).
+    let mut outside = S::Bits::default();
     for (o, &x) in out.iter_mut().zip(xs) {
         let (r, inside) = s.code(S::of_f64(x.to_f64()), rounding);
-        outside |= !inside as u32;
+        outside = outside | S::bit(!inside);
         // `+ 0` turns a -0 code into +0, as the integer code 0 reads back.
         *o = T::from_f64(((r + S::ZERO) * s.inv_scale).to_f64());
     }
-    outside == 0
+    outside == S::Bits::default()
 }
 
 /// A mask sink seen from element `.1` on.

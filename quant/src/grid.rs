@@ -17,6 +17,10 @@ const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
 pub(crate) trait Real:
     Copy + PartialOrd + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Send + Sync
 {
+    /// The unsigned integer of the same width.
+    type Bits: Copy + Default + PartialEq + std::ops::BitOr<Output = Self::Bits>;
+    /// 1 for true, 0 for false, in `Bits`.
+    fn bit(b: bool) -> Self::Bits;
     /// 1.5 * 2^(p-1): adding and subtracting it rounds to an integer (nearest-even).
     const MAGIC: Self;
     const ZERO: Self;
@@ -41,6 +45,11 @@ pub(crate) trait Real:
 macro_rules! impl_real {
     ($t:ident, $bits:ty, $magic:expr) => {
         impl Real for $t {
+            type Bits = $bits;
+            #[inline(always)]
+            fn bit(b: bool) -> $bits {
+                b as $bits
+            }
             const MAGIC: $t = $magic;
             const ZERO: $t = 0.0;
             const HALF: $t = 0.5;
