@@ -41,6 +41,9 @@ pub(crate) trait Store:
     const KIND: Kind;
     const ZERO: Self;
     fn to_f32(self) -> f32;
+    /// +0 where `zero` holds, else the value, as a bit mask (a blend, not a masked
+    /// store: those are slow on AMD cores).
+    fn zero_if(self, zero: bool) -> Self;
     /// The scalar as libtorch applies it to a tensor of this type.
     fn of_scalar(x: f64) -> Self;
     fn fma(a: Self, b: Self, c: Self) -> Self;
@@ -61,6 +64,10 @@ impl Store for f64 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self as f32
+    }
+    #[inline(always)]
+    fn zero_if(self, zero: bool) -> f64 {
+        f64::from_bits(self.to_bits() & !(zero as u64).wrapping_neg())
     }
     #[inline(always)]
     fn of_scalar(x: f64) -> f64 {
@@ -91,6 +98,10 @@ impl Store for f32 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
+    }
+    #[inline(always)]
+    fn zero_if(self, zero: bool) -> f32 {
+        f32::from_bits(self.to_bits() & !(zero as u32).wrapping_neg())
     }
     #[inline(always)]
     fn of_scalar(x: f64) -> f32 {
@@ -313,7 +324,7 @@ pub(crate) fn error<T: Store, Z: Store>(
             cast_f32_chunked(dx32, d, fmt, rng_for(fmt, source), stats, |s, d| {
                 if let Some(z) = relu_z {
                     for (o, &zz) in d.iter_mut().zip(&z[s..]) {
-                        *o = if zz <= Z::ZERO { T::ZERO } else { *o };
+                        *o = o.zero_if(zz <= Z::ZERO);
                     }
                 }
                 if let Some(d32) = d32.as_deref_mut() {
