@@ -40,6 +40,8 @@ pub(crate) trait Store:
 {
     const KIND: Kind;
     const ZERO: Self;
+    /// Significand bits (with the implicit one).
+    const MANTISSA: u32;
     fn to_f32(self) -> f32;
     /// +0 where `zero` holds, else the value, as a bit mask (a blend, not a masked
     /// store: those are slow on AMD cores).
@@ -61,6 +63,7 @@ pub(crate) trait Store:
 impl Store for f64 {
     const KIND: Kind = Kind::Double;
     const ZERO: f64 = 0.0;
+    const MANTISSA: u32 = 53;
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self as f32
@@ -95,6 +98,7 @@ impl Store for f64 {
 impl Store for f32 {
     const KIND: Kind = Kind::Float;
     const ZERO: f32 = 0.0;
+    const MANTISSA: u32 = 24;
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
@@ -267,7 +271,10 @@ pub(crate) fn preact<T: Store>(
 }
 
 /// Forward of a hidden ReLU layer whose pre-activation and f64 activation nobody keeps
-/// (target networks): only `a32 = f32(max(0, cast(z32)))`, the next GEMM's operand.
+/// (target networks, lean layers): only `a32 = f32(max(0, cast(z32)))`, the next GEMM's
+/// operand. Up to 50 bits the grid value is an f64, so its f32 rounding is the f32
+/// cast's own result (quant rounds once to the element type) and ReLU commutes with
+/// that rounding (monotone, 0 stays 0): the cast then goes straight into `a32`.
 pub(crate) fn preact_relu_f32<T: Store>(
     z32: &[f32],
     fmt: &FxFormat,
@@ -279,6 +286,18 @@ pub(crate) fn preact_relu_f32<T: Store>(
         #[inline(always)]
         || {
             let mut rng = rng_for(fmt, source);
+            if fmt.width <= 50 {
+                let mut q = [0f32; CH];
+                for (x, o) in z32.chunks(CH).zip(a32.chunks_mut(CH)) {
+                    let q = &mut q[..x.len()];
+                    stats.merge(&fake_quant_slice(x, q, fmt, rng.as_deref_mut()));
+                    for (o, &v) in o.iter_mut().zip(q.iter()) {
+                        // max(0, v), NaN passing (from another buffer: see `error`).
+                        *o = v.zero_if(v < 0.0);
+                    }
+                }
+                return;
+            }
             let mut q = [T::ZERO; CH];
             for (x, o) in z32.chunks(CH).zip(a32.chunks_mut(CH)) {
                 let q = &mut q[..x.len()];
@@ -306,33 +325,81 @@ pub(crate) fn cast_f32_into<T: Store>(
     )
 }
 
+/// Where the error kernel's results go (any subset).
+pub(crate) struct ErrorOut<'a, T> {
+    /// The errors in storage.
+    pub d: Option<&'a mut [T]>,
+    /// Their f32 rounding (the next GEMMs' operand).
+    pub d32: Option<&'a mut [f32]>,
+    /// The sums down each column of a row-major matrix with `.1` columns: the layer
+    /// below's bias gradient before its cast. Only where [`sums_are_exact`] holds, so
+    /// that any order of addition (libtorch's reduction's included) gives these values.
+    pub col_sums: Option<(&'a mut [T], usize)>,
+}
+
+/// Whether sums of `rows` values of `fmt`'s grid are exact in `T` in any order: every
+/// partial sum is an integer multiple of the LSB below `rows * 2^(width - 1)` LSBs.
+pub(crate) fn sums_are_exact<T: Store>(fmt: &FxFormat, rows: usize) -> bool {
+    let grow = usize::BITS - rows.saturating_sub(1).leading_zeros();
+    fmt.width - 1 + grow <= T::MANTISSA
+}
+
 /// Backward error: `d = cast(dx32)`; with `relu_z` (the layer below's pre-activation,
 /// or its activation: both are <= 0 at the same elements), `d = z <= 0 ? 0 : d` (that
-/// layer's ReLU backward, whose cast is the identity), and its f32 rounding into `d32`.
+/// layer's ReLU backward, whose cast is the identity); then `out`'s parts. The cast
+/// goes to an L1 buffer and every later step reads one buffer and writes another (a
+/// masked update in place compiles to masked stores, slow on AMD cores).
 pub(crate) fn error<T: Store, Z: Store>(
     dx32: &[f32],
     fmt: &FxFormat,
     source: &mut StochasticSource,
     stats: &mut QuantStats,
     relu_z: Option<&[Z]>,
-    d: &mut [T],
-    mut d32: Option<&mut [f32]>,
+    mut out: ErrorOut<'_, T>,
 ) {
     simd(
         #[inline(always)]
         || {
-            cast_f32_chunked(dx32, d, fmt, rng_for(fmt, source), stats, |s, d| {
-                if let Some(z) = relu_z {
-                    for (o, &zz) in d.iter_mut().zip(&z[s..]) {
-                        *o = o.zero_if(zz <= Z::ZERO);
+            let mut rng = rng_for(fmt, source);
+            let (mut cast, mut masked) = ([T::ZERO; CH], [T::ZERO; CH]);
+            if let Some((sums, _)) = out.col_sums.as_mut() {
+                sums.fill(T::ZERO);
+            }
+            for (c, x) in dx32.chunks(CH).enumerate() {
+                let (s, n) = (c * CH, x.len());
+                let b = &mut cast[..n];
+                stats.merge(&T::cast_f32(x, b, fmt, rng.as_deref_mut()));
+                let v: &[T] = match relu_z {
+                    Some(z) => {
+                        let m = &mut masked[..n];
+                        for ((o, &bv), &zz) in m.iter_mut().zip(b.iter()).zip(&z[s..]) {
+                            *o = bv.zero_if(zz <= Z::ZERO);
+                        }
+                        m
+                    }
+                    None => b,
+                };
+                if let Some(d) = out.d.as_deref_mut() {
+                    d[s..s + n].copy_from_slice(v);
+                }
+                if let Some(d32) = out.d32.as_deref_mut() {
+                    for (o, &e) in d32[s..s + n].iter_mut().zip(v) {
+                        *o = e.to_f32();
                     }
                 }
-                if let Some(d32) = d32.as_deref_mut() {
-                    for (o, &v) in d32[s..s + d.len()].iter_mut().zip(d.iter()) {
-                        *o = v.to_f32();
+                if let Some((sums, cols)) = out.col_sums.as_mut() {
+                    // Runs of consecutive columns, each added to its sums in one loop.
+                    let (mut k, mut col) = (0, s % *cols);
+                    while k < n {
+                        let run = (*cols - col).min(n - k);
+                        for (acc, &e) in sums[col..col + run].iter_mut().zip(&v[k..k + run]) {
+                            *acc = *acc + e;
+                        }
+                        k += run;
+                        col = 0;
                     }
                 }
-            })
+            }
         },
     )
 }
@@ -505,4 +572,43 @@ pub(crate) fn soft_update<T: Store>(
             )
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fmt(width: u32) -> FxFormat {
+        FxFormat::new(
+            true,
+            width,
+            8,
+            quant::Rounding::RndConv,
+            quant::Overflow::Sat,
+        )
+        .unwrap()
+    }
+
+    /// The bound: `rows` values of at most 2^(width-1) LSBs sum below 2^MANTISSA LSBs.
+    #[test]
+    fn column_sums_are_exact_up_to_the_significand() {
+        assert!(sums_are_exact::<f64>(&fmt(32), 256));
+        assert!(sums_are_exact::<f64>(&fmt(48), 64));
+        assert!(!sums_are_exact::<f64>(&fmt(49), 64));
+        assert!(!sums_are_exact::<f64>(&fmt(48), 65));
+        assert!(sums_are_exact::<f32>(&fmt(17), 256));
+        assert!(!sums_are_exact::<f32>(&fmt(18), 256));
+        assert!(sums_are_exact::<f32>(&fmt(24), 1));
+        // At the bound the extreme column still sums exactly in either order.
+        let f = fmt(48);
+        let max = f.raw_max() as f64 * f.lsb();
+        let lsb = f.lsb();
+        let col: Vec<f64> = (0..64)
+            .map(|i| if i % 2 == 0 { max } else { max - lsb })
+            .collect();
+        let fwd: f64 = col.iter().sum();
+        let rev: f64 = col.iter().rev().sum();
+        assert_eq!(fwd, rev);
+        assert_eq!(fwd, 32.0 * max + 32.0 * (max - lsb));
+    }
 }

@@ -1017,9 +1017,10 @@ impl Mlp {
         let opts = (kind, tch::Device::Cpu);
         let n = self.layers.len();
         let mut d = delta_out.to_kind(kind);
-        // (delta_z, its f32 rounding) of the layer below, when the error kernel above
-        // already applied that layer's ReLU backward.
-        let mut ready: Option<(Tensor, Option<Tensor>)> = None;
+        // (delta_z, its f32 rounding, its column sums) of the layer below, when the error
+        // kernel above already applied that layer's ReLU backward. With the f32 shadow
+        // delta_z itself is only kept when its column sums (the bias gradient) are not.
+        let mut ready: Option<(Tensor, Option<Tensor>, Option<Tensor>)> = None;
         for i in (0..n).rev() {
             let d_fmt = self.layers[(i + 1).min(n - 1)]
                 .formats
@@ -1029,7 +1030,7 @@ impl Mlp {
             let z = l.z.take();
             let x = l.x.take().expect("backward needs a training forward first");
             let x32 = l.x32.take();
-            let (dz, dz32) = match ready.take() {
+            let (dz, dz32, dz_sums) = match ready.take() {
                 Some(r) => r,
                 None => {
                     let z = z.expect("backward needs a training forward first");
@@ -1045,7 +1046,7 @@ impl Mlp {
                         }
                     };
                     let dz32 = shadow.then(|| dz.to_kind(Kind::Float));
-                    (dz, dz32)
+                    (dz, dz32, None)
                 }
             };
             let dzg = dz32.as_ref().unwrap_or(&dz);
@@ -1062,7 +1063,8 @@ impl Mlp {
                     let st = &mut l.stats[TensorClass::Grad.index()];
                     fused::cast_f32_into(src, &gf, &mut self.source, st, dst);
                 }
-                let gb = dz.sum_dim_intlist([0i64].as_slice(), false, kind);
+                let gb =
+                    dz_sums.unwrap_or_else(|| dz.sum_dim_intlist([0i64].as_slice(), false, kind));
                 let gb = l.cast(TensorClass::Grad, gb, false, &mut self.source);
                 l.gb.copy_(&gb);
             }
@@ -1085,33 +1087,45 @@ impl Mlp {
             // activation in f32 (this layer's GEMM operand; zero exactly where the
             // pre-activation is <= 0, see `relu_backward_from_activation`).
             let a32 = x32.as_ref().unwrap_or(&x);
-            let out = Tensor::empty(dx32.size(), opts);
+            let size = dx32.size();
+            let (rows, cols) = (size[0] as usize, size[1] as usize);
+            // The layer below's bias gradient from the kernel's column sums where they are
+            // exact (then equal to libtorch's sum); its errors in storage only where
+            // something reads them (no shadow: the GEMM operand; else the inexact sum).
+            let sums = relu_below.is_some() && param_grads && fused::sums_are_exact::<T>(&ef, rows);
+            let keep = relu_below.is_none() || !shadow || (param_grads && !sums);
+            let out = keep.then(|| Tensor::empty(size.as_slice(), opts));
             let out32 = (relu_below.is_some() && shadow)
-                .then(|| Tensor::empty(dx32.size(), (Kind::Float, tch::Device::Cpu)));
+                .then(|| Tensor::empty(size.as_slice(), (Kind::Float, tch::Device::Cpu)));
+            let out_sums = sums.then(|| Tensor::empty([cols as i64], opts));
             let m = dx32.numel();
-            // SAFETY: dx32, out and out32 are distinct fresh tensors; the layer below's
-            // cached pre-activation is only read.
+            // SAFETY: dx32, out, out32 and out_sums are distinct fresh tensors; the layer
+            // below's cached pre-activation or this layer's input is only read.
             unsafe {
                 let src = std::slice::from_raw_parts(dx32.data_ptr() as *const f32, m);
                 let st = &mut l.stats[TensorClass::Error.index()];
-                let o = fused::slice_mut::<T>(&out);
-                let o32 = out32.as_ref().map(|t| fused::slice_mut::<f32>(t));
+                let o = fused::ErrorOut {
+                    d: out.as_ref().map(|t| fused::slice_mut::<T>(t)),
+                    d32: out32.as_ref().map(|t| fused::slice_mut::<f32>(t)),
+                    col_sums: out_sums.as_ref().map(|t| (fused::slice_mut::<T>(t), cols)),
+                };
                 match relu_below.as_ref().map(|b| b.z.as_ref()) {
                     Some(Some(z)) => {
                         let zb = Some(fused::slice::<T>(z));
-                        fused::error(src, &ef, &mut self.source, st, zb, o, o32)
+                        fused::error(src, &ef, &mut self.source, st, zb, o)
                     }
                     Some(None) => {
                         let ab = Some(fused::slice::<f32>(a32));
-                        fused::error(src, &ef, &mut self.source, st, ab, o, o32)
+                        fused::error(src, &ef, &mut self.source, st, ab, o)
                     }
-                    None => fused::error::<T, T>(src, &ef, &mut self.source, st, None, o, o32),
+                    None => fused::error::<T, T>(src, &ef, &mut self.source, st, None, o),
                 }
             }
+            let out = out.unwrap_or_default();
             match relu_below {
                 Some(b) => {
                     b.stats[TensorClass::Error.index()].elements += m as u64;
-                    ready = Some((out, out32));
+                    ready = Some((out, out32, out_sums));
                     d = Tensor::new();
                 }
                 None => d = out,

@@ -62,6 +62,10 @@ fn chunk(c: &mut Criterion) {
     g.bench_function("f32_into_f64", |b| {
         b.iter(|| quant::fake_quant_slice_widen(black_box(&xs32), &mut out, &fmt, None))
     });
+    let mut out32 = vec![0f32; 1024];
+    g.bench_function("f32_into_f32", |b| {
+        b.iter(|| quant::fake_quant_slice(black_box(&xs32), &mut out32, &fmt, None))
+    });
     g.bench_function("f64_into_f64", |b| {
         b.iter(|| quant::fake_quant_slice(black_box(&xs64), &mut out, &fmt, None))
     });
