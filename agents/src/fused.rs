@@ -325,6 +325,19 @@ pub(crate) fn cast_f32_into<T: Store>(
     )
 }
 
+/// `dst = cast(src)` between slices of the storage type, e.g. bias-gradient sums
+/// straight into the flat gradient tensor (what `Layer::cast` and a copy compute, without
+/// the tensor calls).
+pub(crate) fn cast_into_storage<T: Store>(
+    src: &[T],
+    fmt: &FxFormat,
+    source: &mut StochasticSource,
+    stats: &mut QuantStats,
+    dst: &mut [T],
+) {
+    stats.merge(&fake_quant_slice(src, dst, fmt, rng_for(fmt, source)));
+}
+
 /// Where the error kernel's results go (any subset).
 pub(crate) struct ErrorOut<'a, T> {
     /// The errors in storage.

@@ -785,7 +785,6 @@ impl Mlp {
             let n = z32.numel();
             let pre = l.formats.get(TensorClass::Preact).expect("fusable");
             let act_fmt = l.formats.get(TensorClass::Activation);
-            let z = Tensor::empty(z32.size(), opts);
             let passes =
                 !matches!(l.activation, Activation::Tanh { .. }) && holds(act_fmt, Some(pre));
             let relu = passes && l.activation == Activation::Relu;
@@ -817,6 +816,7 @@ impl Mlp {
                 }
                 continue;
             }
+            let z = Tensor::empty(z32.size(), opts);
             let (a, a32) = if relu {
                 let a = Tensor::empty(z32.size(), opts);
                 let a32 =
@@ -1065,8 +1065,13 @@ impl Mlp {
                 }
                 let gb =
                     dz_sums.unwrap_or_else(|| dz.sum_dim_intlist([0i64].as_slice(), false, kind));
-                let gb = l.cast(TensorClass::Grad, gb, false, &mut self.source);
-                l.gb.copy_(&gb);
+                // SAFETY: gb is a fresh tensor; l.gb is a contiguous view into the flat
+                // gradients that nothing else reads or writes here.
+                unsafe {
+                    let st = &mut l.stats[TensorClass::Grad.index()];
+                    let (src, dst) = (fused::slice::<T>(&gb), fused::slice_mut::<T>(&l.gb));
+                    fused::cast_into_storage(src, &gf, &mut self.source, st, dst);
+                }
             }
             if i == 0 && !input_grad {
                 return None;
