@@ -66,6 +66,12 @@ fn fake_quant_impl(
     want_mask: bool,
 ) -> (Tensor, Option<Tensor>, QuantStats) {
     let kind = x.kind();
+    if matches!(kind, Kind::Float | Kind::Double) && x.device() == Device::Cpu && x.is_contiguous()
+    {
+        // Already what the kernel reads (the output is a fresh tensor outside autograd):
+        // no conversion calls, which cost more than the kernel on small tensors.
+        return run_kernel(x, fmt, rng, want_mask);
+    }
     let work_kind = match kind {
         Kind::Float | Kind::Double => kind,
         Kind::Half | Kind::BFloat16 => Kind::Float,
