@@ -43,8 +43,9 @@ pub(crate) trait Store:
     /// Significand bits (with the implicit one).
     const MANTISSA: u32;
     fn to_f32(self) -> f32;
-    /// +0 where `zero` holds, else the value, as a bit mask (a blend, not a masked
-    /// store: those are slow on AMD cores).
+    /// +0 where `zero` holds, else the value, as a bit mask. Write the result to another
+    /// buffer than the one read: an in-place update compiles to masked stores, slow on
+    /// AMD cores.
     fn zero_if(self, zero: bool) -> Self;
     /// The scalar as libtorch applies it to a tensor of this type.
     fn of_scalar(x: f64) -> Self;

@@ -205,6 +205,10 @@ impl<S: Real> Screen<S> {
     /// rounding instruction computes; `x` in S exactly.
     #[inline(always)]
     pub fn code(&self, x: S, rounding: Rounding) -> (S, bool) {
+        debug_assert!(
+            has_direct_rounding(rounding),
+            "screened route: {rounding:?}"
+        );
         let y = x * self.scale;
         let r = match rounding {
             Rounding::RndConv => y.round_even(),
