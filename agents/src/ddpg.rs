@@ -74,7 +74,7 @@ impl Agent for Ddpg {
             &next_a,
             self.critic_target.kind(),
         ));
-        let y = td_target(&mut self.critic, b, p.gamma, &q_next);
+        let y = td_target(&mut self.critic, b, p.gamma, &[&q_next]);
         let x = critic_input(&b.obs, &b.actions, self.critic.kind());
         let (critic_loss, q1_mean) = critic_step(&mut self.critic, &x, &y);
         self.updates += 1;

@@ -133,14 +133,32 @@ impl NetSpec {
 
 /// The critic's input: observations and actions side by side, in `kind`.
 pub fn critic_input(obs: &Tensor, actions: &Tensor, kind: Kind) -> Tensor {
-    Tensor::cat(&[obs.to_kind(kind), actions.to_kind(kind)], 1)
+    let fast = match kind {
+        Kind::Float => small::side_by_side::<f32>(obs, actions, None),
+        Kind::Double => small::side_by_side::<f64>(obs, actions, None),
+        _ => None,
+    };
+    fast.unwrap_or_else(|| Tensor::cat(&[obs.to_kind(kind), actions.to_kind(kind)], 1))
 }
 
-/// y = r + gamma (1 - terminated) q_next, cast into `critic`'s output pre-activation format.
-pub fn td_target(critic: &mut Mlp, batch: &Batch, gamma: f64, q_next: &Tensor) -> Tensor {
-    let kind = q_next.kind();
-    let not_done = batch.terminated.to_kind(kind).neg().g_add_scalar_(1.0);
-    let y = batch.rewards.to_kind(kind) + q_next * not_done * gamma;
+/// y = r + gamma (1 - terminated) min(q_next), cast into `critic`'s output pre-activation
+/// format: `q_next` holds one target critic's values (DDPG) or two (TD3's clipped
+/// double-Q: their elementwise minimum, NaN propagating, in the first one's kind).
+pub fn td_target(critic: &mut Mlp, batch: &Batch, gamma: f64, q_next: &[&Tensor]) -> Tensor {
+    let q = q_next[0];
+    let fast = match q.kind() {
+        Kind::Float => small::td_values::<f32>(batch, gamma, q_next),
+        Kind::Double => small::td_values::<f64>(batch, gamma, q_next),
+        _ => None,
+    };
+    let y = fast.unwrap_or_else(|| {
+        let kind = q.kind();
+        let q = q_next[1..]
+            .iter()
+            .fold(q.shallow_clone(), |m, o| m.minimum(&o.to_kind(kind)));
+        let not_done = batch.terminated.to_kind(kind).neg().g_add_scalar_(1.0);
+        batch.rewards.to_kind(kind) + q * not_done * gamma
+    });
     let last = critic.layers.len() - 1;
     critic.cast_at(last, TensorClass::Preact, y)
 }
@@ -150,12 +168,20 @@ pub fn td_target(critic: &mut Mlp, batch: &Batch, gamma: f64, q_next: &Tensor) -
 /// step. Returns (loss, mean q).
 pub fn critic_step(critic: &mut Mlp, input: &Tensor, y: &Tensor) -> (f64, f64) {
     let q = critic.forward(input);
-    let diff = &q - y.to_kind(q.kind());
     let b = q.size()[0] as f64;
-    let loss = f64::try_from(diff.square().mean(Kind::Double)).unwrap_or(f64::NAN);
-    let q_mean = f64::try_from(q.mean(Kind::Double)).unwrap_or(f64::NAN);
+    let fast = match q.kind() {
+        Kind::Float => small::regression::<f32>(&q, y, 2.0 / b),
+        Kind::Double => small::regression::<f64>(&q, y, 2.0 / b),
+        _ => None,
+    };
+    let (loss, q_mean, grad) = fast.unwrap_or_else(|| {
+        let diff = &q - y.to_kind(q.kind());
+        let loss = f64::try_from(diff.square().mean(Kind::Double)).unwrap_or(f64::NAN);
+        let q_mean = f64::try_from(q.mean(Kind::Double)).unwrap_or(f64::NAN);
+        (loss, q_mean, diff * (2.0 / b))
+    });
     let last = critic.layers.len() - 1;
-    let delta = critic.cast_at(last, TensorClass::Error, diff * (2.0 / b));
+    let delta = critic.cast_at(last, TensorClass::Error, grad);
     critic.backward(&delta, true, false);
     critic.step();
     (loss, q_mean)
@@ -168,7 +194,8 @@ pub fn actor_step(actor: &mut Mlp, critic: &mut Mlp, obs: &Tensor) -> f64 {
     let a = actor.forward(obs);
     let q = critic.forward(&critic_input(obs, &a, a.kind()));
     let b = q.size()[0];
-    let loss = -f64::try_from(q.mean(Kind::Double)).unwrap_or(f64::NAN);
+    let loss =
+        -small::mean(&q).unwrap_or_else(|| f64::try_from(q.mean(Kind::Double)).unwrap_or(f64::NAN));
     let last = critic.layers.len() - 1;
     let dq = critic.cast_at(last, TensorClass::Error, q.full_like(-1.0 / b as f64));
     let d_in = critic
@@ -185,8 +212,187 @@ pub fn actor_step(actor: &mut Mlp, critic: &mut Mlp, obs: &Tensor) -> f64 {
 
 /// A (rows x cols) tensor of standard normal samples from `rng`, f32.
 pub fn standard_normal(rng: &mut ChaCha8Rng, rows: i64, cols: i64) -> Tensor {
-    let v: Vec<f32> = (0..rows * cols)
+    Tensor::from_slice(&standard_normals(rng, (rows * cols) as usize)).view([rows, cols])
+}
+
+/// `n` standard normal samples from `rng`, f32 (the draws of [`standard_normal`]).
+pub fn standard_normals(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n)
         .map(|_| rng.sample::<f32, _>(StandardNormal))
-        .collect();
-    Tensor::from_slice(&v).view([rows, cols])
+        .collect()
+}
+
+/// Slice paths for the per-update glue on (batch x few) tensors. libtorch spends 1-5 us
+/// per call on them (a few dozen calls per update); these run the same IEEE operations
+/// in the same types and order as the tensor expressions they replace (kept as the
+/// fallback for other kinds and devices, and checked against them in the tests below).
+/// Statistics (losses, means) are summed in order in f64: they are reported, not
+/// trained on, and may differ from libtorch's reduction in the last bits.
+pub(crate) mod small {
+    use tch::{Device, Kind, Tensor};
+
+    use crate::fused::Store;
+    use crate::replay::Batch;
+
+    /// The elements of a CPU f32/f64 tensor, converted into `T` as `to_kind` does.
+    pub fn read<T: Store>(t: &Tensor) -> Option<Vec<T>> {
+        if t.device() != Device::Cpu {
+            return None;
+        }
+        let t = t.contiguous();
+        // SAFETY: t is a contiguous CPU tensor of the kind read; the slice is dropped
+        // before t.
+        unsafe {
+            match t.kind() {
+                Kind::Float => Some(
+                    crate::fused::slice::<f32>(&t)
+                        .iter()
+                        .map(|&v| T::from_f64(v as f64))
+                        .collect(),
+                ),
+                Kind::Double => Some(
+                    crate::fused::slice::<f64>(&t)
+                        .iter()
+                        .map(|&v| T::from_f64(v))
+                        .collect(),
+                ),
+                _ => None,
+            }
+        }
+    }
+
+    /// A (rows x cols) tensor of `T` holding `v`.
+    pub fn tensor<T: Store>(v: &[T], rows: usize, cols: usize) -> Tensor {
+        assert_eq!(v.len(), rows * cols);
+        let t = Tensor::empty([rows as i64, cols as i64], (T::KIND, Device::Cpu));
+        if !v.is_empty() {
+            // SAFETY: t is a fresh contiguous CPU tensor of T's kind.
+            unsafe { crate::fused::slice_mut::<T>(&t).copy_from_slice(v) };
+        }
+        t
+    }
+
+    fn dims(t: &Tensor) -> Option<(usize, usize)> {
+        match t.size()[..] {
+            [r, c] => Some((r as usize, c as usize)),
+            _ => None,
+        }
+    }
+
+    /// `cat([left, right], 1)` in `T`, with `right` optionally replaced by values
+    /// already in `T` (same shape).
+    pub fn side_by_side<T: Store>(
+        left: &Tensor,
+        right: &Tensor,
+        right_values: Option<&[T]>,
+    ) -> Option<Tensor> {
+        let ((rows, lc), (rows2, rc)) = (dims(left)?, dims(right)?);
+        if rows != rows2 || left.requires_grad() || right.requires_grad() {
+            return None;
+        }
+        let l = read::<T>(left)?;
+        let owned;
+        let r = match right_values {
+            Some(v) => v,
+            None => {
+                owned = read::<T>(right)?;
+                &owned
+            }
+        };
+        let mut out = Vec::with_capacity(rows * (lc + rc));
+        for i in 0..rows {
+            out.extend_from_slice(&l[i * lc..(i + 1) * lc]);
+            out.extend_from_slice(&r[i * rc..(i + 1) * rc]);
+        }
+        Some(tensor(&out, rows, lc + rc))
+    }
+
+    #[inline]
+    fn is_nan<T: Store>(x: T) -> bool {
+        x.to_f64().is_nan()
+    }
+
+    /// libtorch's `minimum`: NaN if either is NaN.
+    #[inline]
+    pub fn minimum<T: Store>(a: T, b: T) -> T {
+        if is_nan(a) {
+            a
+        } else if is_nan(b) || b < a {
+            b
+        } else {
+            a
+        }
+    }
+
+    /// libtorch's `clamp(x, lo, hi)` = `min(max(x, lo), hi)`, NaN propagating.
+    #[inline]
+    pub fn clamp<T: Store>(x: T, lo: T, hi: T) -> T {
+        if is_nan(x) {
+            return x;
+        }
+        let m = if x < lo { lo } else { x };
+        if hi < m {
+            hi
+        } else {
+            m
+        }
+    }
+
+    /// `rewards + (min(q_next) * (1 - terminated)) * gamma` in `T` (q_next's kind).
+    pub fn td_values<T: Store>(batch: &Batch, gamma: f64, q_next: &[&Tensor]) -> Option<Tensor> {
+        let (rows, cols) = dims(q_next[0])?;
+        let mut q = read::<T>(q_next[0])?;
+        for o in &q_next[1..] {
+            if dims(o)? != (rows, cols) {
+                return None;
+            }
+            for (m, v) in q.iter_mut().zip(read::<T>(o)?) {
+                *m = minimum(*m, v);
+            }
+        }
+        let (r, term) = (read::<T>(&batch.rewards)?, read::<T>(&batch.terminated)?);
+        if r.len() != q.len() || term.len() != q.len() {
+            return None;
+        }
+        let (one, g) = (T::of_scalar(1.0), T::of_scalar(gamma));
+        let y: Vec<T> = q
+            .iter()
+            .zip(r.iter().zip(&term))
+            .map(|(&q, (&r, &t))| r + q * (T::ZERO - t + one) * g)
+            .collect();
+        Some(tensor(&y, rows, cols))
+    }
+
+    /// The critic's regression on q (`T`) toward y: (mean (q - y)^2, mean q, (q - y) * scale),
+    /// the squares in `T`, the means in f64.
+    pub fn regression<T: Store>(q: &Tensor, y: &Tensor, scale: f64) -> Option<(f64, f64, Tensor)> {
+        if q.requires_grad() {
+            return None;
+        }
+        let (rows, cols) = dims(q)?;
+        let (qv, yv) = (read::<T>(q)?, read::<T>(y)?);
+        if yv.len() != qv.len() || qv.is_empty() {
+            return None;
+        }
+        let s = T::of_scalar(scale);
+        let n = qv.len() as f64;
+        let (mut sq, mut sum) = (0f64, 0f64);
+        let grad: Vec<T> = qv
+            .iter()
+            .zip(&yv)
+            .map(|(&q, &y)| {
+                let d = q - y;
+                sq += (d * d).to_f64();
+                sum += q.to_f64();
+                d * s
+            })
+            .collect();
+        Some((sq / n, sum / n, tensor(&grad, rows, cols)))
+    }
+
+    /// The mean of a CPU f32/f64 tensor in f64 (in order).
+    pub fn mean(t: &Tensor) -> Option<f64> {
+        let v = read::<f64>(t)?;
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    }
 }

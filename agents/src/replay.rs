@@ -30,6 +30,7 @@ pub struct ReplayBuffer {
     terminated: Vec<f32>,
     // Gather buffers reused by `sample`.
     scratch: [Vec<f32>; 5],
+    indices: Vec<usize>,
 }
 
 impl ReplayBuffer {
@@ -47,6 +48,7 @@ impl ReplayBuffer {
             rewards: Vec::new(),
             terminated: Vec::new(),
             scratch: Default::default(),
+            indices: Vec::new(),
         }
     }
 
@@ -98,17 +100,23 @@ impl ReplayBuffer {
     pub fn sample(&mut self, batch: usize, rng: &mut ChaCha8Rng) -> Batch {
         assert!(self.len > 0, "sampling an empty replay buffer");
         let (od, ad) = (self.obs_dim, self.act_dim);
+        // The indices first (the same draws in the same order), then one gather per
+        // field: the loads of a field are independent, so their cache misses overlap.
+        let idx = &mut self.indices;
+        idx.clear();
+        idx.extend((0..batch).map(|_| rng.gen_range(0..self.len)));
         let [so, sa, sr, sn, st] = &mut self.scratch;
-        for s in [&mut *so, &mut *sa, &mut *sr, &mut *sn, &mut *st] {
-            s.clear();
-        }
-        for _ in 0..batch {
-            let i = rng.gen_range(0..self.len);
-            so.extend_from_slice(&self.obs[i * od..(i + 1) * od]);
-            sn.extend_from_slice(&self.next_obs[i * od..(i + 1) * od]);
-            sa.extend_from_slice(&self.actions[i * ad..(i + 1) * ad]);
-            sr.push(self.rewards[i]);
-            st.push(self.terminated[i]);
+        for (dst, src, d) in [
+            (&mut *so, &self.obs, od),
+            (&mut *sn, &self.next_obs, od),
+            (&mut *sa, &self.actions, ad),
+            (&mut *sr, &self.rewards, 1),
+            (&mut *st, &self.terminated, 1),
+        ] {
+            dst.clear();
+            for &i in idx.iter() {
+                dst.extend_from_slice(&src[i * d..(i + 1) * d]);
+            }
         }
         let b = batch as i64;
         Batch {

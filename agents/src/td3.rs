@@ -3,11 +3,13 @@
 //! policy updates. Follows CleanRL's `td3_continuous_action.py`.
 
 use rand_chacha::ChaCha8Rng;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use crate::dpg::{
-    actor_step, critic_input, critic_step, standard_normal, td_target, Agent, NetSpec, UpdateStats,
+    actor_step, critic_input, critic_step, small, standard_normals, td_target, Agent, NetSpec,
+    UpdateStats,
 };
+use crate::fused::Store;
 use crate::mlp::Mlp;
 use crate::precision::PrecisionSpec;
 use crate::replay::Batch;
@@ -48,6 +50,8 @@ pub struct Td3 {
     action_scale: Tensor,
     low: Tensor,
     high: Tensor,
+    /// The same three per action dimension, for the slice path.
+    bounds: [Vec<f32>; 3],
     updates: u64,
 }
 
@@ -74,8 +78,84 @@ impl Td3 {
             action_scale: Tensor::from_slice(&spec.action_scale()).view([1, spec.act_dim as i64]),
             low,
             high,
+            bounds: [
+                spec.action_scale(),
+                spec.action_low.clone(),
+                spec.action_high.clone(),
+            ],
             updates: 0,
         }
+    }
+}
+
+impl Td3 {
+    /// The target critics' input: next observations beside the target policy's action
+    /// with clipped Gaussian smoothing noise (`normals`, one per action value),
+    /// `clamp(a + clamp(n * scale * policy_noise, -clip, clip), low, high)` with
+    /// `clip = scale * noise_clip`: the noise in f32, the sum and clamp in the target
+    /// actor's storage type. `fast` takes the slice path where it applies (same values:
+    /// tested against the tensor path).
+    fn target_input(
+        &self,
+        next_obs: &Tensor,
+        next_a: &Tensor,
+        normals: &[f32],
+        fast: bool,
+    ) -> Tensor {
+        let kind = next_a.kind();
+        if fast && kind == self.critic1_target.kind() {
+            let t = match kind {
+                Kind::Float => self.target_input_slices::<f32>(next_obs, next_a, normals),
+                Kind::Double => self.target_input_slices::<f64>(next_obs, next_a, normals),
+                _ => None,
+            };
+            if let Some(t) = t {
+                return t;
+            }
+        }
+        let p = self.params;
+        let (rows, act_dim) = (next_a.size()[0], next_a.size()[1]);
+        let clip = &self.action_scale * p.noise_clip;
+        let noise = (Tensor::from_slice(normals).view([rows, act_dim])
+            * &self.action_scale
+            * p.policy_noise)
+            .clamp_tensor(Some(-&clip), Some(clip));
+        let next_a = (next_a + noise.to_kind(kind))
+            .clamp_tensor(Some(self.low.to_kind(kind)), Some(self.high.to_kind(kind)));
+        critic_input(next_obs, &next_a, self.critic1_target.kind())
+    }
+
+    fn target_input_slices<T: Store>(
+        &self,
+        next_obs: &Tensor,
+        next_a: &Tensor,
+        normals: &[f32],
+    ) -> Option<Tensor> {
+        let a = small::read::<T>(next_a)?;
+        let [scale, low, high] = &self.bounds;
+        let ad = scale.len();
+        if a.len() != normals.len() || next_a.size().get(1) != Some(&(ad as i64)) {
+            return None;
+        }
+        // The scalars as libtorch applies them to an f32 tensor.
+        let (pn, nc) = (
+            self.params.policy_noise as f32,
+            self.params.noise_clip as f32,
+        );
+        let smoothed: Vec<T> = a
+            .iter()
+            .zip(normals)
+            .enumerate()
+            .map(|(i, (&a, &n))| {
+                let j = i % ad;
+                let (s, lo, hi) = (scale[j], low[j], high[j]);
+                let clip = s * nc;
+                let noise = small::clamp(n * s * pn, -clip, clip);
+                let of = |v: f32| T::from_f64(v as f64);
+                small::clamp(a + of(noise), of(lo), of(hi))
+            })
+            .collect();
+        small::side_by_side::<T>(next_obs, next_a, Some(&smoothed))
     }
 }
 
@@ -87,22 +167,15 @@ impl Agent for Td3 {
     fn update(&mut self, b: &Batch, rng: &mut ChaCha8Rng) -> UpdateStats {
         let p = self.params;
         let (rows, act_dim) = (b.actions.size()[0], b.actions.size()[1]);
-        // Target policy smoothing: clipped Gaussian noise on the target actor's action.
-        let clip = &self.action_scale * p.noise_clip;
-        let noise = (standard_normal(rng, rows, act_dim) * &self.action_scale * p.policy_noise)
-            .clamp_tensor(Some(-&clip), Some(clip));
+        let normals = standard_normals(rng, (rows * act_dim) as usize);
         let next_a = self.actor_target.predict(&b.next_obs);
-        let kind = next_a.kind();
-        let next_a = (next_a + noise.to_kind(kind))
-            .clamp_tensor(Some(self.low.to_kind(kind)), Some(self.high.to_kind(kind)));
+        let x_next = self.target_input(&b.next_obs, &next_a, &normals, true);
         // Clipped double-Q: the smaller of the two target critics.
-        let x_next = critic_input(&b.next_obs, &next_a, self.critic1_target.kind());
         let q1_next = self.critic1_target.predict(&x_next);
         let q2_next = self
             .critic2_target
             .predict(&x_next.to_kind(self.critic2_target.kind()));
-        let q_next = q1_next.minimum(&q2_next.to_kind(q1_next.kind()));
-        let y = td_target(&mut self.critic1, b, p.gamma, &q_next);
+        let y = td_target(&mut self.critic1, b, p.gamma, &[&q1_next, &q2_next]);
 
         let x = critic_input(&b.obs, &b.actions, self.critic1.kind());
         let (l1, q1) = critic_step(&mut self.critic1, &x, &y);
@@ -162,5 +235,129 @@ impl Agent for Td3 {
 
     fn actor_mut(&mut self) -> &mut Mlp {
         &mut self.actor
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use tch::{Kind, Tensor};
+
+    use super::*;
+    use crate::optim::OptimizerConfig;
+    use crate::precision::Preset;
+    use crate::replay::Batch;
+
+    fn agent(preset: Preset) -> Td3 {
+        let spec = NetSpec {
+            obs_dim: 3,
+            act_dim: 2,
+            hidden: vec![8],
+            action_low: vec![-2.0, -0.7],
+            action_high: vec![2.0, 1.6],
+            actor_optimizer: OptimizerConfig::adam(3e-4),
+            critic_optimizer: OptimizerConfig::adam(3e-4),
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        Td3::new(
+            &spec,
+            Td3Params::default(),
+            &crate::precision::PrecisionSpec::preset(preset),
+            &mut rng,
+            5,
+        )
+    }
+
+    /// Bit patterns, every NaN as one (libtorch's vector `minimum` makes an all-ones NaN,
+    /// its scalar tail passes the input's: the payload carries no meaning here).
+    fn bits(t: &Tensor) -> Vec<u64> {
+        Vec::<f64>::try_from(t.to_kind(Kind::Double).view([-1]))
+            .unwrap()
+            .iter()
+            .map(|v| if v.is_nan() { u64::MAX } else { v.to_bits() })
+            .collect()
+    }
+
+    /// The slice paths of the update's glue give the tensor expressions' values bit for
+    /// bit: smoothing noise beyond the clip, actions beyond the bounds, NaN, f32 and f64
+    /// storage; TD targets with terminations; the critic's regression gradient.
+    #[test]
+    fn slice_glue_equals_the_tensor_expressions() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for preset in [Preset::Float32, Preset::Fxp32] {
+            let mut ag = agent(preset);
+            let kind = ag.critic1_target.kind();
+            let rows = 64;
+            let mut normals: Vec<f32> = (0..rows * 2).map(|_| rng.gen_range(-6.0..6.0)).collect();
+            normals[5] = f32::NAN;
+            let mut a: Vec<f64> = (0..rows * 2).map(|_| rng.gen_range(-3.0..3.0)).collect();
+            a[7] = f64::NAN;
+            a[8] = 1.0 / 3.0;
+            let next_a = Tensor::from_slice(&a).view([rows as i64, 2]).to_kind(kind);
+            let obs: Vec<f32> = (0..rows * 3).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let next_obs = Tensor::from_slice(&obs).view([rows as i64, 3]);
+            let fast = ag.target_input(&next_obs, &next_a, &normals, true);
+            let slow = ag.target_input(&next_obs, &next_a, &normals, false);
+            assert_eq!(fast.kind(), slow.kind());
+            assert_eq!(fast.size(), slow.size());
+            assert_eq!(bits(&fast), bits(&slow), "{preset:?} target input");
+
+            let col = |v: Vec<f32>| Tensor::from_slice(&v).view([rows as i64, 1]);
+            let batch = Batch {
+                obs: next_obs.shallow_clone(),
+                actions: next_a.to_kind(Kind::Float),
+                rewards: col((0..rows).map(|_| rng.gen_range(-16.0..0.0)).collect()),
+                next_obs: next_obs.shallow_clone(),
+                terminated: col((0..rows).map(|i| (i % 5 == 0) as u8 as f32).collect()),
+            };
+            let mut q1: Vec<f64> = (0..rows).map(|_| rng.gen_range(-90.0..0.0)).collect();
+            q1[3] = f64::NAN;
+            let q2: Vec<f64> = (0..rows).map(|_| rng.gen_range(-90.0..0.0)).collect();
+            let (q1, q2) = (col_of(&q1, kind), col_of(&q2, kind));
+            let fast = small::td_values::<f64>(&batch, 0.99, &[&q1, &q2]);
+            let fast = match kind {
+                Kind::Float => small::td_values::<f32>(&batch, 0.99, &[&q1, &q2]),
+                _ => fast,
+            }
+            .unwrap();
+            let not_done = batch.terminated.to_kind(kind).neg().g_add_scalar_(1.0);
+            let slow = batch.rewards.to_kind(kind) + q1.minimum(&q2) * not_done * 0.99;
+            assert_eq!(bits(&fast), bits(&slow), "{preset:?} td target");
+
+            let y = slow;
+            let q = q2.shallow_clone();
+            let (loss, mean, grad) = match kind {
+                Kind::Float => small::regression::<f32>(&q, &y, 2.0 / rows as f64),
+                _ => small::regression::<f64>(&q, &y, 2.0 / rows as f64),
+            }
+            .unwrap();
+            let diff = &q - &y;
+            assert_eq!(bits(&grad), bits(&(&diff * (2.0 / rows as f64))));
+            let torch_loss = f64::try_from(diff.square().mean(Kind::Double)).unwrap();
+            let torch_mean = f64::try_from(q.mean(Kind::Double)).unwrap();
+            // y holds a NaN (from q1): the loss is NaN both ways.
+            assert!(loss.is_nan() && torch_loss.is_nan(), "{loss} {torch_loss}");
+            assert!((mean - torch_mean).abs() <= 1e-12 * torch_mean.abs().max(1.0));
+            let y_finite = y.nan_to_num(0.0, None, None);
+            let (loss, _, _) = match kind {
+                Kind::Float => small::regression::<f32>(&q, &y_finite, 1.0),
+                _ => small::regression::<f64>(&q, &y_finite, 1.0),
+            }
+            .unwrap();
+            let torch_loss = f64::try_from((&q - &y_finite).square().mean(Kind::Double)).unwrap();
+            assert!((loss - torch_loss).abs() <= 1e-12 * torch_loss.abs().max(1.0));
+
+            let fast = critic_input(&batch.obs, &batch.actions, kind);
+            let slow = Tensor::cat(&[batch.obs.to_kind(kind), batch.actions.to_kind(kind)], 1);
+            assert_eq!(bits(&fast), bits(&slow));
+            ag.updates = 0;
+        }
+    }
+
+    fn col_of(v: &[f64], kind: Kind) -> Tensor {
+        Tensor::from_slice(v)
+            .view([v.len() as i64, 1])
+            .to_kind(kind)
     }
 }
