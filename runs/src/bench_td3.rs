@@ -273,6 +273,10 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
         .context("starting the bench thread pool")?;
     let gemms = td3_update_gemms(OBS, ACT, &HIDDEN, BATCH, POLICY_FREQUENCY);
     let (secs, gemm_secs, flops, cast_elements, per_round) = pool.install(|| {
+        // libtorch's thread count (OpenMP's, MKL's) is per calling thread: set it on the
+        // thread that runs the updates, not only on main (a worker otherwise runs some
+        // GEMMs, e.g. `mm` without transposes, on every core).
+        tch::set_num_threads(args.threads);
         for _ in 0..20 {
             let b = buffer.sample(BATCH, &mut rng);
             agent.update(&b, &mut rng);

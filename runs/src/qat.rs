@@ -629,6 +629,8 @@ struct Parent {
 }
 
 fn profile_parent(plan: &QatPlan, seed: u64, dir: &Path) -> Result<Parent> {
+    // libtorch's thread count is per calling thread (this runs on a rayon worker).
+    tch::set_num_threads(1);
     let scratch = scratch_copy(dir)?;
     let mut t =
         Trainer::resume(&scratch).map_err(|e| anyhow!("resuming {}: {e}", dir.display()))?;
@@ -705,6 +707,8 @@ fn run_rung(
     ranges: &RangeTable,
     out: &Path,
 ) -> RungRun {
+    // libtorch's thread count is per calling thread (this runs on a rayon worker).
+    tch::set_num_threads(1);
     let mut formats = FormatTable::new();
     let result = (|| -> Result<RungRun> {
         let mut t = branch(start, out)?;
