@@ -547,6 +547,45 @@ pub(crate) fn adam_step<T: Store>(
     )
 }
 
+/// Adam on all-float flat tensors, the part before the square root: `m = lerp(m, g, w1)`
+/// and `s = lerp(s^2, g^2, w2)` (each lerp one FMA), as `Optimizer::step_float`'s tch
+/// calls compute them. The root stays libtorch's `sqrt_`: its f32 root is not always the
+/// correctly rounded one (1 ulp off on some inputs), and the float path keeps its values.
+pub(crate) fn adam_moments_float<T: Store>(
+    g: &[T],
+    m: &mut [T],
+    s: &mut [T],
+    (w1, w2): (f64, f64),
+) {
+    assert!(w1.abs() < 0.5 && w2.abs() < 0.5, "lerp weights below 0.5");
+    assert!(m.len() == g.len() && s.len() == g.len());
+    let (w1, w2) = (T::of_scalar(w1), T::of_scalar(w2));
+    simd(
+        #[inline(always)]
+        || {
+            for ((&gv, mv), sv) in g.iter().zip(m.iter_mut()).zip(s.iter_mut()) {
+                *mv = lerp_small(*mv, gv, w1);
+                *sv = lerp_small(*sv * *sv, gv * gv, w2);
+            }
+        },
+    )
+}
+
+/// Adam on all-float flat tensors after the root: `p = p + m / (s * k + e)` (a multiply,
+/// an add, `addcdiv`'s value 1 leaving the quotient), as `step_float`'s tch calls.
+pub(crate) fn adam_apply_float<T: Store>(m: &[T], s: &[T], p: &mut [T], (k, e): (f64, f64)) {
+    assert!(s.len() == m.len() && p.len() == m.len());
+    let (k, e) = (T::of_scalar(k), T::of_scalar(e));
+    simd(
+        #[inline(always)]
+        || {
+            for ((&mv, &sv), pv) in m.iter().zip(s).zip(p) {
+                *pv = *pv + mv / (sv * k + e);
+            }
+        },
+    )
+}
+
 /// Polyak averaging of one segment: `p = cast_own(lerp(p, src, tau))` and the f32
 /// shadow. `tau` must be below 0.5.
 pub(crate) fn soft_update<T: Store>(

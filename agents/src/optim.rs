@@ -158,10 +158,86 @@ impl Optimizer {
         }
     }
 
-    /// All-float path: a few fused tch calls over the flat tensors.
+    /// All-float path: Adam in three passes over the flat tensors (`fused::adam_moments_float`,
+    /// libtorch's `sqrt_`, `fused::adam_apply_float`: the tch sequence below element by
+    /// element) where they are contiguous CPU tensors of one float kind, else a few tch
+    /// calls.
     fn step_float(&mut self, net: &mut Mlp) {
+        self.step_float_with(net, true);
+    }
+
+    fn step_float_with(&mut self, net: &mut Mlp, fused: bool) {
+        // Not under QAT: its master weights feed autograd graphs, whose version
+        // counters only tch's in-place ops advance.
+        let plain = fused && net.mode() == TrainMode::Fixed;
         let g = net.grads.shallow_clone();
         let p = net.params_mut();
+        if let (
+            true,
+            OptimizerConfig::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            },
+        ) = (plain, self.config)
+        {
+            let flat = [&g, &*p, &self.m, &self.s];
+            let kind = p.kind();
+            let fits = flat
+                .iter()
+                .all(|t| t.kind() == kind && t.device() == tch::Device::Cpu && t.is_contiguous());
+            if fits && matches!(kind, Kind::Float | Kind::Double) {
+                let (bc1, bc2) = self.bias_corrections(beta1, beta2);
+                let c = -bc1 / lr;
+                let weights = (1.0 - beta1, 1.0 - beta2);
+                let denom = (c / bc2.sqrt(), c * eps);
+                let p = p.shallow_clone();
+                // SAFETY: g, p, m and s are distinct contiguous CPU tensors of `kind`
+                // (the network's flat gradients and parameters, the optimizer's state),
+                // each sliced once per call.
+                unsafe {
+                    match kind {
+                        Kind::Float => {
+                            let (g, m, s) = (
+                                fused::slice(&g),
+                                fused::slice_mut(&self.m),
+                                fused::slice_mut(&self.s),
+                            );
+                            fused::adam_moments_float::<f32>(g, m, s, weights);
+                        }
+                        _ => {
+                            let (g, m, s) = (
+                                fused::slice(&g),
+                                fused::slice_mut(&self.m),
+                                fused::slice_mut(&self.s),
+                            );
+                            fused::adam_moments_float::<f64>(g, m, s, weights);
+                        }
+                    }
+                    let _ = self.s.sqrt_();
+                    match kind {
+                        Kind::Float => {
+                            let (m, s, p) = (
+                                fused::slice(&self.m),
+                                fused::slice(&self.s),
+                                fused::slice_mut(&p),
+                            );
+                            fused::adam_apply_float::<f32>(m, s, p, denom);
+                        }
+                        _ => {
+                            let (m, s, p) = (
+                                fused::slice(&self.m),
+                                fused::slice(&self.s),
+                                fused::slice_mut(&p),
+                            );
+                            fused::adam_apply_float::<f64>(m, s, p, denom);
+                        }
+                    }
+                }
+                return;
+            }
+        }
         match self.config {
             OptimizerConfig::Adam {
                 lr,
@@ -309,6 +385,74 @@ pub(crate) fn cast_segments(net: &mut Mlp, class: Option<TensorClass>, src: &Ten
                 &mut net.source,
             );
             dst.narrow(0, off, len).copy_(&q);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+    use tch::{Kind, Tensor};
+
+    use super::*;
+    use crate::mlp::Activation;
+    use crate::precision::{PrecisionSpec, Preset};
+
+    /// The sliced float Adam equals the tch sequence bit for bit, step after step
+    /// (bias corrections changing, gradients of both signs and zero, f32 and f64).
+    #[test]
+    fn fused_float_adam_equals_the_tch_sequence() {
+        for kind in [Kind::Float, Kind::Double] {
+            let spec = PrecisionSpec::preset(Preset::Float32);
+            let mut rng = ChaCha8Rng::seed_from_u64(4);
+            let net = |rng: &mut ChaCha8Rng| {
+                Mlp::new("critic", &[5, 24, 1], Activation::Identity, &spec, rng, 1)
+            };
+            let mut a = net(&mut rng);
+            a.params = a.params.to_kind(kind);
+            a.grads = a.grads.to_kind(kind);
+            let n = a.params.numel();
+            let cfg = OptimizerConfig::Adam {
+                lr: 3e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            };
+            let mut b = net(&mut rng);
+            b.params = a.params.copy();
+            b.grads = a.grads.copy();
+            let (mut oa, mut ob) = (Optimizer::new(cfg, n, kind), Optimizer::new(cfg, n, kind));
+            for step in 0..6 {
+                tch::manual_seed(step);
+                let g = Tensor::randn([n as i64], (kind, tch::Device::Cpu)) * 0.1;
+                let _ = g.narrow(0, 0, 7).fill_(0.0);
+                a.grads.copy_(&g);
+                b.grads.copy_(&g);
+                oa.t += 1;
+                ob.t += 1;
+                oa.step_float_with(&mut a, true);
+                ob.step_float_with(&mut b, false);
+                for (what, x, y) in [
+                    ("m", &oa.m, &ob.m),
+                    ("s", &oa.s, &ob.s),
+                    ("p", &a.params, &b.params),
+                ] {
+                    let (x, y) = (x.to_kind(Kind::Double), y.to_kind(Kind::Double));
+                    let (x, y) = (
+                        Vec::<f64>::try_from(x).unwrap(),
+                        Vec::<f64>::try_from(y).unwrap(),
+                    );
+                    let bad: Vec<_> = x
+                        .iter()
+                        .zip(&y)
+                        .enumerate()
+                        .filter(|(_, (u, v))| u.to_bits() != v.to_bits())
+                        .take(3)
+                        .collect();
+                    assert!(bad.is_empty(), "{kind:?} step {step} {what}: {bad:?}");
+                }
+            }
         }
     }
 }
