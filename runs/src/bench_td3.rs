@@ -46,14 +46,15 @@ pub struct BenchTd3Args {
     /// Run the Stable-Baselines3 peer in the same invocation.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub peer: bool,
-    /// Rounds of (updates, GEMM roofline); the best of each is reported.
+    /// Rounds of (updates, GEMM roofline, peer); the best of each is reported, medians
+    /// beside.
     #[arg(long, default_value_t = 3)]
     pub rounds: u64,
     /// Measure libtorch's GEMM throughput for the roofline (off: only the updates run,
     /// e.g. under a profiler).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub roofline: bool,
-    /// Updates the peer times.
+    /// Updates the peer times, split over the rounds.
     #[arg(long, default_value_t = 1000)]
     pub peer_updates: u64,
 }
@@ -173,6 +174,25 @@ fn fake_quant_ns_per_element(kind: Kind) -> f64 {
     t.elapsed().as_secs_f64() * 1e9 / (reps as f64 * x.numel() as f64)
 }
 
+/// The median (mean of the middle two for an even count); NaN for none.
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Rates as `a b c` with one decimal.
+fn rates(xs: &[f64]) -> String {
+    xs.iter()
+        .map(|x| format!("{x:.1}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The peer's `name: value` lines, or why there are none.
 fn run_peer(threads: i32, updates: u64) -> Result<BTreeMap<String, f64>> {
     let python = envs::bridge::python_executable();
@@ -272,7 +292,8 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
         .build()
         .context("starting the bench thread pool")?;
     let gemms = td3_update_gemms(OBS, ACT, &HIDDEN, BATCH, POLICY_FREQUENCY);
-    let (secs, gemm_secs, flops, cast_elements, per_round) = pool.install(|| {
+    let mut peer: Vec<Result<BTreeMap<String, f64>>> = Vec::new();
+    let (secs, gemm_secs, flops, cast_elements, per_round, round_secs) = pool.install(|| {
         // libtorch's thread count (OpenMP's, MKL's) is per calling thread: set it on the
         // thread that runs the updates, not only on main (a worker otherwise runs some
         // GEMMs, e.g. `mm` without transposes, on every core).
@@ -286,25 +307,30 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
                 l.take_stats();
             }
         }
-        // Rounds alternate timed updates with the GEMM roofline measurement, so both see
-        // the same machine load; the best round of each is reported (other processes
-        // only ever slow a round down).
+        // Rounds alternate timed updates with the GEMM roofline measurement and a peer
+        // run, so all three see the same machine load; the best round of each is
+        // reported (other processes only ever slow a round down), medians beside.
         let rounds = args.rounds.max(1);
         let per_round = args.updates.div_ceil(rounds);
-        let (mut best, mut best_gemm, mut flops) = (f64::INFINITY, f64::INFINITY, f64::NAN);
+        let (mut best_gemm, mut flops) = (f64::INFINITY, f64::NAN);
+        let mut ours = Vec::new();
         for _ in 0..rounds {
             let t = Instant::now();
             for _ in 0..per_round {
                 let b = buffer.sample(BATCH, &mut rng);
                 agent.update(&b, &mut rng);
             }
-            best = best.min(t.elapsed().as_secs_f64() / per_round as f64);
+            ours.push(t.elapsed().as_secs_f64() / per_round as f64);
             if args.roofline {
                 let (f, g) = gemm_roofline(&gemms);
                 flops = f;
                 best_gemm = best_gemm.min(g);
             }
+            if args.peer && !matches!(peer.last(), Some(Err(_))) {
+                peer.push(run_peer(args.threads, args.peer_updates.div_ceil(rounds)));
+            }
         }
+        let best = ours.iter().copied().fold(f64::INFINITY, f64::min);
         let cast_elements: u64 = agent
             .networks_mut()
             .into_iter()
@@ -315,19 +341,25 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
             })
             .sum::<u64>()
             / rounds;
-        (best, best_gemm, flops, cast_elements, per_round)
+        (best, best_gemm, flops, cast_elements, per_round, ours)
     });
     let ups = 1.0 / secs;
+    let ours_median = 1.0 / median(&round_secs);
     println!("precision: {precision}");
     println!("gemm_mode: {}", args.gemm);
     println!("threads: {}", args.threads);
     println!("shapes: Pendulum-v1 obs {OBS} act {ACT}, hidden 256-256, batch {BATCH}, policy_frequency {POLICY_FREQUENCY}");
     println!(
-        "updates: {} ({} rounds of {per_round}, best round reported)",
+        "updates: {} ({} rounds of {per_round}, best round reported; each round followed by the peer's)",
         per_round * args.rounds.max(1),
         args.rounds.max(1)
     );
     println!("updates_per_s: {ups:.1}");
+    println!("updates_per_s_median: {ours_median:.1}");
+    println!(
+        "rounds_updates_per_s: {}",
+        rates(&round_secs.iter().map(|s| 1.0 / s).collect::<Vec<_>>())
+    );
     println!("ms_per_update: {:.3}", secs * 1e3);
     println!("flops_per_update: {flops:.4e}");
     println!("gemm_ms_per_update: {:.3}", gemm_secs * 1e3);
@@ -366,17 +398,29 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
         }
     }
     if args.peer {
-        match run_peer(args.threads, args.peer_updates) {
-            Ok(peer) => {
-                if let Some(&p) = peer.get("sb3_td3_updates_per_s") {
-                    println!("sb3_td3_updates_per_s: {p:.1}");
-                    println!("speedup_vs_sb3: {:.2}", ups / p);
+        match peer.iter().find_map(|r| r.as_ref().err()) {
+            Some(e) => println!("sb3_td3_updates_per_s: n/a ({e})"),
+            None => {
+                let get = |key: &str| -> Vec<f64> {
+                    peer.iter()
+                        .filter_map(|r| r.as_ref().ok()?.get(key).copied())
+                        .collect()
+                };
+                let (u, env) = (get("sb3_td3_updates_per_s"), get("sb3_td3_env_steps_per_s"));
+                if !u.is_empty() {
+                    let best = u.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let med = median(&u);
+                    println!("sb3_td3_updates_per_s: {best:.1}");
+                    println!("sb3_td3_updates_per_s_median: {med:.1}");
+                    println!("sb3_rounds_updates_per_s: {}", rates(&u));
+                    println!("speedup_vs_sb3: {:.2}", ups / best);
+                    println!("speedup_vs_sb3_median: {:.2}", ours_median / med);
                 }
-                if let Some(&p) = peer.get("sb3_td3_env_steps_per_s") {
-                    println!("sb3_td3_env_steps_per_s: {p:.1}");
+                if !env.is_empty() {
+                    let best = env.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    println!("sb3_td3_env_steps_per_s: {best:.1}");
                 }
             }
-            Err(e) => println!("sb3_td3_updates_per_s: n/a ({e})"),
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -385,6 +429,14 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn medians_of_rounds() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
+        assert_eq!(rates(&[1.25, 10.0]), "1.2 10.0");
+    }
 
     #[test]
     fn td3_update_flops_count_every_gemm_of_both_phases() {
