@@ -257,6 +257,11 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
     if args.threads < 1 || args.updates == 0 {
         return Err(config_error("--threads and --updates must be positive"));
     }
+    if args.peer && args.peer_updates == 0 {
+        return Err(config_error(
+            "--peer-updates must be positive (or --peer false)",
+        ));
+    }
     tch::set_num_threads(args.threads);
     crate::train::keep_freed_memory();
     let cfg = TrainConfig {

@@ -53,3 +53,23 @@ fn a_bad_bridge_wait_mode_is_a_usage_error_naming_the_variable() {
     let o = rollout("block");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn bad_bench_td3_arguments_exit_2_naming_the_flag() {
+    for (args, flag) in [
+        (&["--precision", "fxp7"][..], "--precision"),
+        (&["--threads", "0"][..], "--threads"),
+        (&["--peer-updates", "0"][..], "--peer-updates"),
+        (&["--gemm", "slow"][..], "--gemm"),
+    ] {
+        let o = fixar_elsewhere()
+            .args(["bench", "td3"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(flag), "{args:?}: {err}");
+        assert!(o.stdout.is_empty(), "{args:?}: nothing measured");
+    }
+}
