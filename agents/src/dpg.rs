@@ -121,14 +121,6 @@ impl NetSpec {
         ));
         net
     }
-
-    pub fn low_high(&self) -> (Tensor, Tensor) {
-        let n = self.act_dim as i64;
-        (
-            Tensor::from_slice(&self.action_low).view([1, n]),
-            Tensor::from_slice(&self.action_high).view([1, n]),
-        )
-    }
 }
 
 /// The critic's input: observations and actions side by side, in `kind`.
@@ -225,7 +217,8 @@ pub fn standard_normals(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
 /// Slice paths for the per-update glue on (batch x few) tensors. libtorch spends 1-5 us
 /// per call on them (a few dozen calls per update); these run the same IEEE operations
 /// in the same types and order as the tensor expressions they replace (kept as the
-/// fallback for other kinds and devices, and checked against them in the tests below).
+/// fallback for other kinds, devices and autograd inputs, and checked against them bit
+/// for bit in `td3::tests`).
 /// Statistics (losses, means) are summed in order in f64: they are reported, not
 /// trained on, and may differ from libtorch's reduction in the last bits.
 pub(crate) mod small {

@@ -194,45 +194,13 @@ impl Optimizer {
                 let denom = (c / bc2.sqrt(), c * eps);
                 let p = p.shallow_clone();
                 // SAFETY: g, p, m and s are distinct contiguous CPU tensors of `kind`
-                // (the network's flat gradients and parameters, the optimizer's state),
-                // each sliced once per call.
+                // (the network's flat gradients and parameters, the optimizer's state).
                 unsafe {
                     match kind {
                         Kind::Float => {
-                            let (g, m, s) = (
-                                fused::slice(&g),
-                                fused::slice_mut(&self.m),
-                                fused::slice_mut(&self.s),
-                            );
-                            fused::adam_moments_float::<f32>(g, m, s, weights);
+                            adam_float_passes::<f32>(&g, &self.m, &self.s, &p, weights, denom)
                         }
-                        _ => {
-                            let (g, m, s) = (
-                                fused::slice(&g),
-                                fused::slice_mut(&self.m),
-                                fused::slice_mut(&self.s),
-                            );
-                            fused::adam_moments_float::<f64>(g, m, s, weights);
-                        }
-                    }
-                    let _ = self.s.sqrt_();
-                    match kind {
-                        Kind::Float => {
-                            let (m, s, p) = (
-                                fused::slice(&self.m),
-                                fused::slice(&self.s),
-                                fused::slice_mut(&p),
-                            );
-                            fused::adam_apply_float::<f32>(m, s, p, denom);
-                        }
-                        _ => {
-                            let (m, s, p) = (
-                                fused::slice(&self.m),
-                                fused::slice(&self.s),
-                                fused::slice_mut(&p),
-                            );
-                            fused::adam_apply_float::<f64>(m, s, p, denom);
-                        }
+                        _ => adam_float_passes::<f64>(&g, &self.m, &self.s, &p, weights, denom),
                     }
                 }
                 return;
@@ -311,6 +279,29 @@ impl Optimizer {
         let params = net.params.shallow_clone();
         cast_segments(net, None, &p_pre, &params);
     }
+}
+
+/// `step_float`'s Adam on the flat tensors: moments, libtorch's `sqrt_`, the update.
+///
+/// # Safety
+/// `g`, `m`, `s` and `p` must be distinct contiguous CPU tensors of `T`'s kind, of one
+/// length, and no other slice of them may live during the call.
+unsafe fn adam_float_passes<T: Store>(
+    g: &Tensor,
+    m: &Tensor,
+    s: &Tensor,
+    p: &Tensor,
+    weights: (f64, f64),
+    denom: (f64, f64),
+) {
+    fused::adam_moments_float::<T>(
+        fused::slice(g),
+        fused::slice_mut(m),
+        fused::slice_mut(s),
+        weights,
+    );
+    let _ = s.shallow_clone().sqrt_();
+    fused::adam_apply_float::<T>(fused::slice(m), fused::slice(s), fused::slice_mut(p), denom);
 }
 
 /// Adam's epsilon as the hardware divides by it: at least one LSB of the layer's

@@ -254,8 +254,10 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
             )))
         }
     };
-    if args.threads < 1 || args.updates == 0 {
-        return Err(config_error("--threads and --updates must be positive"));
+    if args.threads < 1 || args.updates == 0 || args.rounds == 0 {
+        return Err(config_error(
+            "--threads, --updates and --rounds must be positive",
+        ));
     }
     if args.peer && args.peer_updates == 0 {
         return Err(config_error(
@@ -315,7 +317,7 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
         // Rounds alternate timed updates with the GEMM roofline measurement and a peer
         // run, so all three see the same machine load; the best round of each is
         // reported (other processes only ever slow a round down), medians beside.
-        let rounds = args.rounds.max(1);
+        let rounds = args.rounds;
         let per_round = args.updates.div_ceil(rounds);
         let (mut best_gemm, mut flops) = (f64::INFINITY, f64::NAN);
         let mut ours = Vec::new();
@@ -355,9 +357,14 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
     println!("threads: {}", args.threads);
     println!("shapes: Pendulum-v1 obs {OBS} act {ACT}, hidden 256-256, batch {BATCH}, policy_frequency {POLICY_FREQUENCY}");
     println!(
-        "updates: {} ({} rounds of {per_round}, best round reported; each round followed by the peer's)",
-        per_round * args.rounds.max(1),
-        args.rounds.max(1)
+        "updates: {} ({} rounds of {per_round}, best round reported{})",
+        per_round * args.rounds,
+        args.rounds,
+        if args.peer {
+            "; each round followed by the peer's"
+        } else {
+            ""
+        }
     );
     println!("updates_per_s: {ups:.1}");
     println!("updates_per_s_median: {ours_median:.1}");

@@ -60,6 +60,7 @@ fn bad_bench_td3_arguments_exit_2_naming_the_flag() {
         (&["--precision", "fxp7"][..], "--precision"),
         (&["--threads", "0"][..], "--threads"),
         (&["--peer-updates", "0"][..], "--peer-updates"),
+        (&["--rounds", "0"][..], "--rounds"),
         (&["--gemm", "slow"][..], "--gemm"),
     ] {
         let o = fixar_elsewhere()
