@@ -11,7 +11,9 @@
 //! time libtorch needs for the same GEMMs back to back at the same thread count;
 //! `roofline_fraction` = that GEMM-only time / the measured time per update. Updates and
 //! GEMMs are timed in alternating rounds and the best round of each is reported, so load
-//! from other processes affects both alike.
+//! from other processes affects both alike. Each round starts with 50 untimed updates, as
+//! the peer's script warms up before it times (the probe and the peer's process leave
+//! other data in the caches).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -64,6 +66,8 @@ const ACT: usize = 1;
 const HIDDEN: [usize; 2] = [256, 256];
 const BATCH: usize = 256;
 const POLICY_FREQUENCY: u64 = 2;
+/// Untimed updates before each round (the peer's script warms up with 50).
+const WARM_UP: usize = 50;
 
 /// Where a GEMM sits in a layer: forward `b + x W`, weight gradient `x^T dz`, input
 /// error `dz W^T`.
@@ -172,6 +176,19 @@ fn fake_quant_ns_per_element(kind: Kind) -> f64 {
         reps += 1;
     }
     t.elapsed().as_secs_f64() * 1e9 / (reps as f64 * x.numel() as f64)
+}
+
+/// Elements every layer of the agent cast since the last call (its counters are taken).
+fn cast_elements(agent: &mut Box<dyn agents::Agent>) -> u64 {
+    agent
+        .networks_mut()
+        .into_iter()
+        .flat_map(|n| {
+            n.layers
+                .iter_mut()
+                .map(|l| l.take_stats().iter().map(|s| s.elements).sum::<u64>())
+        })
+        .sum()
 }
 
 /// The median (mean of the middle two for an even count); NaN for none.
@@ -300,34 +317,43 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
         .context("starting the bench thread pool")?;
     let gemms = td3_update_gemms(OBS, ACT, &HIDDEN, BATCH, POLICY_FREQUENCY);
     let mut peer: Vec<Result<BTreeMap<String, f64>>> = Vec::new();
-    let (secs, gemm_secs, flops, cast_elements, per_round, round_secs) = pool.install(|| {
+    let (secs, gemm_secs, flops, casts, per_round, round_secs) = pool.install(|| {
         // libtorch's thread count (OpenMP's, MKL's) is per calling thread: set it on the
         // thread that runs the updates, not only on main (a worker otherwise runs some
         // GEMMs, e.g. `mm` without transposes, on every core).
         tch::set_num_threads(args.threads);
-        for _ in 0..20 {
-            let b = buffer.sample(BATCH, &mut rng);
-            agent.update(&b, &mut rng);
-        }
-        for net in agent.networks_mut() {
-            for l in &mut net.layers {
-                l.take_stats();
+        // Untimed updates, as the peer's script does before timing; their cast counts
+        // are dropped so `cast_elements_per_update` counts timed updates only.
+        let warm_up = |agent: &mut Box<dyn agents::Agent>,
+                       buffer: &mut ReplayBuffer,
+                       rng: &mut ChaCha8Rng| {
+            for _ in 0..WARM_UP {
+                let b = buffer.sample(BATCH, rng);
+                agent.update(&b, rng);
             }
-        }
+            cast_elements(agent);
+        };
+        warm_up(&mut agent, &mut buffer, &mut rng);
         // Rounds alternate timed updates with the GEMM roofline measurement and a peer
         // run, so all three see the same machine load; the best round of each is
         // reported (other processes only ever slow a round down), medians beside.
         let rounds = args.rounds;
         let per_round = args.updates.div_ceil(rounds);
         let (mut best_gemm, mut flops) = (f64::INFINITY, f64::NAN);
-        let mut ours = Vec::new();
-        for _ in 0..rounds {
+        let (mut ours, mut cast_sum) = (Vec::new(), 0u64);
+        for round in 0..rounds {
+            if round > 0 {
+                // The peer's run and the GEMM probe left other data in the caches; its
+                // script warms up before timing too.
+                warm_up(&mut agent, &mut buffer, &mut rng);
+            }
             let t = Instant::now();
             for _ in 0..per_round {
                 let b = buffer.sample(BATCH, &mut rng);
                 agent.update(&b, &mut rng);
             }
             ours.push(t.elapsed().as_secs_f64() / per_round as f64);
+            cast_sum += cast_elements(&mut agent);
             if args.roofline {
                 let (f, g) = gemm_roofline(&gemms);
                 flops = f;
@@ -338,17 +364,7 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
             }
         }
         let best = ours.iter().copied().fold(f64::INFINITY, f64::min);
-        let cast_elements: u64 = agent
-            .networks_mut()
-            .into_iter()
-            .flat_map(|n| {
-                n.layers
-                    .iter_mut()
-                    .map(|l| l.take_stats().iter().map(|s| s.elements).sum::<u64>())
-            })
-            .sum::<u64>()
-            / rounds;
-        (best, best_gemm, flops, cast_elements, per_round, ours)
+        (best, best_gemm, flops, cast_sum / rounds, per_round, ours)
     });
     let ups = 1.0 / secs;
     let ours_median = 1.0 / median(&round_secs);
@@ -373,13 +389,15 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
         rates(&round_secs.iter().map(|s| 1.0 / s).collect::<Vec<_>>())
     );
     println!("ms_per_update: {:.3}", secs * 1e3);
-    println!("flops_per_update: {flops:.4e}");
-    println!("gemm_ms_per_update: {:.3}", gemm_secs * 1e3);
-    println!("gemm_gflops: {:.1}", flops / gemm_secs / 1e9);
-    println!("achieved_gflops: {:.1}", flops * ups / 1e9);
-    println!("roofline_fraction: {:.3}", gemm_secs / secs);
+    if args.roofline {
+        println!("flops_per_update: {flops:.4e}");
+        println!("gemm_ms_per_update: {:.3}", gemm_secs * 1e3);
+        println!("gemm_gflops: {:.1}", flops / gemm_secs / 1e9);
+        println!("achieved_gflops: {:.1}", flops * ups / 1e9);
+        println!("roofline_fraction: {:.3}", gemm_secs / secs);
+    }
     if precision != Preset::Float32 {
-        let per_update = cast_elements as f64 / per_round as f64;
+        let per_update = casts as f64 / per_round as f64;
         let kind = agent.networks()[1].kind();
         let ns = pool.install(|| fake_quant_ns_per_element(kind));
         println!("cast_elements_per_update: {per_update:.0}");
