@@ -74,3 +74,33 @@ fn bad_bench_td3_arguments_exit_2_naming_the_flag() {
         assert!(o.stdout.is_empty(), "{args:?}: nothing measured");
     }
 }
+
+#[test]
+fn bench_td3_prints_roofline_lines_only_when_it_measures_them() {
+    for roofline in ["false", "true"] {
+        let o = fixar_elsewhere()
+            .args(["bench", "td3", "--precision", "float32", "--updates", "4"])
+            .args(["--rounds", "2", "--peer", "false", "--roofline", roofline])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let out = String::from_utf8_lossy(&o.stdout);
+        let value = |name: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                .map(|v| v.parse::<f64>().unwrap())
+        };
+        assert!(
+            value("updates_per_s").is_some_and(|v| v.is_finite() && v > 0.0),
+            "{out}"
+        );
+        for name in ["gemm_gflops", "roofline_fraction"] {
+            let v = value(name);
+            if roofline == "true" {
+                assert!(v.is_some_and(|v| v.is_finite() && v > 0.0), "{name}: {out}");
+            } else {
+                assert!(v.is_none(), "{name} printed without the probe: {out}");
+            }
+        }
+    }
+}
