@@ -33,6 +33,37 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
+/// The exit status of a process that wrote into a pipe nobody reads (128 + SIGPIPE, what a
+/// shell shows for a C tool killed by the signal).
+pub const BROKEN_PIPE_EXIT: i32 = 141;
+
+/// Makes a closed stdout end the process quietly: `fixar bench td3 | head -3` stops
+/// the command with status 141 once `head` has its lines, where `println!` would panic
+/// and print a backtrace hint. Rust ignores SIGPIPE, and it stays ignored: the env
+/// bridge writes to worker pipes and reports a dead worker as an error naming the env.
+/// Every other panic goes to the hook that was installed before.
+pub fn quiet_on_broken_stdout() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if is_broken_stdout(msg) {
+            std::process::exit(BROKEN_PIPE_EXIT);
+        }
+        previous(info);
+    }));
+}
+
+/// Whether a panic message is std's for a print into a closed pipe.
+fn is_broken_stdout(msg: &str) -> bool {
+    msg.starts_with("failed printing to stdout")
+        && (msg.contains("Broken pipe") || msg.contains("os error 32"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +74,16 @@ mod tests {
         assert_eq!(exit_code(&e), 2);
         let e = anyhow::anyhow!("disk full").context("while writing");
         assert_eq!(exit_code(&e), 1);
+    }
+
+    #[test]
+    fn only_a_print_into_a_closed_stdout_counts_as_a_broken_pipe() {
+        assert!(is_broken_stdout(
+            "failed printing to stdout: Broken pipe (os error 32)"
+        ));
+        assert!(!is_broken_stdout(
+            "failed printing to stdout: No space left on device (os error 28)"
+        ));
+        assert!(!is_broken_stdout("worker pipe: Broken pipe (os error 32)"));
     }
 }

@@ -109,6 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    runs::failure::quiet_on_broken_stdout();
     let cli = Cli::parse();
     runs::logging::init(cli.verbose as i8 - cli.quiet as i8);
     match run(cli) {

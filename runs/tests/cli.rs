@@ -104,3 +104,20 @@ fn bench_td3_prints_roofline_lines_only_when_it_measures_them() {
         }
     }
 }
+
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    // The reader hangs up before fixar prints (it loads libtorch first): its first line
+    // meets a closed pipe, as under `fixar info | head -0`.
+    let mut child = fixar_elsewhere()
+        .arg("info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(141), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
