@@ -35,13 +35,19 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 
 /// The exit status of a process that wrote into a pipe nobody reads (128 + SIGPIPE, what a
 /// shell shows for a C tool killed by the signal).
-pub const BROKEN_PIPE_EXIT: i32 = 141;
+pub const BROKEN_PIPE_EXIT: u8 = 141;
+
+/// Set by the hook of [`quiet_on_broken_stdout`] when a print met a closed stdout.
+static BROKEN_STDOUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Makes a closed stdout end the process quietly: `fixar bench td3 | head -3` stops
-/// the command with status 141 once `head` has its lines, where `println!` would panic
-/// and print a backtrace hint. Rust ignores SIGPIPE, and it stays ignored: the env
-/// bridge writes to worker pipes and reports a dead worker as an error naming the env.
-/// Every other panic goes to the hook that was installed before.
+/// the command with status 141 once `head` has its lines, where `println!`'s panic
+/// would print its message and a backtrace hint. The panic itself still unwinds, so
+/// every destructor on the way runs (a trainer's metric files are flushed, bridged env
+/// workers are stopped) and nothing written so far is lost; [`exit_after_panic`] turns
+/// it into the exit status. Rust ignores SIGPIPE, and it stays ignored: the env bridge
+/// writes to worker pipes and reports a dead worker as an error naming the env. Every
+/// other panic goes to the hook that was installed before.
 pub fn quiet_on_broken_stdout() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -52,10 +58,21 @@ pub fn quiet_on_broken_stdout() {
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or("");
         if is_broken_stdout(msg) {
-            std::process::exit(BROKEN_PIPE_EXIT);
+            BROKEN_STDOUT.store(true, std::sync::atomic::Ordering::SeqCst);
+            return;
         }
         previous(info);
     }));
+}
+
+/// The exit status for a panic that reached `main`: [`BROKEN_PIPE_EXIT`] when a print
+/// met a closed stdout (the hook of [`quiet_on_broken_stdout`] saw it), else the panic
+/// goes on as it would have.
+pub fn exit_after_panic(payload: Box<dyn std::any::Any + Send>) -> std::process::ExitCode {
+    if BROKEN_STDOUT.load(std::sync::atomic::Ordering::SeqCst) {
+        return std::process::ExitCode::from(BROKEN_PIPE_EXIT);
+    }
+    std::panic::resume_unwind(payload)
 }
 
 /// Whether a panic message is std's for a print into a closed pipe.

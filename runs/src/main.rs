@@ -112,11 +112,13 @@ fn main() -> ExitCode {
     runs::failure::quiet_on_broken_stdout();
     let cli = Cli::parse();
     runs::logging::init(cli.verbose as i8 - cli.quiet as i8);
-    match run(cli) {
-        Ok(code) => code,
-        Err(err) => {
+    // A panic unwinds to here (destructors run on the way); see `quiet_on_broken_stdout`.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
+        Ok(Ok(code)) => code,
+        Ok(Err(err)) => {
             eprintln!("error: {err:#}");
             ExitCode::from(runs::failure::exit_code(&err))
         }
+        Err(payload) => runs::failure::exit_after_panic(payload),
     }
 }

@@ -195,3 +195,39 @@ fn killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one() {
     );
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn a_closed_stdout_loses_nothing_of_the_run() {
+    // `fixar train ... | head -0`: the summary lines at the end meet a closed pipe. The
+    // command exits 141 without a panic message, and the run directory holds what an
+    // ordinary run of the same config and seed writes, byte for byte.
+    let d = scratch("closed-stdout");
+    let cfg = config(&d, 600);
+    let run = |out: &Path, closed: bool| {
+        let mut c = Command::new(BIN);
+        c.arg("train")
+            .args(["--config", cfg.to_str().unwrap(), "--seeds", "0"])
+            .args(["--out", out.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped());
+        if closed {
+            let mut child = c.stdout(std::process::Stdio::piped()).spawn().unwrap();
+            drop(child.stdout.take());
+            child.wait_with_output().unwrap()
+        } else {
+            c.output().unwrap()
+        }
+    };
+    let (piped, plain) = (d.join("piped"), d.join("plain"));
+    let o = run(&piped, true);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(141), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let o = run(&plain, false);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(piped.join("summary.json").is_file());
+    for f in ["metrics.csv", "quant.csv", "eval.csv", "episodes.csv"] {
+        let read = |dir: &Path| std::fs::read(dir.join("seed_0").join(f)).unwrap();
+        assert_eq!(read(&piped), read(&plain), "seed_0/{f}");
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
