@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -16,6 +16,48 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 const MAGIC: &[u8; 8] = b"FIXARCK1";
+
+/// What can go wrong writing or reading a checkpoint; every message names the file or
+/// the field.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("reading checkpoint {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a fixar checkpoint")]
+    NotACheckpoint { path: PathBuf },
+    #[error("{path}: truncated checkpoint header")]
+    TruncatedHeader { path: PathBuf },
+    #[error("{path}: bad checkpoint header: {source}")]
+    BadHeader {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("checkpoint lacks `{0}`")]
+    MissingField(String),
+    #[error("checkpoint field `{key}`: {source}")]
+    Field {
+        key: String,
+        source: serde_json::Error,
+    },
+    #[error("checkpoint lacks tensor `{0}`")]
+    MissingTensor(String),
+    #[error("checkpoint tensor `{0}` runs past the end of the file")]
+    TensorPastEnd(String),
+    #[error("unknown tensor kind `{0}` in checkpoint")]
+    UnknownKind(String),
+    #[error("checkpoints hold f32, f64 and i64 tensors, not {0}")]
+    UnsupportedKind(String),
+    #[error("checkpoint tensor `{name}`: {source}")]
+    Tensor { name: String, source: tch::TchError },
+    #[error("rng word position: {0}")]
+    RngPosition(std::num::ParseIntError),
+    /// The checkpoint is readable but does not fit the agent its config builds.
+    #[error("{0}")]
+    Mismatch(String),
+}
 
 #[derive(Serialize, Deserialize)]
 struct Entry {
@@ -40,35 +82,35 @@ pub struct CheckpointWriter {
     data: Vec<u8>,
 }
 
-fn kind_name(k: Kind) -> Result<&'static str, String> {
+fn kind_name(k: Kind) -> Result<&'static str, CheckpointError> {
     match k {
         Kind::Float => Ok("f32"),
         Kind::Double => Ok("f64"),
         Kind::Int64 => Ok("i64"),
-        other => Err(format!(
-            "checkpoints hold f32, f64 and i64 tensors, not {other:?}"
-        )),
+        other => Err(CheckpointError::UnsupportedKind(format!("{other:?}"))),
     }
 }
 
-fn kind_of(name: &str) -> Result<(Kind, usize), String> {
+fn kind_of(name: &str) -> Result<(Kind, usize), CheckpointError> {
     match name {
         "f32" => Ok((Kind::Float, 4)),
         "f64" => Ok((Kind::Double, 8)),
         "i64" => Ok((Kind::Int64, 8)),
-        other => Err(format!("unknown tensor kind `{other}` in checkpoint")),
+        other => Err(CheckpointError::UnknownKind(other.to_string())),
     }
 }
 
 impl CheckpointWriter {
-    pub fn meta(&mut self, key: &str, value: impl Serialize) -> Result<(), String> {
-        let v =
-            serde_json::to_value(value).map_err(|e| format!("checkpoint field `{key}`: {e}"))?;
+    pub fn meta(&mut self, key: &str, value: impl Serialize) -> Result<(), CheckpointError> {
+        let v = serde_json::to_value(value).map_err(|source| CheckpointError::Field {
+            key: key.to_string(),
+            source,
+        })?;
         self.meta.insert(key.to_string(), v);
         Ok(())
     }
 
-    pub fn tensor(&mut self, name: &str, t: &Tensor) -> Result<(), String> {
+    pub fn tensor(&mut self, name: &str, t: &Tensor) -> Result<(), CheckpointError> {
         let t = t.detach().contiguous();
         let kind = kind_name(t.kind())?;
         let n = t.numel();
@@ -86,7 +128,7 @@ impl CheckpointWriter {
         Ok(())
     }
 
-    pub fn f32s(&mut self, name: &str, v: &[f32]) -> Result<(), String> {
+    pub fn f32s(&mut self, name: &str, v: &[f32]) -> Result<(), CheckpointError> {
         self.tensor(name, &Tensor::from_slice(v))
     }
 
@@ -123,52 +165,65 @@ pub struct CheckpointReader {
 }
 
 impl CheckpointReader {
-    pub fn read(path: &Path) -> Result<Self, String> {
-        let bytes =
-            fs::read(path).map_err(|e| format!("reading checkpoint {}: {e}", path.display()))?;
+    pub fn read(path: &Path) -> Result<Self, CheckpointError> {
+        let path_buf = || path.to_path_buf();
+        let bytes = fs::read(path).map_err(|source| CheckpointError::Read {
+            path: path_buf(),
+            source,
+        })?;
         if bytes.len() < 16 || &bytes[..8] != MAGIC {
-            return Err(format!("{} is not a fixar checkpoint", path.display()));
+            return Err(CheckpointError::NotACheckpoint { path: path_buf() });
         }
         let n = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
         let end = 16usize.checked_add(n).filter(|&e| e <= bytes.len());
-        let end = end.ok_or_else(|| format!("{}: truncated checkpoint header", path.display()))?;
-        let header: Header = serde_json::from_slice(&bytes[16..end])
-            .map_err(|e| format!("{}: bad checkpoint header: {e}", path.display()))?;
+        let end = end.ok_or_else(|| CheckpointError::TruncatedHeader { path: path_buf() })?;
+        let header: Header = serde_json::from_slice(&bytes[16..end]).map_err(|source| {
+            CheckpointError::BadHeader {
+                path: path_buf(),
+                source,
+            }
+        })?;
         Ok(CheckpointReader {
             header,
             data: bytes[end..].to_vec(),
         })
     }
 
-    pub fn meta<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<T, String> {
+    pub fn meta<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<T, CheckpointError> {
         let v = self
             .header
             .meta
             .get(key)
-            .ok_or_else(|| format!("checkpoint lacks `{key}`"))?;
-        serde_json::from_value(v.clone()).map_err(|e| format!("checkpoint field `{key}`: {e}"))
+            .ok_or_else(|| CheckpointError::MissingField(key.to_string()))?;
+        serde_json::from_value(v.clone()).map_err(|source| CheckpointError::Field {
+            key: key.to_string(),
+            source,
+        })
     }
 
-    pub fn tensor(&self, name: &str) -> Result<Tensor, String> {
+    pub fn tensor(&self, name: &str) -> Result<Tensor, CheckpointError> {
         let e = self
             .header
             .tensors
             .iter()
             .find(|e| e.name == name)
-            .ok_or_else(|| format!("checkpoint lacks tensor `{name}`"))?;
+            .ok_or_else(|| CheckpointError::MissingTensor(name.to_string()))?;
         let (kind, _) = kind_of(&e.kind)?;
         let (a, b) = (e.offset as usize, (e.offset + e.len) as usize);
         if b > self.data.len() {
-            return Err(format!(
-                "checkpoint tensor `{name}` runs past the end of the file"
-            ));
+            return Err(CheckpointError::TensorPastEnd(name.to_string()));
         }
         Ok(Tensor::from_data_size(&self.data[a..b], &e.shape, kind))
     }
 
-    pub fn f32s(&self, name: &str) -> Result<Vec<f32>, String> {
+    pub fn f32s(&self, name: &str) -> Result<Vec<f32>, CheckpointError> {
         let t = self.tensor(name)?;
-        Vec::<f32>::try_from(t.to_kind(Kind::Float).view([-1])).map_err(|e| e.to_string())
+        Vec::<f32>::try_from(t.to_kind(Kind::Float).view([-1])).map_err(|source| {
+            CheckpointError::Tensor {
+                name: name.to_string(),
+                source,
+            }
+        })
     }
 }
 
@@ -190,13 +245,13 @@ impl RngState {
         }
     }
 
-    pub fn restore(&self) -> Result<ChaCha8Rng, String> {
+    pub fn restore(&self) -> Result<ChaCha8Rng, CheckpointError> {
         let mut r = ChaCha8Rng::from_seed(self.seed);
         r.set_stream(self.stream);
         let pos: u128 = self
             .word_pos
             .parse()
-            .map_err(|e| format!("rng word position: {e}"))?;
+            .map_err(CheckpointError::RngPosition)?;
         r.set_word_pos(pos);
         Ok(r)
     }

@@ -28,6 +28,14 @@ pub enum NoiseKind {
     Ou,
 }
 
+/// The values of a config that serde accepts but training cannot use, one message per
+/// key (each names the key and the limit).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{}", .problems.join("; "))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
 /// Everything one training run needs besides the seed. Defaults: CleanRL's
 /// `td3_continuous_action.py` (see `../shared/design/agents.md`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -173,7 +181,7 @@ impl TrainConfig {
     }
 
     /// Value checks serde cannot express; each message names the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let mut bad = Vec::new();
         let mut need = |ok: bool, msg: &str| {
             if !ok {
@@ -226,7 +234,7 @@ impl TrainConfig {
         if bad.is_empty() {
             Ok(())
         } else {
-            Err(bad.join("; "))
+            Err(ConfigError { problems: bad })
         }
     }
 }

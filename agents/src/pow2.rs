@@ -33,6 +33,21 @@ pub enum Pow2Error {
     Width(u32),
     #[error("{fmt} with k = {k} has more than {MAX_CODEBOOK} codes; use a smaller k")]
     TooLarge { fmt: String, k: u32 },
+    #[error("{layer}: {source}")]
+    InLayer {
+        layer: String,
+        source: Box<Pow2Error>,
+    },
+}
+
+impl Pow2Error {
+    /// The same error, naming the layer it happened in.
+    pub fn in_layer(self, layer: &str) -> Pow2Error {
+        Pow2Error::InLayer {
+            layer: layer.to_string(),
+            source: Box::new(self),
+        }
+    }
 }
 
 /// The number of non-zero digits of `r`'s non-adjacent form: the fewest signed powers of

@@ -12,6 +12,21 @@ use std::str::FromStr;
 use quant::{FxFormat, Overflow, Rounding};
 use serde::{Deserialize, Serialize};
 
+/// A tensor class, format or preset name that does not parse; the message names the
+/// value and what was expected.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum PrecisionError {
+    #[error("unknown tensor class `{name}`; expected one of {expected}")]
+    UnknownClass { name: String, expected: String },
+    #[error("`{value}` is neither `float32` nor an ap_fixed format: {source}")]
+    BadFormat {
+        value: String,
+        source: quant::FormatError,
+    },
+    #[error("unknown precision `{0}`; expected float32, fxp32 or fxp16")]
+    UnknownPreset(String),
+}
+
 /// The places in a layer's datapath where a value is cast into a format
 /// (`../shared/design/numerics.md`, "Fixed-point training").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -77,17 +92,17 @@ impl fmt::Display for TensorClass {
 }
 
 impl FromStr for TensorClass {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = PrecisionError;
+    fn from_str(s: &str) -> Result<Self, PrecisionError> {
         TensorClass::ALL
             .into_iter()
             .find(|c| c.name() == s)
             .ok_or_else(|| {
                 let names: Vec<_> = TensorClass::ALL.iter().map(|c| c.name()).collect();
-                format!(
-                    "unknown tensor class `{s}`; expected one of {}",
-                    names.join(", ")
-                )
+                PrecisionError::UnknownClass {
+                    name: s.to_string(),
+                    expected: names.join(", "),
+                }
             })
     }
 }
@@ -120,21 +135,29 @@ impl LayerFormats {
     }
 }
 
+/// The formats of every layer, by stable layer name (`actor.fc1`, `critic2_target.fc3`).
+pub type FormatTable = BTreeMap<String, LayerFormats>;
+/// An observed range (`max |x|`, or another observer's) per layer and tensor class.
+pub type RangeTable = BTreeMap<String, BTreeMap<TensorClass, f64>>;
+
 /// One class's format in a config: `"float32"` or an HLS spelling such as
 /// `"ap_fixed<32,8,AP_RND_CONV,AP_SAT>"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FormatValue(pub Option<FxFormat>);
 
 impl FromStr for FormatValue {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = PrecisionError;
+    fn from_str(s: &str) -> Result<Self, PrecisionError> {
         let t = s.trim();
         if t == "float32" || t == "float" {
             return Ok(FormatValue(None));
         }
         FxFormat::from_str(t)
             .map(|f| FormatValue(Some(f)))
-            .map_err(|e| format!("`{t}` is neither `float32` nor an ap_fixed format: {e}"))
+            .map_err(|source| PrecisionError::BadFormat {
+                value: t.to_string(),
+                source,
+            })
     }
 }
 
@@ -350,12 +373,12 @@ impl fmt::Display for Preset {
 }
 
 impl FromStr for Preset {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = PrecisionError;
+    fn from_str(s: &str) -> Result<Self, PrecisionError> {
         Preset::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| format!("unknown precision `{s}`; expected float32, fxp32 or fxp16"))
+            .ok_or_else(|| PrecisionError::UnknownPreset(s.to_string()))
     }
 }
 

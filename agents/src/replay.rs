@@ -144,7 +144,12 @@ impl ReplayBuffer {
     }
 
     /// Restores what `state` returned.
-    pub fn restore(&mut self, pos: usize, len: usize, fields: [Vec<f32>; 5]) -> Result<(), String> {
+    pub fn restore(
+        &mut self,
+        pos: usize,
+        len: usize,
+        fields: [Vec<f32>; 5],
+    ) -> Result<(), crate::checkpoint::CheckpointError> {
         let [obs, actions, rewards, next_obs, terminated] = fields;
         let ok = len <= self.capacity
             && pos < self.capacity
@@ -154,10 +159,10 @@ impl ReplayBuffer {
             && rewards.len() == len
             && terminated.len() == len;
         if !ok {
-            return Err(format!(
+            return Err(crate::checkpoint::CheckpointError::Mismatch(format!(
                 "replay buffer state does not fit (len {len}, capacity {}, obs dim {}, action dim {})",
                 self.capacity, self.obs_dim, self.act_dim
-            ));
+            )));
         }
         self.pos = pos;
         self.len = len;

@@ -258,10 +258,12 @@ fn run_peer(threads: i32, updates: u64) -> Result<BTreeMap<String, f64>> {
 
 /// The `fixar bench td3` command.
 pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
-    let precision: Preset = args
-        .precision
-        .parse()
-        .map_err(|e: String| config_error(format!("--precision: {e}")))?;
+    let precision: Preset =
+        args.precision
+            .parse()
+            .map_err(|e: agents::precision::PrecisionError| {
+                config_error(format!("--precision: {e}"))
+            })?;
     let gemm = match args.gemm.as_str() {
         "fast" => agents::Gemm::Fast,
         "exact" => agents::Gemm::Exact,

@@ -224,7 +224,7 @@ pub fn run(args: &PipelineArgs) -> Result<ExitCode> {
     // 3. Accelerator at the chosen precision (FXP16 datapath for widths up to 16).
     let t2 = Instant::now();
     eprintln!("pipeline 3/3: accelerator estimate on {}", spec.accel.hw);
-    let chosen_width = qat.chosen.as_ref().map(|c| c.width);
+    let chosen_width = qat.outcome.chosen.as_ref().map(|c| c.width);
     let mut accel_cfg = cfg.clone();
     if chosen_width.is_some_and(|w| w <= 16) {
         accel_cfg.precision = agents::Preset::Fxp16;
@@ -281,7 +281,7 @@ fn build_report(
         f.n,
         f.mean,
         f.std,
-        match &qat.chosen {
+        match &qat.outcome.chosen {
             Some(c) => format!("{} bits ({}; mean return {:.1} ± {:.1})", c.width, c.strategy.name(), c.mean_return, c.std_return),
             None => "no width (no rung stayed within tolerance)".into(),
         },
@@ -335,15 +335,15 @@ fn build_report(
     let mut qsec = Section::new("QAT ladder: reward vs bit width")
         .text(format!(
             "Reference `{}`: {:.1} ± {:.1} over {} seed(s). A rung holds when its mean return is within the tolerance ({}); the chosen width is the narrowest rung that holds. Details: `qat/qat.md`.",
-            qat.reference.label,
-            qat.reference.mean,
-            qat.reference.std,
-            qat.reference.seeds,
+            qat.outcome.reference.label,
+            qat.outcome.reference.mean,
+            qat.outcome.reference.std,
+            qat.outcome.reference.seeds,
             spec.qat.tolerance
         ))
         .table(qt)
         .figure(qat.paths.plot_stem().with_extension("png"), "Mean eval return against bit width, per strategy");
-    if let Some(c) = &qat.chosen {
+    if let Some(c) = &qat.outcome.chosen {
         let mut ft = Table::new(&["layer", "class", "format"]);
         for (layer, spec) in &c.actor_formats {
             if let serde_json::Value::Object(m) = serde_json::to_value(spec)? {
@@ -391,7 +391,7 @@ fn build_report(
         accel.estimate.hw,
         accel.estimate.device,
         accel.preset_description,
-        if qat.chosen.as_ref().is_some_and(|c| c.width <= 16) { "FXP16" } else { "FXP32" }
+        if qat.outcome.chosen.as_ref().is_some_and(|c| c.width <= 16) { "FXP16" } else { "FXP32" }
     ));
     asec = asec.table(at);
     if let Some(c) = &accel.calibration {

@@ -8,8 +8,9 @@ use std::sync::OnceLock;
 
 use agents::config::TrainConfig;
 use agents::precision::{Preset, TensorClass};
+use agents::qat::Strategy;
 use clap::Parser;
-use runs::qat::{execute, table::Strategy, QatArgs};
+use runs::qat::{execute, QatArgs};
 
 /// A tiny fxp32 TD3 parent (2 seeds, 2 episodes of Pendulum, 16-16 networks), trained
 /// once per test binary.
@@ -95,18 +96,21 @@ fn ptq_at_the_parent_width_reproduces_the_parent_eval_and_every_output_is_writte
     let report = execute(&plan).unwrap();
     let summary = runs::qat::read_summary(&run).unwrap();
     // The reference is the parent's own final eval, and PTQ at 32 bits equals it bit for bit.
-    assert_eq!(report.reference.mean, summary.final_eval_return.mean);
-    let r32 = &report.results[0];
+    assert_eq!(
+        report.outcome.reference.mean,
+        summary.final_eval_return.mean
+    );
+    let r32 = &report.outcome.results[0];
     assert_eq!((r32.strategy, r32.rung.width), (Strategy::Ptq, 32));
     for (o, s) in r32.seeds.iter().zip(&summary.seeds) {
         assert_eq!(o.eval_mean, Some(s.final_eval_return), "seed {}", s.seed);
     }
     // Narrow rungs really are narrow: every forward class of every layer at 6 bits.
-    let r6 = &report.results[2];
+    let r6 = &report.outcome.results[2];
     for o in &r6.seeds {
         assert!(!o.formats.is_empty());
         for (layer, f) in &o.formats {
-            for c in runs::qat::FORWARD_CLASSES {
+            for c in agents::qat::FORWARD_CLASSES {
                 assert_eq!(f.get(c).unwrap().width, 6, "{layer} {c}");
             }
             // PTQ leaves the training-only classes alone.
@@ -131,7 +135,7 @@ fn ptq_at_the_parent_width_reproduces_the_parent_eval_and_every_output_is_writte
     assert!(p.plot_stem().with_extension("png").is_file());
     assert!(p.plot_stem().with_extension("svg").is_file());
     // PTQ at 32 bits is within any tolerance of itself, so a rung is chosen.
-    let chosen = runs::qat::table::Chosen::load(&run).unwrap();
+    let chosen = agents::qat::Chosen::load(&run).unwrap();
     assert!(chosen.checkpoint.is_relative());
     assert!(run.join(&chosen.checkpoint).is_file());
     assert!(chosen.actor_formats.contains_key("actor.fc1"));
@@ -163,6 +167,7 @@ fn a_diverging_rung_is_recorded_as_failed_and_the_ladder_goes_on() {
     .unwrap();
     let report = execute(&plan).unwrap();
     let range: Vec<_> = report
+        .outcome
         .results
         .iter()
         .filter(|r| r.strategy == Strategy::Range)
@@ -175,6 +180,7 @@ fn a_diverging_rung_is_recorded_as_failed_and_the_ladder_goes_on() {
     }
     // PTQ does not retrain, so it is unaffected.
     assert!(report
+        .outcome
         .results
         .iter()
         .filter(|r| r.strategy == Strategy::Ptq)
@@ -204,7 +210,7 @@ fn a_range_chain_retrains_each_rung_from_the_previous_one() {
     .plan()
     .unwrap();
     let report = execute(&plan).unwrap();
-    for r in &report.results {
+    for r in &report.outcome.results {
         assert_eq!(r.status(), "ok", "w{}", r.rung.width);
     }
     // Each rung continued from the one before: the w12 checkpoints are 2 x 70 steps on.
@@ -219,7 +225,7 @@ fn a_range_chain_retrains_each_rung_from_the_previous_one() {
     // The rung's checkpoint is the deployable network: weights on their formats' grids.
     let dir = report.paths.rung_dir(Strategy::Range, 12).join("seed_0");
     let t = agents::trainer::Trainer::resume(&dir).unwrap();
-    for l in &t.agent.actor().layers {
+    for l in &t.agent().actor().layers {
         let f = l.formats.get(TensorClass::Weight).unwrap();
         let (q, _) = quant::tensor::fake_quant(l.weight(), &f, None);
         assert!(
@@ -250,7 +256,7 @@ fn multiplier_free_actor_weights_have_at_most_k_powers_of_two() {
     .plan()
     .unwrap();
     let report = execute(&plan).unwrap();
-    let r = &report.results[0];
+    let r = &report.outcome.results[0];
     for o in &r.seeds {
         let m = o.multipliers.expect("counted");
         assert_eq!(m.multiplications, 0);
@@ -266,7 +272,7 @@ fn multiplier_free_actor_weights_have_at_most_k_powers_of_two() {
             .unwrap()
             .to_path_buf();
         let t = agents::trainer::Trainer::resume(&dir).unwrap();
-        for l in &t.agent.actor().layers {
+        for l in &t.agent().actor().layers {
             let f = l.formats.get(TensorClass::Weight).unwrap();
             let w =
                 Vec::<f64>::try_from(l.weight().to_kind(tch::Kind::Double).flatten(0, -1)).unwrap();

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::table::{Reference, RungResult, Strategy, Tolerance};
 use crate::plot::{line_chart, HBand, LineChart, Series};
+use agents::qat::{Reference, RungResult, Strategy, Tolerance};
 
 /// What the figure's title and labels name.
 pub struct FigureContext<'a> {
@@ -111,8 +111,7 @@ pub fn write(ctx: &FigureContext, results: &[RungResult], stem: &Path) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::qat::ladder::Rung;
-    use crate::qat::table::{Scale, SeedOutcome};
+    use agents::qat::{Rung, Scale, SeedOutcome};
 
     #[test]
     fn figure_has_a_line_per_strategy_reference_bands_and_the_chosen_marker() {
@@ -158,7 +157,7 @@ mod tests {
             std: 4.0,
             seeds: 2,
         };
-        let tol = super::super::table::Tolerance {
+        let tol = agents::qat::Tolerance {
             fraction: 0.05,
             scale: Scale::Reference,
         };

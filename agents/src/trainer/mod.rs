@@ -16,26 +16,28 @@
 //! None of these files holds a wall-clock figure, so the same config and seed give
 //! byte-identical files, and so does a resumed run.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
+mod control;
+mod persist;
+mod record;
+
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use envs::{BoxSpace, Env, EnvError};
-use quant::tensor::QuantStats;
+use envs::{Env, EnvError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{CheckpointReader, CheckpointWriter, RngState};
+use crate::checkpoint::{CheckpointError, CheckpointReader, CheckpointWriter, RngState};
 use crate::config::{Algo, TrainConfig};
-use crate::ddpg::{Ddpg, DdpgParams};
-use crate::dpg::{Agent, NetSpec};
-use crate::mlp::RangeTrack;
+use crate::dpg::Agent;
+use crate::layout;
 use crate::noise::ExplorationNoise;
 use crate::precision::{FormatValue, TensorClass};
 use crate::replay::ReplayBuffer;
-use crate::td3::{Td3, Td3Params};
+pub use persist::{build_agent, load_agent, save_agent};
+use record::{Recorder, EPISODES, EVAL, METRICS, QUANT};
 
 /// Why a run stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -56,9 +58,9 @@ pub enum TrainError {
         inf: u64,
     },
     #[error("{0}")]
-    Checkpoint(String),
+    Checkpoint(#[from] CheckpointError),
     #[error("config: {0}")]
-    Config(String),
+    Config(#[from] crate::config::ConfigError),
     #[error("writing {path}: {source}")]
     Io {
         path: PathBuf,
@@ -140,72 +142,6 @@ struct LoopState {
     finished: bool,
 }
 
-/// The four CSV streams of a seed, appended as training goes.
-struct Recorder {
-    files: Vec<(PathBuf, BufWriter<File>)>,
-}
-
-const CSV_FILES: [&str; 4] = ["metrics.csv", "quant.csv", "eval.csv", "episodes.csv"];
-const METRICS: usize = 0;
-const QUANT: usize = 1;
-const EVAL: usize = 2;
-const EPISODES: usize = 3;
-
-impl Recorder {
-    fn create(dir: &Path, metrics_header: &str) -> Result<Self, TrainError> {
-        let headers = [
-            metrics_header.to_string(),
-            "step,network,layer,class,format,elements,saturated,wrapped,nan,inf,max_abs,ema,p999"
-                .into(),
-            "step,mean,std,min,max,episodes".into(),
-            "step,episode,return,length".into(),
-        ];
-        let mut files = Vec::new();
-        for (name, header) in CSV_FILES.iter().zip(headers) {
-            let path = dir.join(name);
-            let mut f = BufWriter::new(File::create(&path).map_err(io_err(&path))?);
-            writeln!(f, "{header}").map_err(io_err(&path))?;
-            files.push((path, f));
-        }
-        Ok(Recorder { files })
-    }
-
-    /// Reopens the streams for appending after truncating them to `marks` bytes.
-    fn reopen(dir: &Path, marks: &[u64]) -> Result<Self, TrainError> {
-        let mut files = Vec::new();
-        for (name, &mark) in CSV_FILES.iter().zip(marks) {
-            let path = dir.join(name);
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
-            f.set_len(mark).map_err(io_err(&path))?;
-            drop(f);
-            let f = OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
-            files.push((path, BufWriter::new(f)));
-        }
-        Ok(Recorder { files })
-    }
-
-    fn line(&mut self, which: usize, line: &str) -> Result<(), TrainError> {
-        let (path, f) = &mut self.files[which];
-        writeln!(f, "{line}").map_err(io_err(path))
-    }
-
-    /// Flushes and returns each file's length: where a resume truncates them to.
-    fn marks(&mut self) -> Result<Vec<u64>, TrainError> {
-        let mut marks = Vec::new();
-        for (path, f) in &mut self.files {
-            f.flush().map_err(io_err(path))?;
-            marks.push(f.get_ref().metadata().map_err(io_err(path))?.len());
-        }
-        Ok(marks)
-    }
-}
-
 /// A well-mixed 64-bit seed for stream `k` of run seed `seed` (SplitMix64 finaliser).
 pub fn derive_seed(seed: u64, salt: u64, k: u64) -> u64 {
     let mut z = seed
@@ -223,144 +159,11 @@ const SALT_INIT: u64 = 3;
 const SALT_LOOP: u64 = 4;
 const SALT_QUANT: u64 = 5;
 
-/// Builds the agent a config describes, for `env`'s spaces, with weights from `seed`.
-pub fn build_agent(cfg: &TrainConfig, obs: &BoxSpace, act: &BoxSpace, seed: u64) -> Box<dyn Agent> {
-    let spec = net_spec(cfg, obs, act);
-    let precision = cfg.precision_spec();
-    let mut init = ChaCha8Rng::seed_from_u64(derive_seed(seed, SALT_INIT, 0));
-    let qseed = derive_seed(seed, SALT_QUANT, 0);
-    match cfg.algo {
-        Algo::Td3 => {
-            let p = Td3Params {
-                gamma: cfg.gamma,
-                tau: cfg.tau,
-                policy_noise: cfg.policy_noise,
-                noise_clip: cfg.noise_clip,
-                policy_frequency: cfg.policy_frequency,
-            };
-            Box::new(Td3::new(&spec, p, &precision, &mut init, qseed))
-        }
-        Algo::Ddpg => {
-            let p = DdpgParams {
-                gamma: cfg.gamma,
-                tau: cfg.tau,
-                policy_frequency: cfg.policy_frequency,
-            };
-            Box::new(Ddpg::new(&spec, p, &precision, &mut init, qseed))
-        }
-    }
-}
-
-fn net_spec(cfg: &TrainConfig, obs: &BoxSpace, act: &BoxSpace) -> NetSpec {
-    NetSpec {
-        obs_dim: obs.low.len(),
-        act_dim: act.low.len(),
-        hidden: cfg.hidden.clone(),
-        action_low: act.low.clone(),
-        action_high: act.high.clone(),
-        actor_optimizer: cfg.actor_optimizer(),
-        critic_optimizer: cfg.critic_optimizer(),
-    }
-}
-
-/// Writes every network (parameters, formats, optimizer state, stochastic-rounding
-/// source, cast statistics, range observers) and the update counter.
-pub fn save_agent(agent: &dyn Agent, w: &mut CheckpointWriter) -> Result<(), String> {
-    w.meta("agent.algo", agent.algo())?;
-    w.meta("agent.updates", agent.updates())?;
-    for net in agent.networks() {
-        let p = format!("net.{}", net.name);
-        w.tensor(&format!("{p}.params"), net.params())?;
-        w.meta(&format!("{p}.source"), net.stochastic_source())?;
-        let formats: Vec<Vec<String>> = net
-            .layers
-            .iter()
-            .map(|l| {
-                TensorClass::ALL
-                    .iter()
-                    .map(|&c| FormatValue(l.formats.get(c)).to_string())
-                    .collect()
-            })
-            .collect();
-        w.meta(&format!("{p}.formats"), formats)?;
-        let stats: Vec<[QuantStats; 9]> = net.layers.iter().map(|l| l.stats).collect();
-        w.meta(&format!("{p}.stats"), stats)?;
-        let ranges: Vec<&[RangeTrack; 9]> = net.layers.iter().map(|l| &l.ranges).collect();
-        w.meta(&format!("{p}.ranges"), ranges)?;
-        if let Some(opt) = &net.optimizer {
-            w.meta(&format!("{p}.opt.t"), opt.t)?;
-            w.tensor(&format!("{p}.opt.m"), opt.first_moment())?;
-            w.tensor(&format!("{p}.opt.s"), opt.root_second_moment())?;
-        }
-    }
-    Ok(())
-}
-
-/// Restores what `save_agent` wrote into an agent built from the same config.
-pub fn load_agent(agent: &mut dyn Agent, r: &CheckpointReader) -> Result<(), String> {
-    let algo: String = r.meta("agent.algo")?;
-    if algo != agent.algo() {
-        return Err(format!(
-            "checkpoint holds a {algo} agent, the config a {}",
-            agent.algo()
-        ));
-    }
-    agent.set_updates(r.meta("agent.updates")?);
-    for net in agent.networks_mut() {
-        let p = format!("net.{}", net.name);
-        let formats: Vec<Vec<String>> = r.meta(&format!("{p}.formats"))?;
-        if formats.len() != net.layers.len() {
-            return Err(format!(
-                "checkpoint network `{}` has {} layers, expected {}",
-                net.name,
-                formats.len(),
-                net.layers.len()
-            ));
-        }
-        let mut parsed = Vec::new();
-        for layer in &formats {
-            let mut f = crate::precision::LayerFormats::float();
-            for (c, s) in TensorClass::ALL.iter().zip(layer) {
-                f.set(*c, s.parse::<FormatValue>()?.0);
-            }
-            parsed.push(f);
-        }
-        let mut it = parsed.into_iter();
-        net.update_formats(|_, f| *f = it.next().expect("one format set per layer"));
-        let params = r.tensor(&format!("{p}.params"))?;
-        if params.numel() != net.params().numel() {
-            return Err(format!(
-                "checkpoint network `{}` has {} parameters, expected {}",
-                net.name,
-                params.numel(),
-                net.params().numel()
-            ));
-        }
-        net.load_params(&params);
-        net.set_stochastic_source(r.meta(&format!("{p}.source"))?);
-        let stats: Vec<[QuantStats; 9]> = r.meta(&format!("{p}.stats"))?;
-        let ranges: Vec<[RangeTrack; 9]> = r.meta(&format!("{p}.ranges"))?;
-        for ((l, s), rg) in net.layers.iter_mut().zip(stats).zip(ranges) {
-            l.stats = s;
-            l.ranges = rg;
-        }
-        if let Some(opt) = &mut net.optimizer {
-            let t = r.meta(&format!("{p}.opt.t"))?;
-            opt.load(
-                t,
-                &r.tensor(&format!("{p}.opt.m"))?,
-                &r.tensor(&format!("{p}.opt.s"))?,
-            );
-        }
-    }
-    Ok(())
-}
-
 /// One seed's training run, resumable.
 pub struct Trainer {
-    pub cfg: TrainConfig,
-    pub seed: u64,
-    pub agent: Box<dyn Agent>,
+    cfg: TrainConfig,
+    seed: u64,
+    agent: Box<dyn Agent>,
     dir: PathBuf,
     env: Box<dyn Env>,
     eval_env: Box<dyn Env>,
@@ -394,13 +197,13 @@ impl Trainer {
 
     /// Continues the run in `dir` from its checkpoint (config and seed come from it).
     pub fn resume(dir: &Path) -> Result<Self, TrainError> {
-        let path = dir.join("checkpoint.bin");
-        let r = CheckpointReader::read(&path).map_err(TrainError::Checkpoint)?;
-        let cfg: TrainConfig = r.meta("config").map_err(TrainError::Checkpoint)?;
-        let seed: u64 = r.meta("seed").map_err(TrainError::Checkpoint)?;
-        let marks: Vec<u64> = r.meta("csv_marks").map_err(TrainError::Checkpoint)?;
+        let path = dir.join(layout::CHECKPOINT);
+        let r = CheckpointReader::read(&path)?;
+        let cfg: TrainConfig = r.meta("config")?;
+        let seed: u64 = r.meta("seed")?;
+        let marks: Vec<u64> = r.meta("csv_marks")?;
         let mut t = Self::assemble(cfg, seed, dir, Some(Recorder::reopen(dir, &marks)?))?;
-        t.restore(&r).map_err(TrainError::Checkpoint)?;
+        t.restore(&r)?;
         Ok(t)
     }
 
@@ -509,29 +312,28 @@ impl Trainer {
     /// (before the next reset), so the envs need no state of their own: every episode
     /// starts from `reset(seed)` with a seed derived from the run seed.
     pub fn checkpoint(&mut self) -> Result<(), TrainError> {
-        let path = self.dir.join("checkpoint.bin");
-        let ck = |e: String| TrainError::Checkpoint(e);
+        let path = self.dir.join(layout::CHECKPOINT);
         let mut w = CheckpointWriter::default();
-        w.meta("config", &self.cfg).map_err(ck)?;
-        w.meta("seed", self.seed).map_err(ck)?;
-        w.meta("loop", &self.st).map_err(ck)?;
-        w.meta("csv_marks", self.rec.marks()?).map_err(ck)?;
-        w.meta("rng", RngState::of(&self.rng)).map_err(ck)?;
-        w.meta("noise", &self.noise).map_err(ck)?;
-        save_agent(self.agent.as_ref(), &mut w).map_err(ck)?;
+        w.meta("config", &self.cfg)?;
+        w.meta("seed", self.seed)?;
+        w.meta("loop", &self.st)?;
+        w.meta("csv_marks", self.rec.marks()?)?;
+        w.meta("rng", RngState::of(&self.rng))?;
+        w.meta("noise", &self.noise)?;
+        save_agent(self.agent.as_ref(), &mut w)?;
         let (pos, len, fields) = self.buffer.state();
-        w.meta("replay.pos", pos).map_err(ck)?;
-        w.meta("replay.len", len).map_err(ck)?;
+        w.meta("replay.pos", pos)?;
+        w.meta("replay.len", len)?;
         for (name, f) in ["obs", "actions", "rewards", "next_obs", "terminated"]
             .iter()
             .zip(fields)
         {
-            w.f32s(&format!("replay.{name}"), f).map_err(ck)?;
+            w.f32s(&format!("replay.{name}"), f)?;
         }
         w.write_atomic(&path).map_err(io_err(&path))
     }
 
-    fn restore(&mut self, r: &CheckpointReader) -> Result<(), String> {
+    fn restore(&mut self, r: &CheckpointReader) -> Result<(), CheckpointError> {
         self.st = r.meta("loop")?;
         self.rng = r.meta::<RngState>("rng")?.restore()?;
         self.noise = r.meta("noise")?;

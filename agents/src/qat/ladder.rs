@@ -6,11 +6,12 @@
 //! pre-activation, activation) and errors/gradients (error, grad, optimizer state,
 //! update) may each have their own ladder of the same length, rung by rung.
 
-use agents::precision::TensorClass;
-use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::failure::config_error;
+use super::QatError;
+use crate::precision::TensorClass;
+
+type Result<T> = std::result::Result<T, QatError>;
 
 /// The issue's default ladder.
 pub const DEFAULT_WIDTHS: [u32; 8] = [32, 24, 16, 12, 10, 8, 6, 4];
@@ -110,7 +111,7 @@ impl Ladder {
                 Some(g) => {
                     validate(flag, g)?;
                     if g.len() != widths.len() {
-                        return Err(config_error(format!(
+                        return Err(QatError::Invalid(format!(
                             "{flag} has {} widths but --widths has {}: the ladders go rung by \
                              rung and need the same length",
                             g.len(),
@@ -147,7 +148,7 @@ impl Ladder {
 pub fn parse_widths(flag: &str, s: &str) -> Result<Vec<u32>> {
     let s = s.trim();
     if s.is_empty() {
-        return Err(config_error(format!(
+        return Err(QatError::Invalid(format!(
             "{flag} is empty: give at least one width, e.g. {flag} 32,16,8"
         )));
     }
@@ -155,7 +156,7 @@ pub fn parse_widths(flag: &str, s: &str) -> Result<Vec<u32>> {
         .map(|item| {
             let t = item.trim();
             t.parse::<u32>().map_err(|_| {
-                config_error(format!(
+                QatError::Invalid(format!(
                     "{flag}: `{t}` is not a bit width (expected a whole number in \
                      {MIN_WIDTH}..={MAX_WIDTH}, e.g. {flag} 32,16,8)"
                 ))
@@ -167,19 +168,19 @@ pub fn parse_widths(flag: &str, s: &str) -> Result<Vec<u32>> {
 /// Non-empty, every width in `MIN_WIDTH..=MAX_WIDTH`, strictly decreasing.
 pub fn validate(flag: &str, widths: &[u32]) -> Result<()> {
     if widths.is_empty() {
-        return Err(config_error(format!("{flag}: the ladder is empty")));
+        return Err(QatError::Invalid(format!("{flag}: the ladder is empty")));
     }
     if let Some(w) = widths
         .iter()
         .find(|w| !(MIN_WIDTH..=MAX_WIDTH).contains(*w))
     {
-        return Err(config_error(format!(
+        return Err(QatError::Invalid(format!(
             "{flag}: width {w} cannot be taken by the fixed-point formats (signed widths \
              {MIN_WIDTH}..={MAX_WIDTH} bits)"
         )));
     }
     if let Some(i) = (1..widths.len()).find(|&i| widths[i] >= widths[i - 1]) {
-        return Err(config_error(format!(
+        return Err(QatError::Invalid(format!(
             "{flag}: the ladder must be strictly decreasing (each rung narrower than the \
              last), but {} follows {} at position {}; e.g. 32,24,16,8",
             widths[i],
@@ -193,11 +194,16 @@ pub fn validate(flag: &str, widths: &[u32]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::failure::exit_code;
 
+    /// 2 for a usage error (what `fixar qat` exits with), with the message.
     fn err_of(r: Result<impl std::fmt::Debug>) -> (u8, String) {
         let e = r.unwrap_err();
-        (exit_code(&e), format!("{e:#}"))
+        let code = if matches!(e, QatError::Invalid(_)) {
+            2
+        } else {
+            1
+        };
+        (code, e.to_string())
     }
 
     #[test]

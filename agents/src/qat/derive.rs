@@ -19,16 +19,21 @@
 
 use std::collections::BTreeMap;
 
-use agents::precision::{ClassSpec, LayerFormats, TensorClass};
-use anyhow::{bail, Result};
 use quant::{FxFormat, Overflow, Rounding};
 
 use super::ladder::Rung;
+use super::QatError;
+use crate::precision::{ClassSpec, LayerFormats, TensorClass};
+pub use crate::precision::{FormatTable, RangeTable};
 
-/// `max |x|` per layer (`actor.fc1`) and tensor class.
-pub type RangeTable = BTreeMap<String, BTreeMap<TensorClass, f64>>;
-/// The formats of every layer, by stable layer name.
-pub type FormatTable = BTreeMap<String, LayerFormats>;
+type Result<T> = std::result::Result<T, QatError>;
+
+/// `return Err(QatError::Derive(format!(...)))`.
+macro_rules! fail {
+    ($($arg:tt)*) => {
+        return Err(QatError::Derive(format!($($arg)*)))
+    };
+}
 
 /// The signed format of `width` bits whose binary point fits `max_abs` (with `headroom`
 /// extra integer bits), with the modes of `template` (or RND_CONV/SAT).
@@ -39,7 +44,7 @@ pub fn format_for_range(
     template: Option<&FxFormat>,
 ) -> Result<FxFormat> {
     if !max_abs.is_finite() || max_abs <= 0.0 {
-        bail!("cannot size a format for a range of {max_abs}");
+        fail!("cannot size a format for a range of {max_abs}");
     }
     let (rounding, overflow) = template
         .map(|t| (t.rounding, t.overflow))
@@ -77,11 +82,11 @@ pub fn derive_layer(
         let range = ranges.and_then(|r| r.get(&class)).copied();
         let derived = match (range, cur) {
             (Some(r), _) if r.is_nan() || r.is_infinite() => {
-                bail!("{layer} {class}: the observed range is {r}; the run diverged")
+                fail!("{layer} {class}: the observed range is {r}; the run diverged")
             }
             (Some(r), cur) if r > 0.0 => format_for_range(r, width, headroom, cur.as_ref())?,
             (_, Some(f)) => FxFormat::new(true, width, f.int_bits, f.rounding, f.overflow)?,
-            (_, None) => bail!(
+            (_, None) => fail!(
                 "{layer} {class}: float with no observed range, so no {width}-bit format can \
                  be derived (profile more steps)"
             ),
@@ -151,7 +156,7 @@ pub fn table_from_spec(spec: &BTreeMap<String, ClassSpec>) -> FormatTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agents::precision::Preset;
+    use crate::precision::Preset;
 
     #[test]
     fn derived_formats_hold_the_observed_max_without_saturating() {

@@ -1,0 +1,66 @@
+//! Every file and directory name of a run directory, in one place: the trainer writes
+//! the seed files, the QAT ladder its rungs, and `runs` the run-level files and reports,
+//! all through these names, so a reader (resume, `fixar qat --from`, `fixar export
+//! --run`, `fixar collect`) finds what a writer left.
+//!
+//! ```text
+//! <run>/config.toml  run.json  summary.json  learning_curve.png/.svg
+//! <run>/seed_<n>/    checkpoint.bin metrics.csv quant.csv eval.csv episodes.csv
+//! <run>/qat/         qat.csv qat.md formats.json chosen.json reward_vs_bits.png/.svg
+//! <run>/qat/<strategy>_w<width>/seed_<n>/   (a rung: the seed files above)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+/// The resolved config of a run (file + `--set`), what `--resume` reads.
+pub const CONFIG: &str = "config.toml";
+/// How the run was started: seeds, config source, `--set` values.
+pub const RUN_INFO: &str = "run.json";
+/// Written when every seed has finished.
+pub const SUMMARY: &str = "summary.json";
+/// The learning-curve plot's stem (`.png` and `.svg`).
+pub const CURVE: &str = "learning_curve";
+
+/// A seed's whole training state.
+pub const CHECKPOINT: &str = "checkpoint.bin";
+pub const METRICS: &str = "metrics.csv";
+pub const QUANT: &str = "quant.csv";
+pub const EVAL: &str = "eval.csv";
+pub const EPISODES: &str = "episodes.csv";
+/// The CSV streams a trainer appends to, in the order a checkpoint records their lengths.
+pub const SEED_CSVS: [&str; 4] = [METRICS, QUANT, EVAL, EPISODES];
+/// Every file a trainer keeps in a seed directory (what a QAT branch copies).
+pub const SEED_FILES: [&str; 5] = [CHECKPOINT, METRICS, QUANT, EVAL, EPISODES];
+
+/// The QAT ladder's directory inside a run, and its files.
+pub const QAT_DIR: &str = "qat";
+pub const QAT_CSV: &str = "qat.csv";
+pub const QAT_MD: &str = "qat.md";
+pub const QAT_FORMATS: &str = "formats.json";
+pub const QAT_CHOSEN: &str = "chosen.json";
+pub const QAT_PLOT: &str = "reward_vs_bits";
+
+/// `<run>/seed_<n>`.
+pub fn seed_dir(run: &Path, seed: u64) -> PathBuf {
+    run.join(format!("seed_{seed}"))
+}
+
+/// Whether a directory name is a seed directory's (`seed_<n>`).
+pub fn is_seed_dir_name(name: &str) -> bool {
+    name.starts_with("seed_")
+}
+
+/// `<run>/qat`.
+pub fn qat_dir(run: &Path) -> PathBuf {
+    run.join(QAT_DIR)
+}
+
+/// `<run>/qat/chosen.json`.
+pub fn chosen_path(run: &Path) -> PathBuf {
+    qat_dir(run).join(QAT_CHOSEN)
+}
+
+/// `<qat>/<strategy>_w<width>`: one rung of one strategy.
+pub fn rung_dir(qat: &Path, strategy: &str, width: u32) -> PathBuf {
+    qat.join(format!("{strategy}_w{width}"))
+}

@@ -1,0 +1,157 @@
+//! Building an agent from a config, and saving and restoring its whole state
+//! (parameters, formats, optimizer state, stochastic-rounding sources, cast statistics,
+//! range observers) in a checkpoint.
+
+use envs::BoxSpace;
+use quant::tensor::QuantStats;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::{derive_seed, SALT_INIT, SALT_QUANT};
+use crate::checkpoint::{CheckpointError, CheckpointReader, CheckpointWriter};
+use crate::config::{Algo, TrainConfig};
+use crate::ddpg::{Ddpg, DdpgParams};
+use crate::dpg::{Agent, NetSpec};
+use crate::mlp::RangeTrack;
+use crate::precision::{FormatValue, TensorClass};
+use crate::td3::{Td3, Td3Params};
+
+/// Builds the agent a config describes, for `env`'s spaces, with weights from `seed`.
+pub fn build_agent(cfg: &TrainConfig, obs: &BoxSpace, act: &BoxSpace, seed: u64) -> Box<dyn Agent> {
+    let spec = net_spec(cfg, obs, act);
+    let precision = cfg.precision_spec();
+    let mut init = ChaCha8Rng::seed_from_u64(derive_seed(seed, SALT_INIT, 0));
+    let qseed = derive_seed(seed, SALT_QUANT, 0);
+    match cfg.algo {
+        Algo::Td3 => {
+            let p = Td3Params {
+                gamma: cfg.gamma,
+                tau: cfg.tau,
+                policy_noise: cfg.policy_noise,
+                noise_clip: cfg.noise_clip,
+                policy_frequency: cfg.policy_frequency,
+            };
+            Box::new(Td3::new(&spec, p, &precision, &mut init, qseed))
+        }
+        Algo::Ddpg => {
+            let p = DdpgParams {
+                gamma: cfg.gamma,
+                tau: cfg.tau,
+                policy_frequency: cfg.policy_frequency,
+            };
+            Box::new(Ddpg::new(&spec, p, &precision, &mut init, qseed))
+        }
+    }
+}
+
+fn net_spec(cfg: &TrainConfig, obs: &BoxSpace, act: &BoxSpace) -> NetSpec {
+    NetSpec {
+        obs_dim: obs.low.len(),
+        act_dim: act.low.len(),
+        hidden: cfg.hidden.clone(),
+        action_low: act.low.clone(),
+        action_high: act.high.clone(),
+        actor_optimizer: cfg.actor_optimizer(),
+        critic_optimizer: cfg.critic_optimizer(),
+    }
+}
+
+/// Writes every network (parameters, formats, optimizer state, stochastic-rounding
+/// source, cast statistics, range observers) and the update counter.
+pub fn save_agent(agent: &dyn Agent, w: &mut CheckpointWriter) -> Result<(), CheckpointError> {
+    w.meta("agent.algo", agent.algo())?;
+    w.meta("agent.updates", agent.updates())?;
+    for net in agent.networks() {
+        let p = format!("net.{}", net.name);
+        w.tensor(&format!("{p}.params"), net.params())?;
+        w.meta(&format!("{p}.source"), net.stochastic_source())?;
+        let formats: Vec<Vec<String>> = net
+            .layers
+            .iter()
+            .map(|l| {
+                TensorClass::ALL
+                    .iter()
+                    .map(|&c| FormatValue(l.formats.get(c)).to_string())
+                    .collect()
+            })
+            .collect();
+        w.meta(&format!("{p}.formats"), formats)?;
+        let stats: Vec<[QuantStats; 9]> = net.layers.iter().map(|l| l.stats).collect();
+        w.meta(&format!("{p}.stats"), stats)?;
+        let ranges: Vec<&[RangeTrack; 9]> = net.layers.iter().map(|l| &l.ranges).collect();
+        w.meta(&format!("{p}.ranges"), ranges)?;
+        if let Some(opt) = &net.optimizer {
+            w.meta(&format!("{p}.opt.t"), opt.t)?;
+            w.tensor(&format!("{p}.opt.m"), opt.first_moment())?;
+            w.tensor(&format!("{p}.opt.s"), opt.root_second_moment())?;
+        }
+    }
+    Ok(())
+}
+
+/// Restores what `save_agent` wrote into an agent built from the same config.
+pub fn load_agent(agent: &mut dyn Agent, r: &CheckpointReader) -> Result<(), CheckpointError> {
+    let algo: String = r.meta("agent.algo")?;
+    if algo != agent.algo() {
+        return Err(CheckpointError::Mismatch(format!(
+            "checkpoint holds a {algo} agent, the config a {}",
+            agent.algo()
+        )));
+    }
+    agent.set_updates(r.meta("agent.updates")?);
+    for net in agent.networks_mut() {
+        let p = format!("net.{}", net.name);
+        let formats: Vec<Vec<String>> = r.meta(&format!("{p}.formats"))?;
+        if formats.len() != net.layers.len() {
+            return Err(CheckpointError::Mismatch(format!(
+                "checkpoint network `{}` has {} layers, expected {}",
+                net.name,
+                formats.len(),
+                net.layers.len()
+            )));
+        }
+        let mut parsed = Vec::new();
+        for layer in &formats {
+            let mut f = crate::precision::LayerFormats::float();
+            for (c, s) in TensorClass::ALL.iter().zip(layer) {
+                f.set(
+                    *c,
+                    s.parse::<FormatValue>()
+                        .map_err(|e| {
+                            CheckpointError::Mismatch(format!("network `{}`: {e}", net.name))
+                        })?
+                        .0,
+                );
+            }
+            parsed.push(f);
+        }
+        let mut it = parsed.into_iter();
+        net.update_formats(|_, f| *f = it.next().expect("one format set per layer"));
+        let params = r.tensor(&format!("{p}.params"))?;
+        if params.numel() != net.params().numel() {
+            return Err(CheckpointError::Mismatch(format!(
+                "checkpoint network `{}` has {} parameters, expected {}",
+                net.name,
+                params.numel(),
+                net.params().numel()
+            )));
+        }
+        net.load_params(&params);
+        net.set_stochastic_source(r.meta(&format!("{p}.source"))?);
+        let stats: Vec<[QuantStats; 9]> = r.meta(&format!("{p}.stats"))?;
+        let ranges: Vec<[RangeTrack; 9]> = r.meta(&format!("{p}.ranges"))?;
+        for ((l, s), rg) in net.layers.iter_mut().zip(stats).zip(ranges) {
+            l.stats = s;
+            l.ranges = rg;
+        }
+        if let Some(opt) = &mut net.optimizer {
+            let t = r.meta(&format!("{p}.opt.t"))?;
+            opt.load(
+                t,
+                &r.tensor(&format!("{p}.opt.m"))?,
+                &r.tensor(&format!("{p}.opt.s"))?,
+            );
+        }
+    }
+    Ok(())
+}
