@@ -102,15 +102,17 @@ pub enum DeployError {
     NoLayers,
     #[error("layer {layer} keeps its {class} in float: there is no quantized actor to export (train with a fixed-point precision or run `fixar qat` first)")]
     FloatTensor { layer: String, class: TensorClass },
-    #[error(
-        "{tensor}: {format} rounds stochastically; export needs a deterministic rounding mode"
-    )]
-    Stochastic { tensor: String, format: FxFormat },
-    #[error(
-        "{tensor}: {format} is wider than the {max_width} bits the exported integer code supports"
-    )]
+    /// `layer` is None for the network input.
+    #[error("{}: {format} rounds stochastically; export needs a deterministic rounding mode", tensor_name(.layer, *.class))]
+    Stochastic {
+        layer: Option<String>,
+        class: TensorClass,
+        format: FxFormat,
+    },
+    #[error("{}: {format} is wider than the {max_width} bits the exported integer code supports", tensor_name(.layer, *.class))]
     TooWide {
-        tensor: String,
+        layer: Option<String>,
+        class: TensorClass,
         format: FxFormat,
         max_width: u32,
     },
@@ -155,6 +157,14 @@ pub enum DeployError {
 /// kept for the sign and the shift that aligns the bias).
 const MAX_ACC_BITS: i32 = 126;
 
+/// `input` for the network input, else `layer <name> <class>`.
+fn tensor_name(layer: &Option<String>, class: TensorClass) -> String {
+    match layer {
+        None => class.to_string(),
+        Some(l) => format!("layer {l} {class}"),
+    }
+}
+
 /// How the README and code comments name an activation.
 pub(crate) fn activation_label(a: &Activation) -> &'static str {
     match a {
@@ -182,24 +192,27 @@ impl DeployedActor {
         if self.layers.is_empty() {
             return Err(DeployError::NoLayers);
         }
-        let check_fmt = |tensor: &str, f: &FxFormat| -> Result<(), DeployError> {
+        let check_fmt = |layer: Option<&str>, class, f: &FxFormat| {
+            let layer = layer.map(String::from);
             if f.rounding == Rounding::Stochastic {
                 return Err(DeployError::Stochastic {
-                    tensor: tensor.into(),
+                    layer,
+                    class,
                     format: *f,
                 });
             }
             let max_width = if f.signed { 32 } else { 31 };
             if f.width > max_width {
                 return Err(DeployError::TooWide {
-                    tensor: tensor.into(),
+                    layer,
+                    class,
                     format: *f,
                     max_width,
                 });
             }
             Ok(())
         };
-        check_fmt("input", &self.input_fmt)?;
+        check_fmt(None, TensorClass::Input, &self.input_fmt)?;
         let mut dim = self.obs_dim();
         let mut in_fmt = self.input_fmt;
         for l in &self.layers {
@@ -217,13 +230,13 @@ impl DeployedActor {
                     out_dim: l.out_dim,
                 });
             }
-            for (what, f) in [
-                ("weights", &l.weight_fmt),
-                ("biases", &l.bias_fmt),
-                ("pre-activations", &l.preact_fmt),
-                ("activations", &l.act_fmt),
+            for (class, f) in [
+                (TensorClass::Weight, &l.weight_fmt),
+                (TensorClass::Bias, &l.bias_fmt),
+                (TensorClass::Preact, &l.preact_fmt),
+                (TensorClass::Activation, &l.act_fmt),
             ] {
-                check_fmt(&format!("layer {} {what}", l.name), f)?;
+                check_fmt(Some(&l.name), class, f)?;
             }
             let acc = AccSpec::of(&in_fmt, l);
             if acc.bits > MAX_ACC_BITS {
@@ -437,17 +450,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn validation_rejects_stochastic_rounding_and_too_wide_formats() {
+    fn validation_rejects_stochastic_rounding_and_too_wide_formats_naming_the_tensor() {
         let mut actor = synthetic_actor(1);
         actor.layers[0].weight_fmt = fmt("ap_fixed<40,8>");
-        assert!(actor.validate().unwrap_err().to_string().contains("wider"));
+        let e = actor.validate().unwrap_err();
+        assert!(
+            matches!(&e, DeployError::TooWide { layer: Some(l), class: TensorClass::Weight, max_width: 32, .. } if l == "fc1"),
+            "{e}"
+        );
+        assert!(
+            e.to_string().starts_with("layer fc1 weight: ap_fixed<40,8"),
+            "{e}"
+        );
         let mut actor = synthetic_actor(1);
         actor.layers[1].act_fmt.rounding = Rounding::Stochastic;
-        assert!(actor
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("stochastic"));
+        let e = actor.validate().unwrap_err();
+        assert!(
+            matches!(&e, DeployError::Stochastic { layer: Some(l), class: TensorClass::Activation, .. } if l == "fc2"),
+            "{e}"
+        );
+        actor.layers[1].act_fmt.rounding = Rounding::Trn;
+        actor.input_fmt.rounding = Rounding::Stochastic;
+        let e = actor.validate().unwrap_err().to_string();
+        assert!(e.starts_with("input: ") && e.contains("stochastic"), "{e}");
     }
 
     #[test]

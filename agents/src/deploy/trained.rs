@@ -79,3 +79,48 @@ impl DeployedActor {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::mlp::Activation;
+    use crate::precision::{PrecisionSpec, Preset};
+
+    fn actor(preset: Preset) -> Mlp {
+        let out = Activation::Tanh {
+            scale: vec![2.0],
+            offset: vec![0.5],
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let spec = PrecisionSpec::preset(preset);
+        Mlp::new("actor", &[3, 8, 1], out, &spec, &mut rng, 9)
+    }
+
+    #[test]
+    fn a_fixed_point_actor_deploys_with_its_own_activations_and_stored_rounding() {
+        let net = actor(Preset::Fxp16);
+        let d = DeployedActor::from_actor("test".into(), &net).unwrap();
+        d.validate().unwrap();
+        assert_eq!(d.layers.len(), 2);
+        assert_eq!(d.layers[0].activation, Activation::Relu);
+        assert_eq!(d.layers[1].activation, net.layers[1].activation);
+        // fxp16 rounds weights stochastically in training; stored codes are not rounded again.
+        assert_eq!(d.layers[0].weight_fmt.rounding, Rounding::Trn);
+        assert_eq!(
+            d.input_fmt,
+            net.layers[0].formats.get(TensorClass::Input).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_float_actor_is_refused_naming_the_layer_and_class() {
+        let e = DeployedActor::from_actor("test".into(), &actor(Preset::Float32)).unwrap_err();
+        assert!(
+            matches!(&e, DeployError::FloatTensor { layer, class: TensorClass::Input } if layer == "actor.fc1"),
+            "{e}"
+        );
+    }
+}
