@@ -57,15 +57,49 @@ pub fn activation_formats(net: &Mlp) -> Vec<(String, ActivationFormats)> {
         .collect()
 }
 
-fn codes(values: &[f64], fmt: Option<FxFormat>, what: &str) -> Result<Vec<i64>, String> {
+/// Why a layer's stored values have no raw codes in their format.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{layer} {class}")]
+    NotFinite {
+        layer: String,
+        class: TensorClass,
+        #[source]
+        source: quant::QuantError,
+    },
+    /// Stored values are on their format's grid; one that is not means the tensor was
+    /// written without its cast.
+    #[error("{layer} {class}: value {value} is not on the grid of {format}")]
+    OffGrid {
+        layer: String,
+        class: TensorClass,
+        value: f64,
+        format: FxFormat,
+    },
+}
+
+fn codes(
+    values: &[f64],
+    fmt: Option<FxFormat>,
+    layer: &str,
+    class: TensorClass,
+) -> Result<Vec<i64>, ExportError> {
     let Some(f) = fmt else { return Ok(Vec::new()) };
     values
         .iter()
         .map(|&v| {
-            let raw = quant::from_f64(v, &f).map_err(|e| format!("{what}: {e}"))?;
-            // Stored values are on the grid, so the code must give them back exactly.
+            let raw = quant::from_f64(v, &f).map_err(|source| ExportError::NotFinite {
+                layer: layer.into(),
+                class,
+                source,
+            })?;
             if quant::to_f64(raw, &f) != v {
-                return Err(format!("{what}: value {v} is not on the grid of {f}"));
+                return Err(ExportError::OffGrid {
+                    layer: layer.into(),
+                    class,
+                    value: v,
+                    format: f,
+                });
             }
             Ok(raw)
         })
@@ -73,7 +107,7 @@ fn codes(values: &[f64], fmt: Option<FxFormat>, what: &str) -> Result<Vec<i64>, 
 }
 
 /// Exports every layer of `net` (normally the trained actor: `agent.actor()`).
-pub fn export_network(net: &Mlp) -> Result<Vec<LayerExport>, String> {
+pub fn export_network(net: &Mlp) -> Result<Vec<LayerExport>, ExportError> {
     let acts = activation_formats(net);
     net.layers
         .iter()
@@ -101,10 +135,10 @@ pub fn export_network(net: &Mlp) -> Result<Vec<LayerExport>, String> {
                 tanh_scale,
                 tanh_offset,
                 weight_format: wf,
-                weight_codes: codes(&wv, wf, &format!("{} weights", l.name))?,
+                weight_codes: codes(&wv, wf, &l.name, TensorClass::Weight)?,
                 weight_values: wv,
                 bias_format: bf,
-                bias_codes: codes(&bv, bf, &format!("{} biases", l.name))?,
+                bias_codes: codes(&bv, bf, &l.name, TensorClass::Bias)?,
                 bias_values: bv,
                 formats,
             })

@@ -25,6 +25,8 @@
 //! - [`replay`], [`noise`]: replay buffer, exploration noise.
 //! - [`trainer`]: the loop, evaluation, metrics files, checkpoints, resume.
 //! - [`export`]: the actor's integer codes and formats for hardware.
+//! - [`deploy`]: the actor as integer hardware runs it (golden integer inference, tanh
+//!   tables, test vectors) and its C99 and HLS C++ code generators.
 //!
 //! # The datapath (per layer, batch of B)
 //! forward: `x` (network input cast to `Input`; else the previous layer's activations),
@@ -111,6 +113,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod ddpg;
+pub mod deploy;
 pub mod dpg;
 pub mod export;
 mod fused;

@@ -62,7 +62,7 @@ fn exported_fxp16_actor_matches_the_agent_and_its_c_bench_passes() {
 
     // The golden integer path against the agent's own deterministic action.
     let seed_dir = runs::export::resolve_checkpoint_dir(&run).unwrap();
-    let actor = runs::export::load_actor(&seed_dir).unwrap();
+    let actor = agents::deploy::DeployedActor::load(&seed_dir).unwrap();
     let tables = actor.tanh_tables().unwrap();
     let reader =
         agents::checkpoint::CheckpointReader::read(&seed_dir.join("checkpoint.bin")).unwrap();

@@ -1,0 +1,124 @@
+//! A synthetic deployed actor for the generator tests: formats that exercise every
+//! rounding and overflow mode, and a helper that compiles and runs a target's bench.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use quant::FxFormat;
+
+use super::{DeployedActor, DeployedLayer};
+use crate::mlp::Activation;
+
+pub fn fmt(s: &str) -> FxFormat {
+    s.parse().unwrap()
+}
+
+/// A fresh, empty scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fixar-deploy-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A small actor whose formats exercise every rounding and overflow mode, with weights
+/// large enough that pre-activations overflow their formats now and then.
+pub fn synthetic_actor(seed: u64) -> DeployedActor {
+    let mut state = seed;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as i64
+    };
+    let layer = |name: &str,
+                 (k, n): (usize, usize),
+                 [w, b, z, a]: [&str; 4],
+                 activation: Activation,
+                 next: &mut dyn FnMut() -> i64| {
+        let (wf, bf) = (fmt(w), fmt(b));
+        let draw = |f: &FxFormat, next: &mut dyn FnMut() -> i64| {
+            let span = f.raw_max() - f.raw_min() + 1;
+            f.raw_min() + next().rem_euclid(span)
+        };
+        DeployedLayer {
+            name: name.into(),
+            in_dim: k,
+            out_dim: n,
+            weight: (0..k * n).map(|_| draw(&wf, next)).collect(),
+            weight_fmt: wf,
+            bias: (0..n).map(|_| draw(&bf, next)).collect(),
+            bias_fmt: bf,
+            preact_fmt: fmt(z),
+            activation,
+            act_fmt: fmt(a),
+        }
+    };
+    let layers = vec![
+        layer(
+            "fc1",
+            (3, 12),
+            [
+                "ap_fixed<12,2,AP_RND_CONV,AP_SAT>",
+                "ap_fixed<10,3>",
+                "ap_fixed<14,5,AP_RND,AP_WRAP>",
+                "ap_fixed<10,4,AP_RND_ZERO,AP_SAT_SYM>",
+            ],
+            Activation::Relu,
+            &mut next,
+        ),
+        layer(
+            "fc2",
+            (12, 9),
+            [
+                "ap_fixed<16,1,AP_TRN_ZERO,AP_SAT>",
+                "ap_fixed<32,8,AP_RND_INF,AP_SAT>",
+                "ap_fixed<13,4,AP_RND_MIN_INF,AP_SAT_ZERO>",
+                "ap_ufixed<9,3,AP_RND_INF,AP_WRAP>",
+            ],
+            Activation::Relu,
+            &mut next,
+        ),
+        layer(
+            "fc3",
+            (9, 2),
+            [
+                "ap_fixed<32,3,AP_RND_CONV,AP_SAT>",
+                "ap_fixed<24,6,AP_RND_CONV,AP_SAT>",
+                "ap_fixed<16,4,AP_RND_CONV,AP_SAT>",
+                "ap_fixed<12,2,AP_RND_CONV,AP_SAT>",
+            ],
+            // Squashes into action bounds of different widths.
+            Activation::Tanh {
+                scale: vec![0.5, 1.75],
+                offset: vec![0.0, 0.25],
+            },
+            &mut next,
+        ),
+    ];
+    DeployedActor {
+        origin: "synthetic test actor".into(),
+        input_fmt: fmt("ap_fixed<16,5,AP_RND_CONV,AP_SAT>"),
+        layers,
+    }
+}
+
+/// Compiles a bench in `dir` with `compile` (which must succeed), runs it on
+/// `vectors.txt`: whether it passed, and its stdout.
+pub fn run_bench(dir: &Path, compile: &mut Command) -> (bool, String) {
+    let out = compile.current_dir(dir).output().expect("compiler runs");
+    assert!(
+        out.status.success(),
+        "compile failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = Command::new(dir.join("tb"))
+        .arg("vectors.txt")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        run.status.success(),
+        String::from_utf8_lossy(&run.stdout).to_string(),
+    )
+}
