@@ -60,7 +60,7 @@ pub fn resolve_checkpoint_dir(run: &Path) -> Result<PathBuf> {
     }
     let chosen = run.join("qat").join("chosen.json");
     if chosen.is_file() {
-        let dir = crate::qat::table::Chosen::load(run)?.checkpoint;
+        let dir = agents::qat::Chosen::load(run)?.checkpoint;
         // As written (absolute, or relative to the working directory `fixar qat` ran
         // in) when it exists, else relative to the run directory.
         let dir = if dir.exists() { dir } else { run.join(dir) };

@@ -141,8 +141,12 @@ pub enum DeployError {
     #[error("the actor's raw codes")]
     Codes(#[from] crate::export::ExportError),
     /// The checkpoint could not be read or does not hold the agent its config describes.
-    #[error("{}: {reason}", path.display())]
-    Checkpoint { path: PathBuf, reason: String },
+    #[error("{}", path.display())]
+    Checkpoint {
+        path: PathBuf,
+        #[source]
+        source: crate::checkpoint::CheckpointError,
+    },
     #[error(transparent)]
     Env(#[from] envs::EnvError),
     #[error("writing {}", path.display())]

@@ -15,10 +15,10 @@ impl DeployedActor {
     /// Loads the trained actor of a checkpoint directory (one holding `checkpoint.bin`)
     /// and converts it to raw codes; `origin` names the directory, algorithm and env.
     pub fn load(dir: &Path) -> Result<Self, DeployError> {
-        let path = dir.join("checkpoint.bin");
-        let checkpoint = |reason: String| DeployError::Checkpoint {
+        let path = dir.join(crate::layout::CHECKPOINT);
+        let checkpoint = |source| DeployError::Checkpoint {
             path: path.clone(),
-            reason,
+            source,
         };
         let reader = CheckpointReader::read(&path).map_err(checkpoint)?;
         let cfg: TrainConfig = reader.meta("config").map_err(checkpoint)?;
@@ -27,7 +27,7 @@ impl DeployedActor {
         let mut agent =
             crate::trainer::build_agent(&cfg, env.observation_space(), env.action_space(), seed);
         crate::trainer::load_agent(agent.as_mut(), &reader)
-            .map_err(|e| checkpoint(format!("loading the agent: {e}")))?;
+            .map_err(checkpoint)?;
         let origin = format!(
             "{} ({} on {})",
             dir.display(),
