@@ -38,16 +38,24 @@ pub struct BridgeConfig {
     pub wait: Wait,
 }
 
+/// A bridge setting from the environment that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `FIXAR_BRIDGE_WAIT` holds something else than `auto`, `spin` or `block`.
+    #[error("FIXAR_BRIDGE_WAIT={value:?}: expected `auto`, `spin` or `block`")]
+    Wait { value: String },
+}
+
 impl Wait {
     /// `FIXAR_BRIDGE_WAIT` (`auto`, `spin` or `block`); unset or empty: `auto`.
-    pub fn from_env() -> Result<Self, String> {
+    pub fn from_env() -> Result<Self, ConfigError> {
         match std::env::var("FIXAR_BRIDGE_WAIT").as_deref() {
             Err(_) | Ok("") | Ok("auto") => Ok(Wait::Auto),
             Ok("spin") => Ok(Wait::Spin),
             Ok("block") => Ok(Wait::Block),
-            Ok(other) => Err(format!(
-                "FIXAR_BRIDGE_WAIT={other:?}: expected `auto`, `spin` or `block`"
-            )),
+            Ok(other) => Err(ConfigError::Wait {
+                value: other.to_string(),
+            }),
         }
     }
 }
@@ -83,4 +91,20 @@ pub fn python_executable() -> PathBuf {
         return venv;
     }
     PathBuf::from("python3")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_wait_setting_names_the_variable_and_the_value() {
+        let err = ConfigError::Wait {
+            value: "spinny".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "FIXAR_BRIDGE_WAIT=\"spinny\": expected `auto`, `spin` or `block`"
+        );
+    }
 }

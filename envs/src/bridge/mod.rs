@@ -30,9 +30,10 @@ mod wire;
 
 use std::time::{Duration, Instant};
 
-pub use config::{python_executable, BridgeConfig, Wait};
+pub use config::{python_executable, BridgeConfig, ConfigError, Wait};
 pub use process::WORKER_SCRIPT;
 pub use waiting::{CALLER_SPIN, SHORT_GAP, WORKER_SPIN};
+pub use wire::HandshakeError;
 
 use affinity::{Affinity, CallerPin};
 use process::Worker;
@@ -105,14 +106,10 @@ impl PendingWorker {
         let timeout = self.startup_timeout;
         let env = &mut self.env;
         env.read_frame("start-up", timeout)?;
-        let hs: wire::Handshake =
-            serde_json::from_slice(&env.rbuf).map_err(|e| EnvError::Bridge {
-                id: env.id.clone(),
-                message: format!(
-                    "bad handshake from the worker ({e}): {}",
-                    String::from_utf8_lossy(&env.rbuf)
-                ),
-            })?;
+        let hs = wire::Handshake::parse(&env.rbuf).map_err(|source| EnvError::Handshake {
+            id: env.id.clone(),
+            source,
+        })?;
         if !hs.ok {
             env.broken = Some(hs.error.clone());
             return Err(if hs.unknown_id {
@@ -131,9 +128,9 @@ impl PendingWorker {
                 }
             });
         }
-        (env.obs_space, env.act_space) = hs.spaces().map_err(|message| EnvError::Bridge {
+        (env.obs_space, env.act_space) = hs.spaces().map_err(|source| EnvError::Handshake {
             id: env.id.clone(),
-            message: format!("bad spaces in the handshake: {message}"),
+            source,
         })?;
         env.max_episode_steps = hs.max_episode_steps;
         tracing::debug!(env = %env.id, pid = env.worker.pid(), "bridge worker ready");
@@ -251,10 +248,11 @@ impl BridgedEnv {
             }
             match waiting::await_readable(self.worker.stdout_fd(), spin_until, deadline) {
                 Awaited::Retry => {}
-                Awaited::Failed(e) => {
-                    let err = EnvError::Bridge {
+                Awaited::Failed(source) => {
+                    let err = EnvError::BridgeIo {
                         id: self.id.clone(),
-                        message: format!("poll on the worker's pipe failed: {e}"),
+                        what: "poll on the worker's pipe failed".into(),
+                        source,
                     };
                     return Err(self.fail(err));
                 }

@@ -83,9 +83,10 @@ impl Worker {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| EnvError::Bridge {
+            .map_err(|source| EnvError::BridgeIo {
                 id: id.to_string(),
-                message: format!("cannot start Python `{}`: {e}", python.display()),
+                what: format!("cannot start Python `{}`", python.display()),
+                source,
             })?;
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -99,12 +100,10 @@ impl Worker {
         if !nonblocking {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(EnvError::Bridge {
+            return Err(EnvError::BridgeIo {
                 id: id.to_string(),
-                message: format!(
-                    "cannot make the worker's pipe non-blocking: {}",
-                    std::io::Error::last_os_error()
-                ),
+                what: "cannot make the worker's pipe non-blocking".into(),
+                source: std::io::Error::last_os_error(),
             });
         }
         let stderr_pipe = child.stderr.take().expect("piped stderr");
@@ -124,9 +123,10 @@ impl Worker {
                         tail.push_line(&line);
                     }
                 })
-                .map_err(|e| EnvError::Bridge {
+                .map_err(|source| EnvError::BridgeIo {
                     id: id.to_string(),
-                    message: format!("cannot start the stderr reader thread: {e}"),
+                    what: "cannot start the stderr reader thread".into(),
+                    source,
                 })?;
         }
         Ok(Self {

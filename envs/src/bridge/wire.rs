@@ -146,14 +146,32 @@ enum Bound {
 }
 
 impl Bound {
-    fn value(&self) -> Result<f32, String> {
+    fn value(&self) -> Result<f32, HandshakeError> {
         match self {
             Bound::Num(v) => Ok(*v as f32),
             Bound::Text(t) if t == "inf" => Ok(f32::INFINITY),
             Bound::Text(t) if t == "-inf" => Ok(f32::NEG_INFINITY),
-            Bound::Text(t) => Err(format!("bad bound {t:?}")),
+            Bound::Text(t) => Err(HandshakeError::Bound { text: t.clone() }),
         }
     }
+}
+
+/// A worker's handshake that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// Not the JSON object of a handshake (`text`: what the worker sent, lossily decoded).
+    #[error("bad handshake from the worker ({source}): {text}")]
+    Json {
+        text: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A space bound that is neither a number nor `"inf"`/`"-inf"`.
+    #[error("bad spaces in the handshake: bad bound {text:?}")]
+    Bound { text: String },
+    /// Low and high bounds of different lengths, or a low bound above its high bound.
+    #[error("bad spaces in the handshake: inconsistent Box bounds")]
+    InconsistentBounds,
 }
 
 /// The worker's first answer.
@@ -177,8 +195,16 @@ pub(super) struct Handshake {
 }
 
 impl Handshake {
+    /// Parses the handshake frame.
+    pub(super) fn parse(frame: &[u8]) -> Result<Self, HandshakeError> {
+        serde_json::from_slice(frame).map_err(|source| HandshakeError::Json {
+            text: String::from_utf8_lossy(frame).into_owned(),
+            source,
+        })
+    }
+
     /// The observation and action spaces.
-    pub(super) fn spaces(&self) -> Result<(BoxSpace, BoxSpace), String> {
+    pub(super) fn spaces(&self) -> Result<(BoxSpace, BoxSpace), HandshakeError> {
         Ok((
             space(&self.obs_low, &self.obs_high)?,
             space(&self.act_low, &self.act_high)?,
@@ -186,7 +212,7 @@ impl Handshake {
     }
 }
 
-fn space(low: &[Bound], high: &[Bound]) -> Result<BoxSpace, String> {
+fn space(low: &[Bound], high: &[Bound]) -> Result<BoxSpace, HandshakeError> {
     let low = low
         .iter()
         .map(Bound::value)
@@ -196,7 +222,7 @@ fn space(low: &[Bound], high: &[Bound]) -> Result<BoxSpace, String> {
         .map(Bound::value)
         .collect::<Result<Vec<_>, _>>()?;
     if low.len() != high.len() || low.iter().zip(&high).any(|(l, h)| l > h) {
-        return Err("inconsistent Box bounds".into());
+        return Err(HandshakeError::InconsistentBounds);
     }
     Ok(BoxSpace { low, high })
 }
@@ -204,6 +230,42 @@ fn space(low: &[Bound], high: &[Bound]) -> Result<BoxSpace, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_handshake_that_is_not_json_names_what_was_sent_and_keeps_the_parser_error() {
+        let err = Handshake::parse(b"Traceback (most recent call last)")
+            .err()
+            .unwrap();
+        let msg = err.to_string();
+        assert!(msg.starts_with("bad handshake from the worker ("), "{msg}");
+        assert!(
+            msg.ends_with("): Traceback (most recent call last)"),
+            "{msg}"
+        );
+        let source = std::error::Error::source(&err).expect("source kept");
+        assert!(source.downcast_ref::<serde_json::Error>().is_some());
+    }
+
+    #[test]
+    fn handshake_spaces_name_a_bad_bound_and_refuse_crossed_bounds() {
+        let spaces = |json: &str| Handshake::parse(json.as_bytes()).unwrap().spaces();
+        let (obs, act) = spaces(
+            r#"{"ok": true, "obs_low": ["-inf", 0], "obs_high": ["inf", 1],
+                "act_low": [-1], "act_high": [1]}"#,
+        )
+        .unwrap();
+        assert_eq!(obs.low, [f32::NEG_INFINITY, 0.0]);
+        assert_eq!(act.high, [1.0]);
+        let err = spaces(r#"{"ok": true, "obs_low": ["nan"], "obs_high": [1]}"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"bad spaces in the handshake: bad bound "nan""#
+        );
+        let err = spaces(r#"{"ok": true, "act_low": [2], "act_high": [1]}"#).unwrap_err();
+        assert!(matches!(err, HandshakeError::InconsistentBounds), "{err}");
+        let err = spaces(r#"{"ok": true, "obs_low": [0, 0], "obs_high": [1]}"#).unwrap_err();
+        assert!(matches!(err, HandshakeError::InconsistentBounds), "{err}");
+    }
 
     /// Frames arrive split over reads, several in one read, and longer than a read.
     #[test]
