@@ -71,9 +71,26 @@ pub enum EnvError {
         operation: &'static str,
         message: String,
     },
-    /// The bridge could not start or talk to its worker (no Python, bad handshake, ...).
+    /// The bridge could not talk to its worker (a malformed answer, a call out of
+    /// order, a worker unusable after an earlier failure, `gymnasium.make` failed).
     #[error("{id}: Python Gymnasium bridge: {message}")]
     Bridge { id: String, message: String },
+    /// The bridge could not start its worker or wait on its pipe (no Python, ...).
+    #[error("{id}: Python Gymnasium bridge: {what}: {source}")]
+    BridgeIo {
+        id: String,
+        /// What failed, e.g. ``cannot start Python `/usr/bin/python3` ``.
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The worker's start-up handshake could not be used.
+    #[error("{id}: Python Gymnasium bridge: {source}")]
+    Handshake {
+        id: String,
+        #[source]
+        source: crate::bridge::HandshakeError,
+    },
 }
 
 fn gymnasium_says(msg: &Option<String>) -> String {

@@ -6,12 +6,87 @@
 //! returned and `obs[t+1]` what `step(actions[t])` returned. `fixar env rollout
 //! --format json` writes the same format.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{make, Env, EnvError};
 
 /// Gymnasium's tolerance for a match: every observation and reward within 1e-5.
 pub const DEFAULT_TOLERANCE: f64 = 1e-5;
+
+/// Why an episode could not be replayed or compared.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// `obs` must hold one observation more than there are actions (`obs[0]` is `reset`'s).
+    #[error("{actions} actions need {} observations, found {found}", .actions + 1)]
+    ObservationCount { actions: usize, found: usize },
+    /// `rewards`, `terminated` or `truncated` does not hold one entry per action.
+    #[error("{actions} actions but {found} {array}")]
+    ArrayLength {
+        actions: usize,
+        array: &'static str,
+        found: usize,
+    },
+    /// A recorded observation does not have the env's observation dimension.
+    #[error("recorded observation has {recorded} elements, the env's has {ours}")]
+    ObservationWidth { recorded: usize, ours: usize },
+    /// A NaN in the env's output or in the recording: NaN equals nothing, so the
+    /// episode cannot match whatever the tolerance.
+    #[error("{at}: {quantity} is NaN (ours {ours}, recorded {recorded})")]
+    NotANumber {
+        at: ReplayPoint,
+        quantity: Quantity,
+        ours: f64,
+        recorded: f64,
+    },
+    /// Making the env or stepping it failed.
+    #[error(transparent)]
+    Env(#[from] EnvError),
+}
+
+/// Where in a replayed episode something was seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayPoint {
+    /// The observation `reset_to_state` returned (`obs[0]`).
+    Reset,
+    /// The answer to `actions[t]` (`obs[t + 1]`, `rewards[t]`).
+    Step(usize),
+}
+
+impl fmt::Display for ReplayPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplayPoint::Reset => write!(f, "after reset"),
+            ReplayPoint::Step(t) => write!(f, "at step {t}"),
+        }
+    }
+}
+
+/// Which compared value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quantity {
+    ObservationElement(usize),
+    Reward,
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Quantity::ObservationElement(i) => write!(f, "observation element {i}"),
+            Quantity::Reward => write!(f, "the reward"),
+        }
+    }
+}
+
+/// |ours − recorded|, 0 for equal values (infinities included), NaN if either is NaN.
+fn deviation(ours: f64, recorded: f64) -> f64 {
+    if ours == recorded {
+        0.0
+    } else {
+        (ours - recorded).abs()
+    }
+}
 
 /// A file of recorded episodes.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -36,15 +111,13 @@ pub struct ReferenceEpisode {
 
 impl ReferenceEpisode {
     /// Checks that the arrays have consistent lengths.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ReplayError> {
         let t = self.actions.len();
         if self.obs.len() != t + 1 {
-            return Err(format!(
-                "{} actions need {} observations, found {}",
-                t,
-                t + 1,
-                self.obs.len()
-            ));
+            return Err(ReplayError::ObservationCount {
+                actions: t,
+                found: self.obs.len(),
+            });
         }
         for (name, len) in [
             ("rewards", self.rewards.len()),
@@ -52,7 +125,11 @@ impl ReferenceEpisode {
             ("truncated", self.truncated.len()),
         ] {
             if len != t {
-                return Err(format!("{t} actions but {len} {name}"));
+                return Err(ReplayError::ArrayLength {
+                    actions: t,
+                    array: name,
+                    found: len,
+                });
             }
         }
         Ok(())
@@ -67,13 +144,15 @@ pub struct EpisodeReport {
     pub env: String,
     /// Steps replayed (fewer than recorded when replay stopped on an error).
     pub steps: usize,
-    /// Largest |ours − recorded| over every observation element (including `obs[0]`).
+    /// Largest |ours − recorded| over every observation element (including `obs[0]`);
+    /// NaN if any element, ours or recorded, is NaN.
     pub max_obs_dev: f64,
-    /// Largest |ours − recorded| over rewards.
+    /// Largest |ours − recorded| over rewards; NaN if any reward is NaN.
     pub max_reward_dev: f64,
     /// First step whose terminated/truncated flags differ.
     pub first_flag_mismatch: Option<usize>,
-    /// Why the episode could not be replayed (unknown env, bad file, env error).
+    /// Why the episode could not be replayed (unknown env, bad file, env error) or
+    /// compared (the first NaN, with where it was): a [`ReplayError`]'s message.
     pub error: Option<String>,
     pub passed: bool,
 }
@@ -136,34 +215,54 @@ pub fn replay_on(
         passed: false,
     };
     if let Err(e) = ep.validate() {
-        rep.error = Some(e);
+        rep.error = Some(e.to_string());
         return rep;
     }
     let dim = env.observation_space().dim();
     let mut obs = vec![0.0f32; dim];
-    let obs_dev = |ours: &[f32], theirs: &[f64]| -> Result<f64, String> {
+    // The largest deviation. A NaN (ours or recorded) ends the replay with where it
+    // was: folding it with `f64::max` would drop it and pass the episode.
+    let obs_dev = |at: ReplayPoint, ours: &[f32], theirs: &[f64]| -> Result<f64, ReplayError> {
         if theirs.len() != ours.len() {
-            return Err(format!(
-                "recorded observation has {} elements, the env's has {}",
-                theirs.len(),
-                ours.len()
-            ));
+            return Err(ReplayError::ObservationWidth {
+                recorded: theirs.len(),
+                ours: ours.len(),
+            });
         }
-        Ok(ours
-            .iter()
-            .zip(theirs)
-            .map(|(a, b)| (f64::from(*a) - b).abs())
-            .fold(0.0, f64::max))
+        let mut max = 0.0;
+        for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
+            let (a, b) = (f64::from(*a), *b);
+            let dev = deviation(a, b);
+            if dev.is_nan() {
+                return Err(ReplayError::NotANumber {
+                    at,
+                    quantity: Quantity::ObservationElement(i),
+                    ours: a,
+                    recorded: b,
+                });
+            }
+            max = f64::max(max, dev);
+        }
+        Ok(max)
     };
-    let mut run = |rep: &mut EpisodeReport, obs: &mut [f32]| -> Result<(), String> {
-        env.reset_to_state(&ep.initial_state, obs)
-            .map_err(|e| e.to_string())?;
-        rep.max_obs_dev = obs_dev(obs, &ep.obs[0])?;
+    let mut run = |rep: &mut EpisodeReport, obs: &mut [f32]| -> Result<(), ReplayError> {
+        env.reset_to_state(&ep.initial_state, obs)?;
+        rep.max_obs_dev = obs_dev(ReplayPoint::Reset, obs, &ep.obs[0])?;
         for (t, action) in ep.actions.iter().enumerate() {
-            let out = env.step(action, obs).map_err(|e| e.to_string())?;
+            let out = env.step(action, obs)?;
             rep.steps = t + 1;
-            rep.max_obs_dev = rep.max_obs_dev.max(obs_dev(obs, &ep.obs[t + 1])?);
-            rep.max_reward_dev = rep.max_reward_dev.max((out.reward - ep.rewards[t]).abs());
+            let at = ReplayPoint::Step(t);
+            rep.max_obs_dev = rep.max_obs_dev.max(obs_dev(at, obs, &ep.obs[t + 1])?);
+            let dev = deviation(out.reward, ep.rewards[t]);
+            if dev.is_nan() {
+                return Err(ReplayError::NotANumber {
+                    at,
+                    quantity: Quantity::Reward,
+                    ours: out.reward,
+                    recorded: ep.rewards[t],
+                });
+            }
+            rep.max_reward_dev = rep.max_reward_dev.max(dev);
             if rep.first_flag_mismatch.is_none()
                 && (out.terminated != ep.terminated[t] || out.truncated != ep.truncated[t])
             {
@@ -173,7 +272,13 @@ pub fn replay_on(
         Ok(())
     };
     if let Err(e) = run(&mut rep, &mut obs) {
-        rep.error = Some(e);
+        if let ReplayError::NotANumber { quantity, .. } = &e {
+            match quantity {
+                Quantity::ObservationElement(_) => rep.max_obs_dev = f64::NAN,
+                Quantity::Reward => rep.max_reward_dev = f64::NAN,
+            }
+        }
+        rep.error = Some(e.to_string());
     }
     // NaN deviations fail too (comparisons with NaN are false).
     rep.passed = rep.error.is_none()
@@ -184,7 +289,7 @@ pub fn replay_on(
 }
 
 /// An env made for an id, or why it could not be made.
-type MadeEnv = Result<Box<dyn Env>, String>;
+type MadeEnv = Result<Box<dyn Env>, EnvError>;
 
 /// Replays every episode, making each env by id with [`make`] (one env per id, reused).
 pub fn replay_file(file: &ReferenceFile, tolerance: f64) -> Vec<EpisodeReport> {
@@ -205,23 +310,20 @@ pub fn replay_file_with(
             let slot = match envs.iter().position(|(id, _)| *id == ep.env) {
                 Some(p) => p,
                 None => {
-                    envs.push((
-                        ep.env.clone(),
-                        make(&ep.env).map_err(|e: EnvError| e.to_string()),
-                    ));
+                    envs.push((ep.env.clone(), make(&ep.env)));
                     envs.len() - 1
                 }
             };
             let report = match &mut envs[slot].1 {
                 Ok(env) => replay_on(env.as_mut(), ep, i, tolerance),
-                Err(msg) => EpisodeReport {
+                Err(e) => EpisodeReport {
                     index: i,
                     env: ep.env.clone(),
                     steps: 0,
                     max_obs_dev: f64::NAN,
                     max_reward_dev: f64::NAN,
                     first_flag_mismatch: None,
-                    error: Some(msg.clone()),
+                    error: Some(e.to_string()),
                     passed: false,
                 },
             };
@@ -267,6 +369,7 @@ pub fn summarize(reports: &[EpisodeReport]) -> Vec<EnvSummary> {
     out
 }
 
+/// The larger of two deviations, NaN if either is NaN.
 fn nan_max(a: f64, b: f64) -> f64 {
     if a.is_nan() || b.is_nan() {
         f64::NAN

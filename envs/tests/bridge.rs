@@ -315,3 +315,26 @@ fn tight_loops_spin_slow_loops_sleep_co_located_and_both_give_the_same_steps() {
     assert_eq!(spun, 0, "a slow loop does not spin");
     assert_eq!(spinning.worker_cpus().unwrap().len(), 1, "co-located");
 }
+
+#[test]
+fn a_python_that_does_not_exist_is_an_error_naming_it_with_the_os_error_as_source() {
+    let cfg = BridgeConfig {
+        python: Some("/nonexistent/fixar-python".into()),
+        ..BridgeConfig::default()
+    };
+    let err = BridgedEnv::new("InvertedPendulum-v5", &cfg)
+        .err()
+        .expect("no such Python");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(
+            "InvertedPendulum-v5: Python Gymnasium bridge: cannot start Python `/nonexistent/fixar-python`: "
+        ),
+        "{msg}"
+    );
+    let source = std::error::Error::source(&err).expect("the spawn error is kept");
+    let io = source
+        .downcast_ref::<std::io::Error>()
+        .expect("an io::Error");
+    assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+}

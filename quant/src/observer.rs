@@ -211,6 +211,16 @@ mod tests {
         assert_eq!(ceil_log2_f64(0.75), 0);
     }
 
+    /// NaN compares false with everything: a NaN range must not fall through to the
+    /// "at least 1" branch and pass as a tiny range.
+    #[test]
+    fn a_nan_or_infinite_range_takes_the_widest_integer_part() {
+        for range in [f64::NAN, -f64::NAN, f64::INFINITY] {
+            assert_eq!(int_bits_for_range(range, 16, 0), 1025, "{range}");
+            assert_eq!(int_bits_for_range(range, 16, 2), 1027, "{range}");
+        }
+    }
+
     #[test]
     fn observers_track_max_ema_and_percentile() {
         let mut m = RangeObserver::new(RangeKind::MaxAbs);

@@ -1,5 +1,5 @@
 """fixar's Python Gymnasium worker: one environment per process, driven by the Rust
-bridge (envs/src/bridge/mod.rs) over stdin/stdout.
+bridge (envs/src/bridge/; the frames: wire.rs) over stdin/stdout.
 
 argv: ENV_ID MAKE_KWARGS_JSON PARENT_PID SPIN_MICROSECONDS
 
