@@ -21,6 +21,23 @@ pub fn config_error(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(ConfigError(msg.into()))
 }
 
+/// The error and its causes on one line (`a: b: c`), each cause once: library errors
+/// often spell their source into their own message, and `{:#}` would repeat it.
+pub fn describe(err: &anyhow::Error) -> String {
+    let mut s = String::new();
+    for e in err.chain() {
+        let m = e.to_string();
+        if s.ends_with(&m) {
+            continue;
+        }
+        if !s.is_empty() {
+            s.push_str(": ");
+        }
+        s.push_str(&m);
+    }
+    s
+}
+
 /// 2 when a `ConfigError` is anywhere in the error's chain, else 1.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     if err
@@ -91,6 +108,20 @@ mod tests {
         assert_eq!(exit_code(&e), 2);
         let e = anyhow::anyhow!("disk full").context("while writing");
         assert_eq!(exit_code(&e), 1);
+    }
+
+    #[test]
+    fn a_cause_spelled_into_its_parents_message_is_printed_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading x: {source}")]
+        struct Spelled {
+            source: std::io::Error,
+        }
+        let io = std::io::Error::other("disk gone");
+        let e = anyhow::Error::new(Spelled { source: io }).context("resuming run");
+        assert_eq!(describe(&e), "resuming run: reading x: disk gone");
+        let e = anyhow::anyhow!("root").context("middle").context("top");
+        assert_eq!(describe(&e), "top: middle: root");
     }
 
     #[test]

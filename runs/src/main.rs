@@ -116,7 +116,7 @@ fn main() -> ExitCode {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
         Ok(Ok(code)) => code,
         Ok(Err(err)) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", runs::failure::describe(&err));
             ExitCode::from(runs::failure::exit_code(&err))
         }
         Err(payload) => runs::failure::exit_after_panic(payload),

@@ -26,8 +26,7 @@ impl DeployedActor {
         let env = envs::make(&cfg.env_id)?;
         let mut agent =
             crate::trainer::build_agent(&cfg, env.observation_space(), env.action_space(), seed);
-        crate::trainer::load_agent(agent.as_mut(), &reader)
-            .map_err(checkpoint)?;
+        crate::trainer::load_agent(agent.as_mut(), &reader).map_err(checkpoint)?;
         let origin = format!(
             "{} ({} on {})",
             dir.display(),
