@@ -8,6 +8,9 @@
 //! <run>/seed_<n>/    checkpoint.bin metrics.csv quant.csv eval.csv episodes.csv
 //! <run>/qat/         qat.csv qat.md formats.json chosen.json reward_vs_bits.png/.svg
 //! <run>/qat/<strategy>_w<width>/seed_<n>/   (a rung: the seed files above)
+//! <run>/export/<target>/                    (`fixar export`)
+//! <sweep>/sweep.json results.csv results.md; <sweep>/<trial>/trial.json + seed files
+//! <pipeline>/report.md report.html accel_agent.toml accel/ (report.md report.json)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -39,6 +42,19 @@ pub const QAT_MD: &str = "qat.md";
 pub const QAT_FORMATS: &str = "formats.json";
 pub const QAT_CHOSEN: &str = "chosen.json";
 pub const QAT_PLOT: &str = "reward_vs_bits";
+
+/// A sweep's grid record, its collected tables, and one trial's result.
+pub const SWEEP: &str = "sweep.json";
+pub const SWEEP_RESULTS_CSV: &str = "results.csv";
+pub const SWEEP_RESULTS_MD: &str = "results.md";
+pub const TRIAL: &str = "trial.json";
+
+/// Reports (`fixar pipeline`, `fixar accel --out`): `<stem>.md`, `.html`, `.json`.
+pub const REPORT_STEM: &str = "report";
+/// The agent config the pipeline hands to the accelerator model.
+pub const ACCEL_AGENT: &str = "accel_agent.toml";
+/// Where `fixar export` writes by default: `<run>/export/<target>`.
+pub const EXPORT_DIR: &str = "export";
 
 /// `<run>/seed_<n>`.
 pub fn seed_dir(run: &Path, seed: u64) -> PathBuf {

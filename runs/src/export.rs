@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use agents::deploy::{DeployedActor, Target};
+use agents::layout;
 use anyhow::{bail, Context, Result};
 
 use crate::failure::config_error;
@@ -55,10 +56,10 @@ pub fn resolve_checkpoint_dir(run: &Path) -> Result<PathBuf> {
             run.display()
         )));
     }
-    if run.join("checkpoint.bin").is_file() {
+    if run.join(layout::CHECKPOINT).is_file() {
         return Ok(run.to_path_buf());
     }
-    let chosen = run.join("qat").join("chosen.json");
+    let chosen = layout::chosen_path(run);
     if chosen.is_file() {
         let dir = agents::qat::Chosen::load(run)?.checkpoint;
         // As written (absolute, or relative to the working directory `fixar qat` ran
@@ -69,7 +70,7 @@ pub fn resolve_checkpoint_dir(run: &Path) -> Result<PathBuf> {
         } else {
             dir
         };
-        if dir.join("checkpoint.bin").is_file() {
+        if dir.join(layout::CHECKPOINT).is_file() {
             tracing::info!(
                 "exporting the QAT choice in {} ({})",
                 chosen.display(),
@@ -86,7 +87,7 @@ pub fn resolve_checkpoint_dir(run: &Path) -> Result<PathBuf> {
     let mut seeds: Vec<PathBuf> = std::fs::read_dir(run)
         .with_context(|| format!("listing {}", run.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("checkpoint.bin").is_file())
+        .filter(|p| p.join(layout::CHECKPOINT).is_file())
         .collect();
     seeds.sort();
     seeds.into_iter().next().ok_or_else(|| {
@@ -105,7 +106,7 @@ pub fn run(args: &ExportArgs) -> Result<ExitCode> {
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| args.run.join("export").join(target.name()));
+        .unwrap_or_else(|| args.run.join(layout::EXPORT_DIR).join(target.name()));
     let summary = agents::deploy::export(&actor, target, &out, args.vectors)
         .with_context(|| format!("exporting {} to {}", actor.origin, out.display()))?;
     for f in &summary.files {

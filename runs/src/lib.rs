@@ -2,7 +2,7 @@
 //! run directories, plots and reports. `main.rs` only parses arguments and dispatches.
 
 pub mod accel;
-pub mod bench_td3;
+pub mod bench;
 pub mod config;
 pub mod env_cmd;
 pub mod export;

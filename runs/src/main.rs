@@ -59,21 +59,8 @@ enum Command {
     /// Benchmarks: `name: value` lines, ours beside the peer's from the same run.
     Bench {
         #[command(subcommand)]
-        what: BenchCommand,
+        what: runs::bench::BenchCommand,
     },
-}
-
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// TD3 gradient updates/s (Pendulum shapes, 256-256, batch 256) vs GEMM roofline and SB3.
-    Td3(runs::bench_td3::BenchTd3Args),
-    /// Native Pendulum-v1 and bridged MuJoCo stepping vs Python Gymnasium.
-    Env(runs::env_cmd::BenchEnvArgs),
-    /// Analytic accelerator-model evaluations per second (goal: 100k on one core).
-    Accel(runs::accel::BenchAccelArgs),
-    /// from_f64 values/s into ap_fixed<16,6,AP_RND_CONV,AP_SAT> vs apytypes; tensor
-    /// fake-quant time vs libtorch's plain round/clamp.
-    Quant(runs::fx::BenchQuantArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -99,12 +86,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Collect(args) => runs::sweep::run_collect(&args),
         Command::Train(args) => runs::train::run(&args),
         Command::Fx { cmd } => runs::fx::run(&cmd),
-        Command::Bench { what } => match what {
-            BenchCommand::Td3(args) => runs::bench_td3::run(&args),
-            BenchCommand::Env(args) => runs::env_cmd::bench(&args),
-            BenchCommand::Accel(args) => runs::accel::bench(&args),
-            BenchCommand::Quant(args) => runs::fx::bench(&args),
-        },
+        Command::Bench { what } => runs::bench::run(what),
     }
 }
 

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use agents::layout;
 use anyhow::{Context, Result};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
@@ -229,7 +230,7 @@ pub fn run(args: &PipelineArgs) -> Result<ExitCode> {
     if chosen_width.is_some_and(|w| w <= 16) {
         accel_cfg.precision = agents::Preset::Fxp16;
     }
-    let accel_cfg_path = out.join("accel_agent.toml");
+    let accel_cfg_path = out.join(layout::ACCEL_AGENT);
     std::fs::write(&accel_cfg_path, toml::to_string_pretty(&accel_cfg)?)?;
     let accel_dir = out.join("accel");
     let accel = crate::accel::produce(&crate::accel::AccelArgs {
@@ -252,7 +253,7 @@ pub fn run(args: &PipelineArgs) -> Result<ExitCode> {
         &accel_dir,
         [train_s, qat_s, accel_s],
     )?;
-    let (md, html) = report.write(&out, "report")?;
+    let (md, html) = report.write(&out, layout::REPORT_STEM)?;
     println!("report: {}", md.display());
     println!("report_html: {}", html.display());
     Ok(ExitCode::SUCCESS)

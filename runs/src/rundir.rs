@@ -9,7 +9,7 @@
 //! <run>/summary.json       written when every seed has finished
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -24,14 +24,7 @@ pub struct RunInfo {
     pub sets: Vec<String>,
 }
 
-pub const CONFIG: &str = "config.toml";
-pub const RUN_INFO: &str = "run.json";
-pub const SUMMARY: &str = "summary.json";
-pub const CURVE: &str = "learning_curve";
-
-pub fn seed_dir(run: &Path, seed: u64) -> PathBuf {
-    run.join(format!("seed_{seed}"))
-}
+pub use agents::layout::{seed_dir, CONFIG, CURVE, RUN_INFO, SUMMARY};
 
 /// Whether `dir` already holds (part of) a run.
 pub fn holds_run(dir: &Path) -> bool {
@@ -39,7 +32,9 @@ pub fn holds_run(dir: &Path) -> bool {
         .iter()
         .any(|f| dir.join(f).exists())
         || std::fs::read_dir(dir).is_ok_and(|mut it| {
-            it.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("seed_")))
+            it.any(|e| {
+                e.is_ok_and(|e| agents::layout::is_seed_dir_name(&e.file_name().to_string_lossy()))
+            })
         })
 }
 
@@ -80,7 +75,7 @@ pub fn clear_run(dir: &Path) -> Result<()> {
         let p = e?.path();
         if p.is_dir()
             && p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("seed_"))
+                .is_some_and(|n| agents::layout::is_seed_dir_name(&n.to_string_lossy()))
         {
             std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
         }

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use agents::layout;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
@@ -212,7 +213,7 @@ pub fn write_grid(out: &Path, spec: &SweepSpec) -> Result<()> {
         name: spec.name.clone(),
         trials: spec.expand(),
     };
-    write_json_atomic(&out.join("sweep.json"), &rec)
+    write_json_atomic(&out.join(layout::SWEEP), &rec)
 }
 
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
@@ -249,7 +250,7 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Collected> {
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut partial = BTreeSet::new();
     for dir in dirs {
-        let grid_path = dir.join("sweep.json");
+        let grid_path = dir.join(layout::SWEEP);
         let text = std::fs::read_to_string(&grid_path).map_err(|e| {
             config_error(format!(
                 "{}: not a sweep output directory ({}: {e})",
@@ -283,7 +284,7 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Collected> {
                 .unwrap_or_default()
                 .to_string_lossy()
                 .to_string();
-            let file = path.join("trial.json");
+            let file = path.join(layout::TRIAL);
             if !file.is_file() {
                 partial.insert(id);
                 continue;
@@ -345,7 +346,7 @@ pub fn write_tables(out: &Path, name: &str, results: &[TrialResult]) -> Result<V
             t.id, t.algo, t.env, t.precision, t.seed, r.final_eval_return, r.env_steps
         );
     }
-    let p = out.join("results.csv");
+    let p = out.join(layout::SWEEP_RESULTS_CSV);
     std::fs::write(&p, csv)?;
     written.push(p);
 
@@ -371,7 +372,7 @@ pub fn write_tables(out: &Path, name: &str, results: &[TrialResult]) -> Result<V
             rs.len()
         );
     }
-    let p = out.join("results.md");
+    let p = out.join(layout::SWEEP_RESULTS_MD);
     std::fs::write(&p, md)?;
     written.push(p);
 
@@ -493,24 +494,19 @@ pub fn trial_config(
     Ok(cfg)
 }
 
-/// Trains one trial into its directory (resuming a partial one) and writes `trial.json`.
+/// Trains one trial into its directory (resuming a partial one, through `fixar
+/// train`'s own [`crate::train::train_run`]) and writes `trial.json`.
 pub fn run_trial(
     cfg: agents::config::TrainConfig,
     trial: &Trial,
     dir: &Path,
 ) -> Result<TrialResult> {
     tch::set_num_threads(1);
-    let mut trainer = if dir.join("checkpoint.bin").is_file() {
+    if dir.join(agents::layout::CHECKPOINT).is_file() {
         tracing::info!("{}: resuming from its checkpoint", trial.id);
-        agents::trainer::Trainer::resume(dir).map_err(|e| anyhow::anyhow!("{}: {e}", trial.id))?
-    } else {
-        agents::trainer::Trainer::new(cfg, trial.seed, dir)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", trial.id))?
-    };
-    let res = trainer
-        .run(None, &mut |_| {})
-        .map_err(|e| anyhow::anyhow!("trial {}: {e}", trial.id))?
-        .context("training stopped before the end")?;
+    }
+    let res = crate::train::train_run(&cfg, trial.seed, dir, &mut |_| {})
+        .with_context(|| format!("trial {}", trial.id))?;
     let result = TrialResult {
         trial: trial.clone(),
         final_eval_return: res.final_eval_return,
@@ -518,7 +514,7 @@ pub fn run_trial(
         eval_curve: res.eval_curve.iter().map(|e| (e.step, e.mean)).collect(),
         wall_s: res.wall_time_s,
     };
-    write_json_atomic(&dir.join("trial.json"), &result)?;
+    write_json_atomic(&dir.join(layout::TRIAL), &result)?;
     Ok(result)
 }
 
@@ -592,7 +588,7 @@ pub fn run_sweep(args: &SweepArgs) -> Result<std::process::ExitCode> {
     write_grid(&out, &spec)?;
     let todo: Vec<(Trial, agents::config::TrainConfig)> = mine
         .into_iter()
-        .filter(|t| !trial_dir(&out, t).join("trial.json").is_file())
+        .filter(|t| !trial_dir(&out, t).join(layout::TRIAL).is_file())
         .map(|t| {
             let cfg = configs[trials.iter().position(|x| x.id == t.id).expect("own trial")].clone();
             (t, cfg)

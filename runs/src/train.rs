@@ -96,7 +96,7 @@ pub fn train_run(
     seed_dir: &Path,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<SeedResult> {
-    let mut t = if seed_dir.join("checkpoint.bin").is_file() {
+    let mut t = if seed_dir.join(agents::layout::CHECKPOINT).is_file() {
         Trainer::resume(seed_dir)
             .map_err(|e| anyhow!("seed {seed}: resuming {}: {e}", seed_dir.display()))?
     } else {

@@ -29,6 +29,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
 
+use super::median;
+
 use crate::failure::config_error;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -189,17 +191,6 @@ fn cast_elements(agent: &mut Box<dyn agents::Agent>) -> u64 {
                 .map(|l| l.take_stats().iter().map(|s| s.elements).sum::<u64>())
         })
         .sum()
-}
-
-/// The median (mean of the middle two for an even count); NaN for none.
-fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 /// Rates as `a b c` with one decimal.
