@@ -1,39 +1,21 @@
 //! `fixar accel` end to end: the JSON the issue names, the files and plots it writes, an
 //! agent config as the workload, and exit code 2 on bad input.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
-fn fixar(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fixar"))
-        .args(args)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
-        .output()
-        .expect("fixar runs")
-}
-
-fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("fixar-accel-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
+use agents::config::TrainConfig;
+use agents::precision::Preset;
+use common::{fixar, tiny_config, workspace, Run, Scratch};
 
 #[test]
 fn fixar_u50_json_has_the_figures_the_paper_comparison_and_writes_report_and_plots() {
-    let out = tmp("u50");
-    let o = fixar(&[
-        "accel",
-        "--hw",
-        "fixar-u50",
-        "--format",
-        "json",
-        "--cpu-seconds",
-        "0",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let out = Scratch::new("u50");
+    let j = fixar()
+        .args(["accel", "--hw", "fixar-u50", "--format", "json"])
+        .args(["--cpu-seconds", "0", "--out"])
+        .arg(out.path())
+        .run_ok()
+        .json();
     for key in ["training_ips", "inference_ips", "power_w", "ips_per_watt"] {
         assert!(j[key].as_f64().unwrap() > 0.0, "{key}");
     }
@@ -82,29 +64,27 @@ fn fixar_u50_json_has_the_figures_the_paper_comparison_and_writes_report_and_plo
     assert!(
         md.contains("## Against the paper") && md.contains("inference IPS = actions per second")
     );
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]
 fn an_agent_config_sets_the_workload_and_the_cpu_side_is_measured() {
-    let out = tmp("agent");
-    let o = fixar(&[
-        "accel",
-        "--agent",
-        "runs/configs/td3_pendulum.toml",
-        "--hw",
-        "cleanrl-td3-u50",
-        "--format",
-        "json",
-        "--cpu-seconds",
-        "0.2",
-        "--sweep",
-        "cores=1,2;mode=adaptive",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let out = Scratch::new("agent");
+    let j = fixar()
+        .arg("accel")
+        .arg("--agent")
+        .arg(workspace().join("runs/configs/td3_pendulum.toml"))
+        .args([
+            "--hw",
+            "cleanrl-td3-u50",
+            "--format",
+            "json",
+            "--cpu-seconds",
+            "0.2",
+        ])
+        .args(["--sweep", "cores=1,2;mode=adaptive", "--out"])
+        .arg(out.path())
+        .run_ok()
+        .json();
     assert!(
         j["workload"]
             .as_str()
@@ -123,22 +103,21 @@ fn an_agent_config_sets_the_workload_and_the_cpu_side_is_measured() {
     assert!(j["cpu"]["training_ips"].as_f64().unwrap() > 0.0);
     assert!(j["speedup_vs_cpu"].as_f64().unwrap() > 0.0);
     assert_eq!(j["sweep"].as_array().unwrap().len(), 2);
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]
 fn bad_input_exits_2_naming_what_is_wrong() {
-    let out = tmp("bad");
+    let out = Scratch::new("bad");
     let dir = out.to_str().unwrap();
-    std::fs::create_dir_all(&out).unwrap();
-    let wide = out.join("wide.toml");
-    std::fs::write(
-        &wide,
-        "algo = \"td3\"\nenv_id = \"Pendulum-v1\"\nhidden = [8192, 8192]\nprecision = \"fxp16\"\n",
-    )
-    .unwrap();
-    let zero = out.join("zero.toml");
-    std::fs::write(&zero, "base = \"fixar-u50\"\nclock_mhz = 0.0\n").unwrap();
+    let wide = out.write_config(
+        "wide.toml",
+        &TrainConfig {
+            hidden: vec![8192, 8192],
+            precision: Preset::Fxp16,
+            ..tiny_config()
+        },
+    );
+    let zero = out.write("zero.toml", "base = \"fixar-u50\"\nclock_mhz = 0.0\n");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--hw", "no-such-preset"], "unknown hardware preset"),
         (vec!["--hw", zero.to_str().unwrap()], "hw.clock_mhz"),
@@ -152,18 +131,8 @@ fn bad_input_exits_2_naming_what_is_wrong() {
     for (extra, needle) in cases {
         let mut args = vec!["accel", "--cpu-seconds", "0", "--out", dir];
         args.extend(extra.iter().copied());
-        let o = fixar(&args);
-        assert_eq!(
-            o.status.code(),
-            Some(2),
-            "{extra:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert!(
-            String::from_utf8_lossy(&o.stderr).contains(needle),
-            "{extra:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let o = fixar().args(&args).run();
+        assert_eq!(o.code, Some(2), "{extra:?}: {}", o.stderr);
+        assert!(o.stderr.contains(needle), "{extra:?}: {}", o.stderr);
     }
-    let _ = std::fs::remove_dir_all(&out);
 }

@@ -1,20 +1,13 @@
 //! The binary itself: finds libtorch through its rpath from any directory, reports
 //! libtorch 2.11.0, and exits 2 on usage errors.
 
-use std::process::Command;
+mod common;
 
-fn fixar_elsewhere() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fixar"));
-    c.current_dir(std::env::temp_dir())
-        .env_remove("LD_LIBRARY_PATH");
-    c
-}
+use common::{fixar, Run};
 
 #[test]
 fn fixar_info_runs_from_any_directory_without_ld_library_path() {
-    let o = fixar_elsewhere().arg("info").output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let out = String::from_utf8_lossy(&o.stdout);
+    let out = fixar().arg("info").run_ok().stdout;
     assert!(out.contains("libtorch: 2.11.0"), "{out}");
     assert!(out.contains("tch: 0.24"), "{out}");
 }
@@ -22,36 +15,32 @@ fn fixar_info_runs_from_any_directory_without_ld_library_path() {
 #[test]
 fn unknown_subcommands_and_flags_exit_2_with_usage() {
     for args in [&["frobnicate"][..], &["--bogus"][..], &[][..]] {
-        let o = fixar_elsewhere().args(args).output().unwrap();
-        assert_eq!(o.status.code(), Some(2), "{args:?}");
-        assert!(
-            String::from_utf8_lossy(&o.stderr).contains("Usage"),
-            "{args:?}"
-        );
+        let o = fixar().args(args).run();
+        assert_eq!(o.code, Some(2), "{args:?}");
+        assert!(o.stderr.contains("Usage"), "{args:?}");
     }
-    let o = fixar_elsewhere().arg("--version").output().unwrap();
-    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("fixar "));
+    let o = fixar().arg("--version").run();
+    assert!(o.success() && o.stdout.starts_with("fixar "));
 }
 
 #[test]
 fn a_bad_bridge_wait_mode_is_a_usage_error_naming_the_variable() {
     let rollout = |wait: &str| {
-        fixar_elsewhere()
+        fixar()
             .args(["env", "rollout", "--env", "Pendulum-v1", "--seed", "0"])
             .args(["--steps", "2"])
             .env("FIXAR_BRIDGE_WAIT", wait)
-            .output()
-            .unwrap()
+            .run()
     };
     let o = rollout("spinny");
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.code, Some(2));
+    let err = o.stderr;
     assert!(
         err.contains("FIXAR_BRIDGE_WAIT") && err.contains("spinny"),
         "{err}"
     );
     let o = rollout("block");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.success(), "{}", o.stderr);
 }
 
 #[test]
@@ -63,13 +52,9 @@ fn bad_bench_td3_arguments_exit_2_naming_the_flag() {
         (&["--rounds", "0"][..], "--rounds"),
         (&["--gemm", "slow"][..], "--gemm"),
     ] {
-        let o = fixar_elsewhere()
-            .args(["bench", "td3"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(2), "{args:?}");
-        let err = String::from_utf8_lossy(&o.stderr);
+        let o = fixar().args(["bench", "td3"]).args(args).run();
+        assert_eq!(o.code, Some(2), "{args:?}");
+        let err = &o.stderr;
         assert!(err.contains(flag), "{args:?}: {err}");
         assert!(o.stdout.is_empty(), "{args:?}: nothing measured");
     }
@@ -78,13 +63,11 @@ fn bad_bench_td3_arguments_exit_2_naming_the_flag() {
 #[test]
 fn bench_td3_prints_roofline_lines_only_when_it_measures_them() {
     for roofline in ["false", "true"] {
-        let o = fixar_elsewhere()
+        let out = fixar()
             .args(["bench", "td3", "--precision", "float32", "--updates", "4"])
             .args(["--rounds", "2", "--peer", "false", "--roofline", roofline])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let out = String::from_utf8_lossy(&o.stdout);
+            .run_ok()
+            .stdout;
         let value = |name: &str| {
             out.lines()
                 .find_map(|l| l.strip_prefix(&format!("{name}: ")))
@@ -109,15 +92,8 @@ fn bench_td3_prints_roofline_lines_only_when_it_measures_them() {
 fn a_closed_stdout_ends_the_command_quietly() {
     // The reader hangs up before fixar prints (it loads libtorch first): its first line
     // meets a closed pipe, as under `fixar info | head -0`.
-    let mut child = fixar_elsewhere()
-        .arg("info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let o = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(141), "{err}");
+    let o = fixar().arg("info").run_stdout_closed();
+    let err = &o.stderr;
+    assert_eq!(o.code, Some(141), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }

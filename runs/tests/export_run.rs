@@ -1,64 +1,49 @@
 //! Export from a real (tiny) fixed-point training run: the C target's bench passes on the
 //! exported vectors, and the golden integer path agrees with the agent's own forward pass.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fixar-export-run-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use agents::config::TrainConfig;
+use agents::precision::Preset;
+use common::{fixar, tiny_config, Run, Scratch};
 
 #[test]
 fn exported_fxp16_actor_matches_the_agent_and_its_c_bench_passes() {
-    let dir = scratch("fxp16");
-    let cfg = dir.join("tiny.toml");
-    std::fs::write(
-        &cfg,
-        "algo = \"td3\"\nenv_id = \"Pendulum-v1\"\ntotal_timesteps = 400\nlearning_starts = 200\nbatch_size = 32\nhidden = [16, 16]\neval_every = 400\neval_episodes = 1\ncheckpoint_every = 100000\nprecision = \"fxp16\"\n",
-    )
-    .unwrap();
+    let dir = Scratch::new("fxp16");
+    let cfg = dir.write_config(
+        "tiny.toml",
+        &TrainConfig {
+            eval_episodes: 1,
+            precision: Preset::Fxp16,
+            ..tiny_config()
+        },
+    );
     let run = dir.join("run");
-    let o = Command::new(env!("CARGO_BIN_EXE_fixar"))
+    fixar()
         .args(["-q", "train", "--seeds", "0", "--config"])
         .arg(&cfg)
         .arg("--out")
         .arg(&run)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        .run_ok();
 
     let out = dir.join("c");
-    let o = Command::new(env!("CARGO_BIN_EXE_fixar"))
+    fixar()
         .args(["-q", "export", "--target", "c", "--run"])
         .arg(&run)
         .arg("--out")
         .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let cc = Command::new("cc")
+        .run_ok();
+    Command::new("cc")
         .args(["-std=c99", "-O2", "-o", "tb", "tb.c", "fixar_actor.c"])
         .current_dir(&out)
-        .output()
-        .unwrap();
-    assert!(
-        cc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cc.stderr)
-    );
+        .run_ok();
     let tb = Command::new(out.join("tb"))
         .arg("vectors.txt")
         .current_dir(&out)
-        .output()
-        .unwrap();
-    assert!(tb.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&tb.stdout).trim(),
-        "256 passed, 0 failed"
-    );
+        .run_ok();
+    assert_eq!(tb.stdout.trim(), "256 passed, 0 failed");
 
     // The golden integer path against the agent's own deterministic action.
     let seed_dir = runs::export::resolve_checkpoint_dir(&run).unwrap();

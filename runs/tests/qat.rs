@@ -2,35 +2,28 @@
 //! parent, every output is written, a diverging rung is recorded as failed while the
 //! ladder goes on, and bad input exits 2.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::Path;
 use std::sync::OnceLock;
 
 use agents::config::TrainConfig;
 use agents::precision::{Preset, TensorClass};
 use agents::qat::Strategy;
 use clap::Parser;
+use common::{copy_dir, fixar, tiny_config, Run, Scratch};
 use runs::qat::{execute, QatArgs};
 
 /// A tiny fxp32 TD3 parent (2 seeds, 2 episodes of Pendulum, 16-16 networks), trained
-/// once per test binary.
+/// once per test binary. A static is never dropped: the directory outlives the tests.
 fn parent() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    static DIR: OnceLock<Scratch> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("fixar-qat-parent-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = Scratch::new("parent");
         let cfg = TrainConfig {
-            total_timesteps: 400,
-            learning_starts: 200,
-            batch_size: 32,
-            hidden: vec![16, 16],
-            eval_every: 400,
-            eval_episodes: 2,
-            log_every: 200,
             checkpoint_every: 200,
             precision: Preset::Fxp32,
-            ..Default::default()
+            ..tiny_config()
         };
         runs::train::train_seeds(&cfg, &[0, 1], &dir, 2, false).unwrap();
         dir
@@ -38,28 +31,10 @@ fn parent() -> &'static Path {
 }
 
 /// A copy of the parent, so tests writing `qat/` do not share outputs.
-fn parent_copy(name: &str) -> PathBuf {
-    let src = parent();
-    let dst = src.with_file_name(format!(
-        "{}-{name}",
-        src.file_name().unwrap().to_string_lossy()
-    ));
-    let _ = std::fs::remove_dir_all(&dst);
-    copy_dir(src, &dst);
+fn parent_copy(name: &str) -> Scratch {
+    let dst = Scratch::new(name);
+    copy_dir(parent(), &dst);
     dst
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), to).unwrap();
-        }
-    }
 }
 
 fn args(from: &Path, extra: &[&str]) -> QatArgs {
@@ -140,7 +115,6 @@ fn ptq_at_the_parent_width_reproduces_the_parent_eval_and_every_output_is_writte
     assert!(run.join(&chosen.checkpoint).is_file());
     assert!(chosen.actor_formats.contains_key("actor.fc1"));
     assert!(!chosen.actor_formats.contains_key("critic1.fc1"));
-    std::fs::remove_dir_all(&run).unwrap();
 }
 
 #[test]
@@ -187,7 +161,6 @@ fn a_diverging_rung_is_recorded_as_failed_and_the_ladder_goes_on() {
         .all(|r| r.failure().is_none()));
     let csv = std::fs::read_to_string(report.paths.csv()).unwrap();
     assert!(csv.contains("range,8,,,0,failed: seed 0:"), "{csv}");
-    std::fs::remove_dir_all(&run).unwrap();
 }
 
 #[test]
@@ -234,7 +207,6 @@ fn a_range_chain_retrains_each_rung_from_the_previous_one() {
             l.name
         );
     }
-    std::fs::remove_dir_all(&run).unwrap();
 }
 
 #[test]
@@ -282,25 +254,17 @@ fn multiplier_free_actor_weights_have_at_most_k_powers_of_two() {
             }
         }
     }
-    std::fs::remove_dir_all(&run).unwrap();
-}
-
-fn fixar(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fixar"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]
 fn bad_input_exits_2_with_a_message_naming_it() {
-    let empty = std::env::temp_dir().join(format!("fixar-qat-empty-{}", std::process::id()));
-    std::fs::create_dir_all(&empty).unwrap();
+    let empty = Scratch::new("empty");
     let e = empty.to_str().unwrap();
+    // Exit code and stderr of `fixar args`.
+    let fixar = |args: &[&str]| {
+        let o = fixar().args(args).run();
+        (o.code.unwrap_or(-1), o.stderr)
+    };
     let (code, err) = fixar(&["qat", "--from", e]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("summary.json is missing"), "{err}");
@@ -320,5 +284,4 @@ fn bad_input_exits_2_with_a_message_naming_it() {
     let (code, err) = fixar(&["qat", "--from", e, "--strategy", "magic"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("unknown strategy `magic`"), "{err}");
-    std::fs::remove_dir_all(&empty).unwrap();
 }

@@ -1,40 +1,36 @@
 //! `fixar train` end to end on tiny budgets: run directory contents, refusals, config
 //! errors, and a real kill (SIGKILL) followed by `--resume`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fixar");
+use agents::config::TrainConfig;
+use agents::precision::Preset;
+use common::{fixar, tiny_config, Ran, Run, Scratch};
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fixar-train-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn config(dir: &Path, total: u64) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let p = dir.join("tiny.toml");
-    std::fs::write(
-        &p,
-        format!(
-            "algo = \"td3\"\nenv_id = \"Pendulum-v1\"\ntotal_timesteps = {total}\nlearning_starts = 200\n\
-             batch_size = 32\nhidden = [32, 32]\neval_every = 400\neval_episodes = 2\nlog_every = 200\n\
-             checkpoint_every = 400\nprecision = \"fxp16\"\n"
-        ),
+/// The tiny fxp16 config of these tests, `total` steps long, written into `dir`.
+fn config(dir: &Scratch, total: u64) -> PathBuf {
+    dir.write_config(
+        "tiny.toml",
+        &TrainConfig {
+            total_timesteps: total,
+            hidden: vec![32, 32],
+            checkpoint_every: 400,
+            precision: Preset::Fxp16,
+            ..tiny_config()
+        },
     )
-    .unwrap();
-    p
 }
 
-fn train(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).arg("train").args(args).output().unwrap()
+fn train(args: &[&str]) -> Ran {
+    fixar().arg("train").args(args).run()
 }
 
 #[test]
 fn train_writes_a_complete_run_directory_and_refuses_to_overwrite_it() {
-    let d = scratch("complete");
+    let d = Scratch::new("complete");
     let cfg = config(&d, 600);
     let out = d.join("run");
     let o = train(&[
@@ -45,7 +41,7 @@ fn train_writes_a_complete_run_directory_and_refuses_to_overwrite_it() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.success(), "{}", o.stderr);
     for f in [
         "config.toml",
         "run.json",
@@ -74,7 +70,7 @@ fn train_writes_a_complete_run_directory_and_refuses_to_overwrite_it() {
     assert_eq!(summary["seeds"].as_array().unwrap().len(), 2);
     assert_eq!(summary["final_eval_return"]["n"], 2);
     assert_eq!(summary["precision"], "fxp16");
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stdout = &o.stdout;
     assert!(stdout.contains("final_eval_return_mean:"), "{stdout}");
 
     // A second run into the same directory is refused (exit 2); --force replaces it.
@@ -84,8 +80,8 @@ fn train_writes_a_complete_run_directory_and_refuses_to_overwrite_it() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("already holds a run"));
+    assert_eq!(o.code, Some(2));
+    assert!(o.stderr.contains("already holds a run"));
     let o = train(&[
         "--config",
         cfg.to_str().unwrap(),
@@ -95,17 +91,14 @@ fn train_writes_a_complete_run_directory_and_refuses_to_overwrite_it() {
         "--seeds",
         "3",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.success(), "{}", o.stderr);
     assert!(out.join("seed_3").is_dir() && !out.join("seed_0").exists());
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
 fn bad_config_exits_2_and_creates_nothing() {
-    let d = scratch("bad");
-    std::fs::create_dir_all(&d).unwrap();
-    let cfg = d.join("bad.toml");
-    std::fs::write(&cfg, "algo = \"td3\"\nlearning_rat = 0.1\n").unwrap();
+    let d = Scratch::new("bad");
+    let cfg = d.write("bad.toml", "algo = \"td3\"\nlearning_rat = 0.1\n");
     let out = d.join("run");
     let o = train(&[
         "--config",
@@ -113,8 +106,8 @@ fn bad_config_exits_2_and_creates_nothing() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.code, Some(2));
+    let err = &o.stderr;
     assert!(
         err.contains("bad.toml") && err.contains("learning_rat"),
         "{err}"
@@ -129,16 +122,15 @@ fn bad_config_exits_2_and_creates_nothing() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.code, Some(2));
+    let err = &o.stderr;
     assert!(err.contains("gamma") && err.contains("f64"), "{err}");
     assert!(!out.exists());
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
 fn killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one() {
-    let d = scratch("kill");
+    let d = Scratch::new("kill");
     let cfg = config(&d, 2400);
     let (a, b) = (d.join("a"), d.join("b"));
     let o = train(&[
@@ -149,9 +141,9 @@ fn killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one() {
         "--out",
         a.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.success(), "{}", o.stderr);
 
-    let mut child = Command::new(BIN)
+    let mut child = fixar()
         .args([
             "train",
             "--config",
@@ -179,7 +171,7 @@ fn killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one() {
     );
 
     let o = train(&["--resume", b.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.success(), "{}", o.stderr);
     for f in ["metrics.csv", "quant.csv", "eval.csv", "episodes.csv"] {
         let x = std::fs::read_to_string(a.join("seed_4").join(f)).unwrap();
         let y = std::fs::read_to_string(b.join("seed_4").join(f)).unwrap();
@@ -193,7 +185,6 @@ fn killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one() {
         ra["seeds"][0]["final_eval_return"],
         rb["seeds"][0]["final_eval_return"]
     );
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -201,33 +192,29 @@ fn a_closed_stdout_loses_nothing_of_the_run() {
     // `fixar train ... | head -0`: the summary lines at the end meet a closed pipe. The
     // command exits 141 without a panic message, and the run directory holds what an
     // ordinary run of the same config and seed writes, byte for byte.
-    let d = scratch("closed-stdout");
+    let d = Scratch::new("closed-stdout");
     let cfg = config(&d, 600);
     let run = |out: &Path, closed: bool| {
-        let mut c = Command::new(BIN);
+        let mut c = fixar();
         c.arg("train")
             .args(["--config", cfg.to_str().unwrap(), "--seeds", "0"])
-            .args(["--out", out.to_str().unwrap()])
-            .stderr(std::process::Stdio::piped());
+            .args(["--out", out.to_str().unwrap()]);
         if closed {
-            let mut child = c.stdout(std::process::Stdio::piped()).spawn().unwrap();
-            drop(child.stdout.take());
-            child.wait_with_output().unwrap()
+            c.run_stdout_closed()
         } else {
-            c.output().unwrap()
+            c.run()
         }
     };
     let (piped, plain) = (d.join("piped"), d.join("plain"));
     let o = run(&piped, true);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(141), "{err}");
+    let err = &o.stderr;
+    assert_eq!(o.code, Some(141), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     let o = run(&plain, false);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.success(), "{}", o.stderr);
     assert!(piped.join("summary.json").is_file());
     for f in ["metrics.csv", "quant.csv", "eval.csv", "episodes.csv"] {
         let read = |dir: &Path| std::fs::read(dir.join("seed_0").join(f)).unwrap();
         assert_eq!(read(&piped), read(&plain), "seed_0/{f}");
     }
-    std::fs::remove_dir_all(&d).unwrap();
 }
