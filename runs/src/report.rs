@@ -1,5 +1,8 @@
-//! Reports as data: sections of paragraphs, tables and figures, rendered to markdown
-//! (figures linked) and to one self-contained HTML file (figures embedded as base64 PNG).
+//! The one place that writes markdown and HTML. Reports as data: sections of
+//! paragraphs, tables and figures, rendered to markdown (figures linked) and to one
+//! self-contained HTML file (figures embedded as base64 PNG); and the markdown pieces
+//! ([`heading`], [`Table::to_markdown`], [`bullets`]) that documents written line by
+//! line (`qat.md`, a sweep's `results.md`, the accelerator report) are built from.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -7,10 +10,20 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use base64::Engine as _;
 
+/// How a table column is aligned in markdown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Align {
+    #[default]
+    Left,
+    Right,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Table {
     pub header: Vec<String>,
     pub rows: Vec<Vec<String>>,
+    /// Per column; missing columns are left-aligned.
+    pub align: Vec<Align>,
 }
 
 #[derive(Clone, Debug)]
@@ -41,15 +54,58 @@ pub struct Report {
 
 impl Table {
     pub fn new(header: &[&str]) -> Self {
+        Table::with_header(header.iter().map(|s| s.to_string()).collect())
+    }
+
+    pub fn with_header(header: Vec<String>) -> Self {
         Table {
-            header: header.iter().map(|s| s.to_string()).collect(),
+            header,
             rows: Vec::new(),
+            align: Vec::new(),
         }
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
+
+    /// Right-aligns column `col` (numbers).
+    pub fn right(mut self, col: usize) -> Self {
+        if self.align.len() <= col {
+            self.align.resize(col + 1, Align::Left);
+        }
+        self.align[col] = Align::Right;
+        self
+    }
+
+    /// `| a | b |`, the alignment row, then one line per row.
+    pub fn to_markdown(&self) -> String {
+        let mut s = format!("| {} |\n|", self.header.join(" | "));
+        for i in 0..self.header.len() {
+            s.push_str(match self.align.get(i).copied().unwrap_or_default() {
+                Align::Left => "---|",
+                Align::Right => "---:|",
+            });
+        }
+        s.push('\n');
+        for r in &self.rows {
+            let _ = writeln!(s, "| {} |", r.join(" | "));
+        }
+        s
+    }
+}
+
+/// A markdown heading line: `## text`.
+pub fn heading(level: usize, text: &str) -> String {
+    format!("{} {text}\n", "#".repeat(level))
+}
+
+/// A markdown bullet list, one `- item` line each.
+pub fn bullets<S: AsRef<str>>(items: &[S]) -> String {
+    items
+        .iter()
+        .map(|i| format!("- {}\n", i.as_ref()))
+        .collect()
 }
 
 impl Section {
@@ -123,9 +179,9 @@ fn inline_html(s: &str) -> String {
 
 impl Report {
     pub fn to_markdown(&self, base: &Path) -> String {
-        let mut s = format!("# {}\n", self.title);
+        let mut s = heading(1, &self.title);
         for sec in &self.sections {
-            let _ = write!(s, "\n## {}\n", sec.heading);
+            let _ = write!(s, "\n{}", heading(2, &sec.heading));
             for b in &sec.blocks {
                 match b {
                     Block::Paragraph(t) => {
@@ -135,15 +191,7 @@ impl Report {
                         let _ = write!(s, "\n```\n{t}\n```\n");
                     }
                     Block::Table(t) => {
-                        let _ = write!(
-                            s,
-                            "\n| {} |\n|{}\n",
-                            t.header.join(" | "),
-                            "---|".repeat(t.header.len())
-                        );
-                        for r in &t.rows {
-                            let _ = writeln!(s, "| {} |", r.join(" | "));
-                        }
+                        let _ = write!(s, "\n{}", t.to_markdown());
                     }
                     Block::Figure { png, caption } => {
                         let rel = png.strip_prefix(base).unwrap_or(png);

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::failure::config_error;
 use crate::plot;
+use crate::report::{heading, Table};
 
 /// A sweep file (`SWEEP.toml`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -361,17 +362,28 @@ pub fn write_tables(out: &Path, name: &str, results: &[TrialResult]) -> Result<V
             .or_default()
             .push(r);
     }
-    let mut md = format!(
-        "# Sweep `{name}`\n\nFinal eval return: mean over the evaluation episodes at the last evaluation of each seed; across seeds mean ± sample std.\n\n| algo | env | precision | seeds | final eval return (mean ± std) |\n|---|---|---|---|---|\n"
-    );
+    let mut table = Table::new(&[
+        "algo",
+        "env",
+        "precision",
+        "seeds",
+        "final eval return (mean ± std)",
+    ]);
     for ((algo, env, precision), rs) in &groups {
         let (m, s) = mean_std(&rs.iter().map(|r| r.final_eval_return).collect::<Vec<_>>());
-        let _ = writeln!(
-            md,
-            "| {algo} | {env} | {precision} | {} | {m:.1} ± {s:.1} |",
-            rs.len()
-        );
+        table.row(vec![
+            algo.clone(),
+            env.clone(),
+            precision.clone(),
+            rs.len().to_string(),
+            format!("{m:.1} ± {s:.1}"),
+        ]);
     }
+    let md = format!(
+        "{}\nFinal eval return: mean over the evaluation episodes at the last evaluation of each seed; across seeds mean ± sample std.\n\n{}",
+        heading(1, &format!("Sweep `{name}`")),
+        table.to_markdown()
+    );
     let p = out.join(layout::SWEEP_RESULTS_MD);
     std::fs::write(&p, md)?;
     written.push(p);

@@ -11,6 +11,8 @@ use agents::qat::derive::table_spec;
 use agents::qat::{narrowest_within, Reference, RungResult, Strategy, Tolerance};
 use anyhow::{Context, Result};
 
+use crate::report::{bullets, heading, Table};
+
 /// `qat.csv`: strategy, width, mean_return, std_return, seeds, status (one row per rung;
 /// mean/std empty when no seed finished).
 pub fn write_csv(path: &Path, results: &[RungResult]) -> Result<()> {
@@ -78,7 +80,7 @@ pub struct MdContext<'a> {
 pub fn render_md(ctx: &MdContext, results: &[RungResult]) -> String {
     let mut s = String::new();
     let reference = ctx.reference.mean;
-    let _ = writeln!(s, "# {}\n", ctx.title);
+    let _ = writeln!(s, "{}", heading(1, ctx.title));
     let _ = writeln!(
         s,
         "Reference ({}): {:.2} ± {:.2} over {} seeds.",
@@ -103,44 +105,40 @@ pub fn render_md(ctx: &MdContext, results: &[RungResult]) -> String {
     let mut widths: Vec<u32> = results.iter().map(|r| r.rung.width).collect();
     widths.sort_unstable_by(|a, b| b.cmp(a));
     widths.dedup();
-    let _ = write!(s, "| width |");
-    for st in &strategies {
-        let _ = write!(s, " {st} |");
-    }
-    let _ = write!(s, "\n|---:|");
-    for _ in &strategies {
-        let _ = write!(s, "---|");
-    }
-    s.push('\n');
+    let mut header = vec!["width".to_string()];
+    header.extend(strategies.iter().map(|st| st.to_string()));
+    let mut table = Table::with_header(header).right(0);
     for w in &widths {
-        let _ = write!(s, "| {w} |");
+        let mut row = vec![w.to_string()];
         for st in &strategies {
-            let cell = results
-                .iter()
-                .find(|r| r.strategy == *st && r.rung.width == *w)
-                .map(|r| cell(r, reference, ctx.tolerance))
-                .unwrap_or_else(|| "–".into());
-            let _ = write!(s, " {cell} |");
+            row.push(
+                results
+                    .iter()
+                    .find(|r| r.strategy == *st && r.rung.width == *w)
+                    .map(|r| cell(r, reference, ctx.tolerance))
+                    .unwrap_or_else(|| "–".into()),
+            );
         }
-        s.push('\n');
+        table.row(row);
     }
+    s.push_str(&table.to_markdown());
     let _ = writeln!(
         s,
         "\nCells: mean ± std of the final eval return over seeds (seeds finished), the gap to \
          the reference on the tolerance's scale, ✓ within tolerance, ✗ outside.\n"
     );
 
-    let _ = writeln!(s, "## Narrowest width within tolerance\n");
-    for st in &strategies {
-        match narrowest_within(results, *st, reference, ctx.tolerance) {
-            Some(w) => {
-                let _ = writeln!(s, "- {st}: {w} bits");
-            }
-            None => {
-                let _ = writeln!(s, "- {st}: none of its rungs");
-            }
-        }
-    }
+    let _ = writeln!(s, "{}", heading(2, "Narrowest width within tolerance"));
+    let narrowest: Vec<String> = strategies
+        .iter()
+        .map(
+            |st| match narrowest_within(results, *st, reference, ctx.tolerance) {
+                Some(w) => format!("{st}: {w} bits"),
+                None => format!("{st}: none of its rungs"),
+            },
+        )
+        .collect();
+    s.push_str(&bullets(&narrowest));
     if let Some(v) = ptq_verdict(results, reference, ctx.tolerance) {
         let _ = writeln!(s, "\n{v}");
     }
@@ -160,13 +158,14 @@ pub fn render_md(ctx: &MdContext, results: &[RungResult]) -> String {
                     "Actor formats at the chosen rung (seed {}):\n",
                     best.seed
                 );
-                let _ = writeln!(s, "| layer | class | format |\n|---|---|---|");
+                let mut t = Table::new(&["layer", "class", "format"]);
                 for (layer, f) in best.formats.iter().filter(|(k, _)| k.starts_with("actor.")) {
                     for class in agents::precision::TensorClass::ALL {
                         let v = agents::precision::FormatValue(f.get(class));
-                        let _ = writeln!(s, "| {layer} | {class} | `{v}` |");
+                        t.row(vec![layer.clone(), class.to_string(), format!("`{v}`")]);
                     }
                 }
+                s.push_str(&t.to_markdown());
                 if let Some(m) = best.multipliers {
                     let _ = writeln!(
                         s,
@@ -183,16 +182,16 @@ pub fn render_md(ctx: &MdContext, results: &[RungResult]) -> String {
     }
     let failed: Vec<&RungResult> = results.iter().filter(|r| r.failure().is_some()).collect();
     if !failed.is_empty() {
-        let _ = writeln!(s, "\n## Failed rungs\n");
-        for r in failed {
-            let _ = writeln!(s, "- {} {}: {}", r.strategy, r.rung.describe(), r.status());
-        }
+        let _ = writeln!(s, "\n{}", heading(2, "Failed rungs"));
+        let lines: Vec<String> = failed
+            .iter()
+            .map(|r| format!("{} {}: {}", r.strategy, r.rung.describe(), r.status()))
+            .collect();
+        s.push_str(&bullets(&lines));
     }
     if !ctx.notes.is_empty() {
-        let _ = writeln!(s, "\n## Notes\n");
-        for n in ctx.notes {
-            let _ = writeln!(s, "- {n}");
-        }
+        let _ = writeln!(s, "\n{}", heading(2, "Notes"));
+        s.push_str(&bullets(ctx.notes));
     }
     s
 }
