@@ -5,7 +5,7 @@
 //! forward, backward and optimizer value cast into a fixed-point format (emulated on
 //! libtorch through `quant`), in float32 for reference, or quantization-aware with a
 //! float master copy. Not for: environments (`envs`), formats and casts themselves
-//! (`quant`), run directories, plots and the CLI (`runs`).
+//! (`quant`), flags, plots, markdown and the CLI (`runs`).
 //!
 //! ```no_run
 //! use agents::{config::TrainConfig, trainer::Trainer};
@@ -24,7 +24,9 @@
 //! - [`ddpg`], [`td3`]: the algorithms, one file each; [`dpg`]: what they share.
 //! - [`replay`], [`noise`]: replay buffer, exploration noise.
 //! - [`trainer`]: the loop, evaluation, metrics files, checkpoints, resume.
+//! - [`qat`]: the QAT ladder (strategies, rungs, format derivation, the verdict).
 //! - [`export`]: the actor's integer codes and formats for hardware.
+//! - [`layout`]: every file name of a run directory.
 //! - [`deploy`]: the actor as integer hardware runs it (golden integer inference, tanh
 //!   tables, test vectors) and its C99 and HLS C++ code generators.
 //!
@@ -85,23 +87,14 @@
 //!   straight-through estimator: identity inside the range, zero where saturated);
 //!   optimizer in float.
 //!
-//! # API for the QAT ladder (issue 6)
-//! - Stable layer names `actor.fc1`..`actor.fc3`, `critic1.fc2`, `critic2_target.fc3`
-//!   (DDPG: `critic.*`); [`dpg::Agent::networks_mut`] lists all networks.
-//! - Formats at run time, per layer and class:
-//!   `net.update_formats(|layer, f| if layer == "critic1.fc1" { f.set(TensorClass::Weight, Some(fmt)) })`
-//!   (recasts stored weights); `net.set_numerics(Gemm::Exact, TrainMode::Qat)`.
-//! - Ranges: `layer.ranges[class.index()].{max_abs, ema, percentile}.range()`;
-//!   counts: `layer.stats` / `layer.take_stats()`.
-//! - Load a run, change precision, train N more, evaluate: `let mut t =
-//!   Trainer::resume(seed_dir)?;` edit `t.agent`'s formats; `t.update_once()` N times
-//!   (the replay buffer is restored); `t.evaluate(episodes)`.
-//!
-//! # API for export and sweeps (issue 8)
-//! - [`export::export_network`]`(agent.actor())`: per layer raw codes + formats;
-//!   [`export::activation_formats`].
-//! - `runs::train::train_run(config, seed, seed_dir, ...)` runs one seed without the
-//!   CLI; every finished `fixar train` writes `summary.json`.
+//! # What other code may do with a trainer
+//! Read anything (`Trainer::{config, agent, formats, ranges, evals, result}`; layer
+//! names `actor.fc1`..`actor.fc3`, `critic1.fc2`, `critic2_target.fc3` are stable) and
+//! change it only through its verbs (`trainer/control.rs`): `set_formats` (recasts the
+//! stored weights), `reset_range_observers`, `set_range_every`, `train_steps`,
+//! `set_mode`, `set_learning_rate`, `project_actor_pow2`, `evaluate`, `checkpoint`.
+//! The QAT ladder ([`qat`]) and the deployed actor ([`deploy`]) are built on these;
+//! run-directory names are in [`layout`].
 //!
 //! # Determinism
 //! One RNG stream for init, one for the loop (exploration, replay sampling, target
