@@ -10,7 +10,7 @@ use crate::host::{time_step, TimeStep};
 use crate::hw::HwConfig;
 use crate::plan::{Op, Phase, Plan};
 use crate::power::{card_power, PowerBreakdown};
-use crate::resources::{check_memories, fit, resources, spill_words, Fit, Resources};
+use crate::resources::{check_memories, fit, logic_counts, resources, spill_words, Fit, Resources};
 use crate::workload::{Precision, Workload};
 
 /// What accelerator training IPS counts; printed with every figure.
@@ -199,8 +199,8 @@ impl Plan {
         let iteration_cycles = weighted(&|p| p.cycles as f64);
         let iteration_s = iteration_cycles * hw.cycle_s();
         let macs = weighted(&|p| p.macs as f64);
-        let res = resources(hw);
-        let power = card_power(hw, &res, weighted(&|p| p.dynamic_energy_j), iteration_s);
+        let logic = logic_counts(hw);
+        let power = card_power(hw, logic, weighted(&|p| p.dynamic_energy_j), iteration_s);
         let accelerator_training_ips = w.batch as f64 / iteration_s;
         let step = time_step(hw, self.replay_bytes, iteration_s);
         let system_training_ips = w.batch as f64 / step.total_s;
@@ -208,7 +208,7 @@ impl Plan {
         let inf = &phases[0];
         debug_assert_eq!(inf.phase, Phase::ActionInference);
         let inference_s = inf.cycles as f64 * hw.cycle_s();
-        let inference_power = card_power(hw, &res, inf.dynamic_energy_j, inference_s);
+        let inference_power = card_power(hw, logic, inf.dynamic_energy_j, inference_s);
         let inference_ips = w.inference_batch as f64 / inference_s;
         Performance {
             accelerator_training_ips,

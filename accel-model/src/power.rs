@@ -6,7 +6,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::hw::HwConfig;
-use crate::resources::Resources;
 
 /// Where a card's power goes, W.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -24,11 +23,13 @@ pub struct PowerBreakdown {
     pub total_w: f64,
 }
 
-/// Average card power while the accelerator does `event_j` of dynamic work in `seconds`.
-pub fn card_power(hw: &HwConfig, res: &Resources, event_j: f64, seconds: f64) -> PowerBreakdown {
+/// Average card power of a design with `(luts, ffs)` while the accelerator does `event_j`
+/// of dynamic work in `seconds`.
+pub fn card_power(hw: &HwConfig, logic: (u64, u64), event_j: f64, seconds: f64) -> PowerBreakdown {
     let p = &hw.power;
+    let (lut, ff) = logic;
     let logic_w =
-        1e-6 * hw.clock_mhz * (res.lut as f64 * p.lut_uw_per_mhz + res.ff as f64 * p.ff_uw_per_mhz);
+        1e-6 * hw.clock_mhz * (lut as f64 * p.lut_uw_per_mhz + ff as f64 * p.ff_uw_per_mhz);
     let activity_w = if seconds > 0.0 {
         event_j / seconds
     } else {

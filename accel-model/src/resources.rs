@@ -63,8 +63,8 @@ fn memory_primitives(kind: MemKind, banks: u64, depth: u64) -> (u64, u64) {
     }
 }
 
-/// Resources of a configuration from its per-part costs and memory sizes.
-pub fn resources(hw: &HwConfig) -> Resources {
+/// (LUT, FF, BRAM36, URAM, DSP) of the design's own components, in [`COMPONENTS`] order.
+fn core_components(hw: &HwConfig) -> [[u64; 5]; 4] {
     let r = &hw.resources;
     let n = hw.cores as u64;
     let pes = n * (hw.pe_rows * hw.pe_cols) as u64;
@@ -74,36 +74,55 @@ pub fn resources(hw: &HwConfig) -> Resources {
     let (ob, ou) = memory_primitives(om.kind, om.banks as u64, om.depth_words as u64);
     let (bb, bu) = memory_primitives(hw.buffers.kind, n, hw.buffers.capacity_words as u64);
     let lanes = wm.port_words();
-    let mut components = vec![
-        ComponentResources {
-            name: "PEs".into(),
-            lut: pes * r.lut_per_pe as u64,
-            ff: pes * r.ff_per_pe as u64,
-            dsp: pes * r.dsp_per_pe as u64,
-            ..Default::default()
-        },
-        ComponentResources {
-            name: "on-chip memory".into(),
-            lut: r.lut_memory as u64,
-            bram36: wb + ob + bb,
-            uram: wu + ou + bu,
-            ..Default::default()
-        },
-        ComponentResources {
-            name: "optimizer".into(),
-            lut: lanes * r.optimizer_lut_per_lane as u64,
-            ff: lanes * r.optimizer_ff_per_lane as u64,
-            dsp: r.optimizer_dsp as u64,
-            ..Default::default()
-        },
-        ComponentResources {
-            name: "control".into(),
-            lut: n * r.lut_per_core as u64,
-            ff: n * r.ff_per_core as u64,
-            ..Default::default()
-        },
-    ];
-    components.extend(r.platform.iter().map(|p| ComponentResources {
+    [
+        [
+            pes * r.lut_per_pe as u64,
+            pes * r.ff_per_pe as u64,
+            0,
+            0,
+            pes * r.dsp_per_pe as u64,
+        ],
+        [r.lut_memory as u64, 0, wb + ob + bb, wu + ou + bu, 0],
+        [
+            lanes * r.optimizer_lut_per_lane as u64,
+            lanes * r.optimizer_ff_per_lane as u64,
+            0,
+            0,
+            r.optimizer_dsp as u64,
+        ],
+        [n * r.lut_per_core as u64, n * r.ff_per_core as u64, 0, 0, 0],
+    ]
+}
+
+/// Names of the design's own components (the platform parts follow them).
+const COMPONENTS: [&str; 4] = ["PEs", "on-chip memory", "optimizer", "control"];
+
+/// LUTs and FFs of the whole design, without building the per-component list (the
+/// power model needs them for every sweep point).
+pub fn logic_counts(hw: &HwConfig) -> (u64, u64) {
+    let own = core_components(hw);
+    let platform = &hw.resources.platform;
+    (
+        own.iter().map(|c| c[0]).sum::<u64>() + platform.iter().map(|p| p.lut).sum::<u64>(),
+        own.iter().map(|c| c[1]).sum::<u64>() + platform.iter().map(|p| p.ff).sum::<u64>(),
+    )
+}
+
+/// Resources of a configuration from its per-part costs and memory sizes.
+pub fn resources(hw: &HwConfig) -> Resources {
+    let mut components: Vec<ComponentResources> = COMPONENTS
+        .iter()
+        .zip(core_components(hw))
+        .map(|(name, [lut, ff, bram36, uram, dsp])| ComponentResources {
+            name: name.to_string(),
+            lut,
+            ff,
+            bram36,
+            uram,
+            dsp,
+        })
+        .collect();
+    components.extend(hw.resources.platform.iter().map(|p| ComponentResources {
         name: p.name.clone(),
         lut: p.lut,
         ff: p.ff,
