@@ -98,6 +98,11 @@ pub struct Gemm {
     pub n: usize,
     pub batch_axis: BatchAxis,
     pub stationary: Stationary,
+    /// The stationary weights are read through the transposed mapping: an input-error
+    /// GEMM uses the forward layer's W (stored for the forward pass, n x k) as W^T, each
+    /// stored row going to a PE row instead of a PE column, with no data movement.
+    #[serde(default)]
+    pub transposed: bool,
 }
 
 impl Gemm {
@@ -165,6 +170,7 @@ fn forward(widths: &[usize], batch: usize, ops: &mut Vec<Op>) {
             n: p[1],
             batch_axis: BatchAxis::M,
             stationary: Stationary::Weights,
+            transposed: false,
         }));
     }
 }
@@ -182,6 +188,7 @@ fn backward(widths: &[usize], batch: usize, input_errors: bool, grads: bool, ops
                 n: fan_in,
                 batch_axis: BatchAxis::M,
                 stationary: Stationary::Weights,
+                transposed: true,
             }));
         }
         if grads {
@@ -191,6 +198,7 @@ fn backward(widths: &[usize], batch: usize, input_errors: bool, grads: bool, ops
                 n: fan_out,
                 batch_axis: BatchAxis::K,
                 stationary: Stationary::Buffer,
+                transposed: false,
             }));
         }
     }

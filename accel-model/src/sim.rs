@@ -16,8 +16,9 @@ use quant::{FxFormat, Overflow, Rounding};
 use crate::analytic::{ceil_log2, ArrayGeom, Mapping};
 use crate::plan::{BatchAxis, Gemm};
 
-/// One GEMM's operands: `x` (m x k, row-major, the streamed operand), `w` (k x n,
-/// row-major, the stationary one), an optional bias (n), and the output format.
+/// One GEMM's operands: `x` (m x k, row-major, the streamed operand), `w` (the stationary
+/// one: k x n row-major, or for a `transposed` GEMM the forward layout n x k, read
+/// transposed), an optional bias (n), and the output format.
 #[derive(Clone, Copy, Debug)]
 pub struct GemmData<'a> {
     pub x: &'a [i64],
@@ -156,7 +157,11 @@ fn run_core(
                     for j in 0..ce {
                         let (k, n) = (k0 + r, n0 + j);
                         slots[s][r * ce + j] = if k < k_end && n < g.n {
-                            d.w[k * g.n + n]
+                            if g.transposed {
+                                d.w[n * g.k + k]
+                            } else {
+                                d.w[k * g.n + n]
+                            }
                         } else {
                             0
                         };
@@ -394,6 +399,12 @@ pub fn check_iteration(
         let mut grad_cycles = 0;
         for (g, map) in gemms.zip(maps) {
             let (x, w) = (codes(g.m * g.k, &xf), codes(g.k * g.n, &wf));
+            // The golden GEMM takes W^T explicitly; the array reads the stored W transposed.
+            let w_golden = if g.transposed {
+                transpose(&w, g.n, g.k)
+            } else {
+                w.clone()
+            };
             let d = GemmData {
                 x: &x,
                 xf,
@@ -404,7 +415,7 @@ pub fn check_iteration(
             };
             let s = simulate_gemm(&geom, g, &d, map);
             check.bit_exact &=
-                s.y == quant::golden_gemm(&x, &xf, &w, &wf, None, g.m, g.k, g.n, &out);
+                s.y == quant::golden_gemm(&x, &xf, &w_golden, &wf, None, g.m, g.k, g.n, &out);
             check.gemms += 1;
             check.macs += s.macs;
             check.simulated_cycles += s.cycles;
@@ -436,6 +447,17 @@ pub fn check_iteration(
         checks.push(check);
     }
     checks
+}
+
+/// `a` (rows x cols, row-major) transposed.
+pub fn transpose(a: &[i64], rows: usize, cols: usize) -> Vec<i64> {
+    let mut t = vec![0; a.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = a[r * cols + c];
+        }
+    }
+    t
 }
 
 /// Steps the DMA engine moving the iteration's off-chip bytes at the configured bandwidth

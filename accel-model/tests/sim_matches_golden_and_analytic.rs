@@ -76,10 +76,16 @@ fn check(
         out,
     };
     let sim = simulate_gemm(geom, g, &d, mapping);
+    // A transposed GEMM's `w` is the forward layout (n x k); the golden GEMM takes W^T.
+    let w_golden = if g.transposed {
+        accel_model::sim::transpose(&w, g.n, g.k)
+    } else {
+        w.clone()
+    };
     let golden = quant::golden_gemm(
         &x,
         &xf,
-        &w,
+        &w_golden,
         &wf,
         bias.as_ref().map(|(b, f)| (*b, f)),
         g.m,
@@ -127,9 +133,10 @@ fn simulator_equals_golden_gemm_and_analytic_cycles_over_shapes_arrays_and_mappi
         for p in [Precision::Fxp16, Precision::Fxp32] {
             let geom = ArrayGeom::new(&hw, p);
             for (i, &(m, k, n)) in shapes.iter().enumerate() {
-                for (axis, stationary) in [
-                    (BatchAxis::M, Stationary::Weights),
-                    (BatchAxis::K, Stationary::Buffer),
+                for (axis, stationary, transposed) in [
+                    (BatchAxis::M, Stationary::Weights, false),
+                    (BatchAxis::M, Stationary::Weights, true),
+                    (BatchAxis::K, Stationary::Buffer, false),
                 ] {
                     let g = Gemm {
                         m,
@@ -137,6 +144,7 @@ fn simulator_equals_golden_gemm_and_analytic_cycles_over_shapes_arrays_and_mappi
                         n,
                         batch_axis: axis,
                         stationary,
+                        transposed,
                     };
                     let split = if axis == BatchAxis::M { m } else { k };
                     let mut maps: Vec<Mapping> = (1..=cores)
@@ -195,7 +203,21 @@ fn simulated_phases_of_a_small_td3_iteration_take_the_analytic_cycles() {
                     let s = simulate_gemm(&geom, g, &d, *map);
                     assert_eq!(
                         s.y,
-                        quant::golden_gemm(&x, &xf, &wt, &wf, None, g.m, g.k, g.n, &out)
+                        quant::golden_gemm(
+                            &x,
+                            &xf,
+                            &if g.transposed {
+                                accel_model::sim::transpose(&wt, g.n, g.k)
+                            } else {
+                                wt.clone()
+                            },
+                            &wf,
+                            None,
+                            g.m,
+                            g.k,
+                            g.n,
+                            &out
+                        )
                     );
                     sim_cycles += s.cycles;
                 }
