@@ -26,7 +26,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::hw::{HwConfig, Parallelism};
+use crate::hw::{HwConfig, IntraLayerSplit, Parallelism};
 use crate::plan::{BatchAxis, Gemm, Op, ParamPass, Phase, PhasePlan, Plan, Stationary};
 use crate::workload::Precision;
 
@@ -34,8 +34,11 @@ use crate::workload::Precision;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mapping {
-    /// Column tiles dealt round-robin to `active` cores; every core streams all m rows and
-    /// loads its own weight tiles through its turn of the shared port.
+    /// Intra-layer parallelism on `active` cores, each streaming all m rows and loading its
+    /// own weight tiles through its turn of the shared port. FIXAR's split
+    /// ([`IntraLayerSplit::Inputs`]): the layer's input columns over the cores (contiguous
+    /// shares, cycle for cycle the paper's interleave), partial sums added by the
+    /// cross-core adder tree; or output column tiles dealt round-robin, no reduction.
     IntraLayer { active: usize },
     /// The batch split over `active` cores (rows for forward/input-error GEMMs, the
     /// reduction for weight gradients, whose partial sums are then added across cores).
@@ -70,6 +73,8 @@ pub struct ArrayGeom {
     pub buffer_read_bits: usize,
     /// Cycles from a row entering the array to its column sums reaching the output buffer.
     pub latency: u64,
+    /// Intra-layer GEMMs split the input columns (FIXAR) rather than the outputs.
+    pub split_inputs: bool,
 }
 
 /// Cycles and energy events of one GEMM (or a phase: the sum of its GEMMs).
@@ -121,6 +126,7 @@ impl ArrayGeom {
             weight_read_bits: port,
             buffer_read_bits: hw.buffers.read_bits,
             latency: 2 + ceil_log2(hw.pe_rows),
+            split_inputs: hw.intra_layer_split == IntraLayerSplit::Inputs,
         }
     }
 
@@ -185,7 +191,22 @@ impl ArrayGeom {
             macs: g.macs(),
             ..Cost::default()
         };
+        // A split reduction dimension: each of `active` cores takes ceil(k / active) of
+        // it over every column tile and streams all m rows; an adder tree sums the cores'
+        // partial results.
+        let split_k = |c: &mut Cost, active: usize| {
+            let k = div_ceil(g.k, active);
+            let tiles = div_ceil(k, r) * tn;
+            let red = self.reduction_cycles(g.m, g.n, active.min(g.k));
+            c.cycles = self.core_cycles(g.m, tiles, ld) + red;
+            c.load_stall_cycles = stall(g.m, tiles);
+            c.reduction_cycles = red;
+            let busy = active.min(g.k);
+            c.sram_words =
+                busy as u64 * traffic(tiles, g.m) + (g.m * g.n * busy.saturating_sub(1)) as u64;
+        };
         match mapping {
+            Mapping::IntraLayer { active } if self.split_inputs => split_k(&mut c, active),
             Mapping::IntraLayer { active } => {
                 let tiles = tk * div_ceil(tn, active);
                 c.cycles = self.core_cycles(g.m, tiles, ld);
@@ -201,17 +222,7 @@ impl ArrayGeom {
                     c.sram_words = (busy * tk * tn * r * self.cols) as u64
                         + (tk * tn * g.m * (r + 2 * self.cols)) as u64;
                 }
-                BatchAxis::K => {
-                    let k = div_ceil(g.k, active);
-                    let tiles = div_ceil(k, r) * tn;
-                    let red = self.reduction_cycles(g.m, g.n, active.min(g.k));
-                    c.cycles = self.core_cycles(g.m, tiles, ld) + red;
-                    c.load_stall_cycles = stall(g.m, tiles);
-                    c.reduction_cycles = red;
-                    let busy = active.min(g.k);
-                    c.sram_words = busy as u64 * traffic(tiles, g.m)
-                        + (g.m * g.n * busy.saturating_sub(1)) as u64;
-                }
+                BatchAxis::K => split_k(&mut c, active),
             },
         }
         if g.batch_axis == BatchAxis::K {
@@ -252,10 +263,15 @@ impl ArrayGeom {
     }
 
     /// The intra-layer mapping of `g` on at most `self.cores` cores with the fewest cycles
-    /// (the cores share the weight port, so more of them can be slower).
+    /// (the cores share the weight port and add their partial sums, so more of them can
+    /// be slower).
     pub fn best_intra_layer(&self, g: &Gemm) -> (Mapping, Cost) {
-        let tn = div_ceil(g.n, self.tile_cols()).max(1);
-        (1..=self.cores.min(tn))
+        let parts = if self.split_inputs {
+            g.k
+        } else {
+            div_ceil(g.n, self.tile_cols())
+        };
+        (1..=self.cores.min(parts.max(1)))
             .map(|active| {
                 let map = Mapping::IntraLayer { active };
                 (map, self.gemm_cost(g, map))

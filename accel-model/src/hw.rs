@@ -39,6 +39,18 @@ impl Parallelism {
     }
 }
 
+/// How an intra-layer GEMM shares one layer among the cores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntraLayerSplit {
+    /// FIXAR's: the layer's input columns over the cores, partial sums added by the
+    /// cross-core adder tree.
+    #[default]
+    Inputs,
+    /// Output neurons over the cores: each core finishes its own outputs, no reduction.
+    Outputs,
+}
+
 /// On-chip RAM primitive holding the weight memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -219,6 +231,8 @@ pub struct HwConfig {
     pub pe_cols: usize,
     pub clock_mhz: f64,
     pub parallelism: Parallelism,
+    /// What intra-layer GEMMs split over the cores.
+    pub intra_layer_split: IntraLayerSplit,
     /// Off-chip bandwidth the design uses, GB/s.
     pub offchip_gbps: f64,
     pub weight_memory: WeightMemory,

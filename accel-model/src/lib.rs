@@ -47,7 +47,7 @@ pub use estimate::{
     TRAINING_IPS_DEFINITION, UTILIZATION_DEFINITION,
 };
 pub use host::TimeStep;
-pub use hw::{Device, HwConfig, Parallelism};
+pub use hw::{Device, HwConfig, IntraLayerSplit, Parallelism};
 pub use plan::{Phase, Plan};
 pub use power::PowerBreakdown;
 pub use resources::{ComponentResources, Fit, Resources};

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::hw::{
-    Buffers, Device, HostParams, HwConfig, OptimizerMemory, Parallelism, PowerParams,
-    ResourceCosts, WeightMemory,
+    Buffers, Device, HostParams, HwConfig, IntraLayerSplit, OptimizerMemory, Parallelism,
+    PowerParams, ResourceCosts, WeightMemory,
 };
 use crate::resources::ComponentResources;
 use crate::workload::Workload;
@@ -77,6 +77,8 @@ struct PresetFile {
     pe_cols: usize,
     clock_mhz: f64,
     parallelism: Parallelism,
+    #[serde(default)]
+    intra_layer_split: IntraLayerSplit,
     #[serde(default)]
     offchip_gbps: Option<f64>,
     weight_memory: WeightMemory,
@@ -219,6 +221,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Preset, ModelError> {
         pe_cols: f.pe_cols,
         clock_mhz: f.clock_mhz,
         parallelism: f.parallelism,
+        intra_layer_split: f.intra_layer_split,
         weight_memory: f.weight_memory,
         optimizer_memory: f.optimizer_memory,
         buffers: f.buffers,

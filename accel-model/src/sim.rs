@@ -239,6 +239,13 @@ pub fn simulate_gemm(geom: &ArrayGeom, g: &Gemm, d: &GemmData, mapping: Mapping)
     let mul = Multiplier::new(d.xf, d.wf);
     let frac_p = (d.xf.frac_bits() + d.wf.frac_bits()) as i64;
     let shares: Vec<Share> = match mapping {
+        Mapping::IntraLayer { active } if geom.split_inputs => (0..active)
+            .map(|j| Share {
+                rows: 0..g.m,
+                ks: balanced(g.k, active, j),
+                col_tiles: (0..tn).collect(),
+            })
+            .collect(),
         Mapping::IntraLayer { active } => (0..active)
             .map(|j| Share {
                 rows: 0..g.m,
@@ -278,7 +285,10 @@ pub fn simulate_gemm(geom: &ArrayGeom, g: &Gemm, d: &GemmData, mapping: Mapping)
         .zip(&shares)
         .filter(|(_, s)| !s.ks.is_empty() && !s.rows.is_empty() && !s.col_tiles.is_empty())
         .count();
-    let split_k = matches!(mapping, Mapping::IntraBatch { .. }) && g.batch_axis == BatchAxis::K;
+    let split_k = match mapping {
+        Mapping::IntraLayer { .. } => geom.split_inputs,
+        Mapping::IntraBatch { .. } => g.batch_axis == BatchAxis::K,
+    };
     let mut acc = vec![0i128; g.m * g.n];
     let mut reduction_cycles = 0;
     if split_k && contributing > 1 {

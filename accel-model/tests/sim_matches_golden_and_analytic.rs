@@ -4,7 +4,7 @@
 use accel_model::analytic::{ArrayGeom, Mapping};
 use accel_model::plan::{BatchAxis, Gemm, Op, Plan, Stationary};
 use accel_model::sim::{simulate_gemm, GemmData};
-use accel_model::{presets, HwConfig, Precision, Workload};
+use accel_model::{presets, HwConfig, IntraLayerSplit, Precision, Workload};
 use quant::{FxFormat, Overflow, Rounding};
 
 /// xorshift64*: deterministic test data without a rand dependency.
@@ -128,8 +128,13 @@ fn simulator_equals_golden_gemm_and_analytic_cycles_over_shapes_arrays_and_mappi
         (16, 4, 5, 256),
     ];
     let mut checked = 0;
-    for &(rows, cols, cores, read_bits) in &arrays {
-        let hw = hw(rows, cols, cores, read_bits);
+    for (split, &(rows, cols, cores, read_bits)) in
+        [IntraLayerSplit::Inputs, IntraLayerSplit::Outputs]
+            .into_iter()
+            .flat_map(|s| arrays.iter().map(move |a| (s, a)))
+    {
+        let mut hw = hw(rows, cols, cores, read_bits);
+        hw.intra_layer_split = split;
         for p in [Precision::Fxp16, Precision::Fxp32] {
             let geom = ArrayGeom::new(&hw, p);
             for (i, &(m, k, n)) in shapes.iter().enumerate() {
@@ -161,7 +166,7 @@ fn simulator_equals_golden_gemm_and_analytic_cycles_over_shapes_arrays_and_mappi
             }
         }
     }
-    assert!(checked > 300, "{checked}");
+    assert!(checked > 900, "{checked}");
 }
 
 #[test]
