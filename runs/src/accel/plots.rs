@@ -151,7 +151,7 @@ pub fn write_plots(
         ),
         ("actor update", &[Phase::ActorUpdate]),
         ("target update", &[Phase::TargetUpdate]),
-        ("replay fetch (stall)", &[Phase::ReplayFetch]),
+        ("off-chip stalls", &[Phase::ReplayFetch]),
     ];
     let stacks = groups
         .iter()
