@@ -110,6 +110,8 @@ pub struct Estimate {
     pub workload: String,
     pub precision: Precision,
     pub parallelism: String,
+    /// What intra-layer GEMMs split over the cores: `inputs` (FIXAR) or `outputs`.
+    pub intra_layer_split: String,
     pub cores: usize,
     pub array: String,
     pub clock_mhz: f64,
@@ -263,6 +265,11 @@ impl Plan {
             workload: w.describe(),
             precision: w.precision,
             parallelism: hw.parallelism.name().to_string(),
+            intra_layer_split: match hw.intra_layer_split {
+                crate::hw::IntraLayerSplit::Inputs => "inputs",
+                crate::hw::IntraLayerSplit::Outputs => "outputs",
+            }
+            .to_string(),
             cores: hw.cores,
             array: format!("{}x{}", hw.pe_rows, hw.pe_cols),
             clock_mhz: hw.clock_mhz,

@@ -10,8 +10,9 @@ use crate::error::{positive_f64, positive_usize, ModelError};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Parallelism {
-    /// The cores split a layer's output neurons (column tiles) and share one batch: one
-    /// batch finishes about N times faster (FIXAR's inference mode).
+    /// The cores split each layer (its input columns, or its outputs: see
+    /// [`IntraLayerSplit`]) and share one batch: one vector finishes up to N times faster
+    /// (FIXAR's inference mode).
     IntraLayer,
     /// Each core takes different samples of the batch (FIXAR's training mode); weight
     /// gradients are summed across cores.

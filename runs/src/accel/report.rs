@@ -181,8 +181,8 @@ impl AccelReport {
         let _ = writeln!(s, "{}\n", self.preset_description);
         let _ = writeln!(
             s,
-            "- Workload: {} (from {})\n- Hardware: {} AAP cores of {} PEs, {} MHz, {} parallelism, {}",
-            e.workload, self.workload_source, e.cores, e.array, e.clock_mhz, e.parallelism, e.precision
+            "- Workload: {} (from {})\n- Hardware: {} AAP cores of {} PEs, {} MHz, {} parallelism (intra-layer splits {}), {}",
+            e.workload, self.workload_source, e.cores, e.array, e.clock_mhz, e.parallelism, e.intra_layer_split, e.precision
         );
         for n in &self.notes {
             let _ = writeln!(s, "- Note: {n}");
