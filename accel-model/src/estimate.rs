@@ -1,51 +1,50 @@
-//! From a plan and a configuration to the figures: IPS, power, IPS/W, cycles and energy
-//! per phase, utilization, FPGA resources and whether the design fits its device.
+//! From a plan and a configuration to the figures: accelerator and system training IPS,
+//! inference IPS, card power, IPS/W, cycles and energy per phase, utilization, and the
+//! FPGA resources and fit (`resources.rs`), each figure with its definition.
 
 use serde::{Deserialize, Serialize};
 
-use crate::analytic::{phase_cost, ArrayGeom, Cost, PhaseCost};
+use crate::analytic::{phase_costs, Cost};
 use crate::error::ModelError;
-use crate::hw::{HwConfig, MemKind};
-use crate::plan::{Phase, Plan};
+use crate::host::{time_step, TimeStep};
+use crate::hw::HwConfig;
+use crate::plan::{Op, Phase, Plan};
+use crate::power::{card_power, PowerBreakdown};
+use crate::resources::{check_memories, fit, logic_counts, resources, spill_words, Fit, Resources};
 use crate::workload::{Precision, Workload};
 
-/// What training IPS counts; printed with every figure.
-pub const TRAINING_IPS_DEFINITION: &str = "training IPS = samples through one full training \
-iteration per second = batch / iteration time; one iteration = one action inference for the \
-environment step, target actor and target critic(s) forward, critic(s) forward, backward and \
-update, and (every policy_delay iterations, amortized) actor forward, backward through critic 1, \
-actor update and soft target updates, plus any replay-fetch stall. The environment itself runs \
-on the host and is not counted.";
+/// What accelerator training IPS counts; printed with every figure.
+pub const ACCELERATOR_IPS_DEFINITION: &str = "accelerator_training_ips = batch / accelerator \
+time of one time step; that time = one action inference for the environment step, target actor \
+and target critic(s) forward, critic(s) forward, backward and update, and (every policy_delay \
+iterations, amortized) actor forward, backward through critic 1, actor update and soft target \
+updates, plus any off-chip stall. Host, runtime and link time are not counted.";
+
+/// What system training IPS counts; printed with every figure.
+pub const SYSTEM_IPS_DEFINITION: &str = "system_training_ips = batch / end-to-end time of one \
+time step = environment step on the CPU (host.env_ms) + the accelerator runtime's per-batch \
+overhead (host.runtime_ms) + the replay batch over the host link + the accelerator time above, \
+one after the other.";
+
+/// `training_ips` is kept as an alias; printed with every figure.
+pub const TRAINING_IPS_DEFINITION: &str = "training_ips is an alias of system_training_ips \
+(kept for older readers of report.json); see system_training_ips.";
 
 /// What inference IPS counts; printed with every figure.
 pub const INFERENCE_IPS_DEFINITION: &str = "inference IPS = actions per second when the \
 accelerator only runs action inference: inference_batch states through the actor per pass \
 (1 = one environment), passes back to back.";
 
-/// FPGA resources of one configuration.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Resources {
-    pub dsp: u64,
-    pub lut: u64,
-    pub ff: u64,
-    pub bram36: u64,
-    pub uram: u64,
-}
+/// What training utilization counts; printed with every figure.
+pub const UTILIZATION_DEFINITION: &str = "training_utilization = MACs / (PE slots x cycles of \
+the iteration's GEMM phases): how busy the arrays are while they compute (tile padding, \
+pipeline fill, load stalls and cross-core reductions count as idle; exposed update and stall \
+cycles, when the arrays do not compute, are excluded). overall_utilization counts every cycle.";
 
-/// Whether the configuration fits its device, and by how much.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Fit {
-    pub device: String,
-    pub fits: bool,
-    /// Resources (or the board power limit) exceeded, e.g. `dsp 6144 > 5952`.
-    pub exceeded: Vec<String>,
-    /// Used / available per resource, 0..1 when it fits.
-    pub dsp_util: f64,
-    pub lut_util: f64,
-    pub ff_util: f64,
-    pub bram_util: f64,
-    pub uram_util: f64,
-}
+/// What IPS/W counts; printed with every figure.
+pub const IPS_PER_WATT_DEFINITION: &str = "ips_per_watt = accelerator_training_ips / power_w, \
+power_w = average card power (FPGA, off-chip memory, host link, board, regulators) while \
+training, as FIXAR defines it (accelerator IPS over the whole card's power).";
 
 /// One phase in the report (cycles and energy are per run; multiply by
 /// `runs_per_iteration` for the iteration's share).
@@ -55,12 +54,17 @@ pub struct PhaseReport {
     pub name: String,
     pub runs_per_iteration: f64,
     pub mode: String,
+    /// Cycles the phase adds to the iteration (exposed cycles for update passes).
     pub cycles: u64,
     pub macs: u64,
     /// MACs / (cycles x cores x PEs x lanes).
     pub utilization: f64,
     pub load_stall_cycles: u64,
     pub reduction_cycles: u64,
+    /// Weight-port cycles of the phase's update passes, and how many of them hide behind
+    /// weight-gradient GEMMs.
+    pub port_cycles: u64,
+    pub hidden_cycles: u64,
     /// Dynamic energy of the phase's events (MACs, on-chip, off-chip), J per run.
     pub dynamic_energy_j: f64,
 }
@@ -68,23 +72,33 @@ pub struct PhaseReport {
 /// The performance half of an estimate (absent when the configuration does not fit).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Performance {
+    pub accelerator_training_ips: f64,
+    pub system_training_ips: f64,
+    /// Alias of `system_training_ips` ([`TRAINING_IPS_DEFINITION`]).
     pub training_ips: f64,
     pub inference_ips: f64,
-    /// Average power over a training iteration, W.
+    /// Average card power over a training time step's accelerator part, W.
     pub power_w: f64,
-    /// training_ips / power_w.
+    /// accelerator_training_ips / power_w.
     pub ips_per_watt: f64,
-    /// Average power while only running action inference, W.
+    /// Average card power while only running action inference, W.
     pub inference_power_w: f64,
     pub inference_ips_per_watt: f64,
     pub iteration_cycles: f64,
     pub iteration_s: f64,
     pub inference_cycles: u64,
-    /// Array utilization over the whole iteration (update passes count as idle).
+    /// Array utilization while computing ([`UTILIZATION_DEFINITION`]).
     pub training_utilization: f64,
+    /// Array utilization over every cycle of the iteration.
+    pub overall_utilization: f64,
     pub inference_utilization: f64,
+    /// MACs per trained sample (the iteration's MACs / batch).
+    pub macs_per_sample: f64,
     pub energy_per_training_sample_j: f64,
     pub energy_per_inference_j: f64,
+    /// One time step of the whole system ([`SYSTEM_IPS_DEFINITION`]).
+    pub time_step: TimeStep,
+    pub power: PowerBreakdown,
     pub phases: Vec<PhaseReport>,
 }
 
@@ -96,6 +110,8 @@ pub struct Estimate {
     pub workload: String,
     pub precision: Precision,
     pub parallelism: String,
+    /// What intra-layer GEMMs split over the cores: `inputs` (FIXAR) or `outputs`.
+    pub intra_layer_split: String,
     pub cores: usize,
     pub array: String,
     pub clock_mhz: f64,
@@ -104,126 +120,12 @@ pub struct Estimate {
     pub fit: Fit,
     #[serde(flatten)]
     pub performance: Option<Performance>,
+    pub accelerator_training_ips_definition: String,
+    pub system_training_ips_definition: String,
     pub training_ips_definition: String,
     pub inference_ips_definition: String,
-}
-
-/// Resources of a configuration from its per-part costs.
-pub fn resources(hw: &HwConfig) -> Resources {
-    let r = &hw.resources;
-    let n = hw.cores as u64;
-    let pes = (hw.pe_rows * hw.pe_cols) as u64;
-    let wm = &hw.weight_memory;
-    let (per_prim, kind) = match wm.kind {
-        MemKind::Bram => (1024, MemKind::Bram),
-        MemKind::Uram => (4096, MemKind::Uram),
-    };
-    let wm_prims = n * wm.banks as u64 * (wm.depth_words as u64).div_ceil(per_prim);
-    let mut res = Resources {
-        dsp: n * pes * r.dsp_per_pe as u64,
-        lut: n * (pes * r.lut_per_pe as u64 + r.lut_per_core as u64) + r.lut_shell as u64,
-        ff: n * (pes * r.ff_per_pe as u64 + r.ff_per_core as u64) + r.ff_shell as u64,
-        bram36: r.bram_shell as u64,
-        uram: 0,
-    };
-    let buf = hw.buffers.capacity_words as u64;
-    match hw.buffers.kind {
-        MemKind::Bram => res.bram36 += n * buf.div_ceil(1024),
-        MemKind::Uram => res.uram += n * buf.div_ceil(8192),
-    }
-    match kind {
-        MemKind::Bram => res.bram36 += wm_prims,
-        MemKind::Uram => res.uram += wm_prims,
-    }
-    res
-}
-
-fn fit(hw: &HwConfig, res: &Resources) -> Fit {
-    let d = &hw.device;
-    let mut exceeded = Vec::new();
-    let mut util = |name: &str, used: u64, avail: u64| {
-        if used > avail {
-            exceeded.push(format!("{name} {used} > {avail}"));
-        }
-        if avail == 0 {
-            if used == 0 {
-                0.0
-            } else {
-                f64::INFINITY
-            }
-        } else {
-            used as f64 / avail as f64
-        }
-    };
-    let dsp_util = util("dsp", res.dsp, d.dsps);
-    let lut_util = util("lut", res.lut, d.luts);
-    let ff_util = util("ff", res.ff, d.ffs);
-    let bram_util = util("bram36", res.bram36, d.bram36);
-    let uram_util = util("uram", res.uram, d.uram);
-    Fit {
-        device: d.id.clone(),
-        fits: exceeded.is_empty(),
-        exceeded,
-        dsp_util,
-        lut_util,
-        ff_util,
-        bram_util,
-        uram_util,
-    }
-}
-
-/// Checks that the workload's operands fit the memories that must hold them.
-pub fn check_memories(plan: &Plan, hw: &HwConfig) -> Result<(), ModelError> {
-    let w = &plan.workload;
-    let cap = hw.weight_memory.capacity_words();
-    let (layer, words) = &plan.largest_layer;
-    if *words > cap {
-        let field = if layer.starts_with("actor") {
-            "workload.actor_hidden"
-        } else {
-            "workload.critic_hidden"
-        };
-        return Err(ModelError::TooLarge {
-            field: field.to_string(),
-            what: format!("{layer} weights"),
-            needed: *words,
-            memory: "the weight memory (hw.weight_memory.banks x depth_words)".into(),
-            capacity: cap,
-        });
-    }
-    if plan.weight_words > cap {
-        return Err(ModelError::TooLarge {
-            field: "hw.weight_memory.depth_words".into(),
-            what: "all online and target networks' weights".into(),
-            needed: plan.weight_words,
-            memory: "one core's weight memory".into(),
-            capacity: cap,
-        });
-    }
-    let per_core = w.batch.div_ceil(hw.cores) as u64 * plan.buffer_words_per_sample;
-    let buf = hw.buffers.capacity_words as u64;
-    if plan.buffer_words_per_sample > buf {
-        return Err(ModelError::TooLarge {
-            field: "workload.actor_hidden / critic_hidden".into(),
-            what: "one sample's activations and errors".into(),
-            needed: plan.buffer_words_per_sample,
-            memory: "the activation buffer (hw.buffers.capacity_words)".into(),
-            capacity: buf,
-        });
-    }
-    if per_core > buf {
-        return Err(ModelError::TooLarge {
-            field: "workload.batch".into(),
-            what: format!(
-                "activations and errors of {} samples per core",
-                w.batch.div_ceil(hw.cores)
-            ),
-            needed: per_core,
-            memory: "the activation buffer (hw.buffers.capacity_words)".into(),
-            capacity: buf,
-        });
-    }
-    Ok(())
+    pub training_utilization_definition: String,
+    pub ips_per_watt_definition: String,
 }
 
 impl Plan {
@@ -232,7 +134,6 @@ impl Plan {
     pub fn performance(&self, hw: &HwConfig) -> Performance {
         let w = &self.workload;
         let precision = w.precision;
-        let geom = ArrayGeom::new(hw, precision);
         let p = &hw.power;
         let mac_pj = match precision {
             Precision::Fxp32 => p.mac_pj_fxp32,
@@ -244,8 +145,6 @@ impl Plan {
                     + c.sram_words as f64 * p.sram_pj_per_word
                     + c.offchip_bytes as f64 * p.offchip_pj_per_byte)
         };
-        let scale = hw.clock_mhz / p.ref_clock_mhz;
-        let fixed_w = p.static_w + scale * (p.shell_w + p.core_w * hw.cores as f64);
         let slots = (hw.cores * hw.pe_rows * hw.pe_cols * precision.lanes()) as f64;
         let util = |macs: f64, cycles: f64| {
             if cycles > 0.0 {
@@ -255,20 +154,18 @@ impl Plan {
             }
         };
 
-        let mut costs: Vec<PhaseCost> = self
-            .phases
-            .iter()
-            .map(|ph| phase_cost(ph, &geom, hw, precision))
-            .collect();
+        let mut costs = phase_costs(self, hw);
         let compute: f64 = costs
             .iter()
             .map(|c| c.runs_per_iteration * c.cost.cycles as f64)
             .sum();
-        // The next replay batch is prefetched during this iteration's compute.
-        let fetch = (self.replay_bytes as f64 / hw.offchip_bytes_per_cycle()).ceil();
+        // The next replay batch is prefetched, and spilled activations are written and
+        // read back, during this iteration's compute.
+        let offchip = self.replay_bytes + 2 * 4 * spill_words(self, hw);
+        let fetch = (offchip as f64 / hw.offchip_bytes_per_cycle()).ceil();
         if let Some(rf) = costs.iter_mut().find(|c| c.phase == Phase::ReplayFetch) {
             rf.cost.cycles = (fetch - compute).max(0.0) as u64;
-            rf.cost.offchip_bytes = self.replay_bytes;
+            rf.cost.offchip_bytes = offchip;
         }
         let phases: Vec<PhaseReport> = costs
             .iter()
@@ -282,38 +179,60 @@ impl Plan {
                 utilization: util(c.cost.macs as f64, c.cost.cycles as f64),
                 load_stall_cycles: c.cost.load_stall_cycles,
                 reduction_cycles: c.cost.reduction_cycles,
+                port_cycles: c.cost.port_cycles,
+                hidden_cycles: c.cost.hidden_cycles,
                 dynamic_energy_j: dynamic_j(&c.cost),
             })
             .collect();
         let weighted = |f: &dyn Fn(&PhaseReport) -> f64| -> f64 {
             phases.iter().map(|p| p.runs_per_iteration * f(p)).sum()
         };
+        let has_gemm: Vec<bool> = self
+            .phases
+            .iter()
+            .map(|ph| ph.ops.iter().any(|o| matches!(o, Op::Gemm(_))))
+            .collect();
+        let gemm_cycles: f64 = phases
+            .iter()
+            .zip(&has_gemm)
+            .filter(|(_, g)| **g)
+            .map(|(p, _)| p.runs_per_iteration * p.cycles as f64)
+            .sum();
         let iteration_cycles = weighted(&|p| p.cycles as f64);
         let iteration_s = iteration_cycles * hw.cycle_s();
-        let iteration_j = weighted(&|p| p.dynamic_energy_j) + fixed_w * iteration_s;
-        let training_ips = w.batch as f64 / iteration_s;
-        let power_w = iteration_j / iteration_s;
+        let macs = weighted(&|p| p.macs as f64);
+        let logic = logic_counts(hw);
+        let power = card_power(hw, logic, weighted(&|p| p.dynamic_energy_j), iteration_s);
+        let accelerator_training_ips = w.batch as f64 / iteration_s;
+        let step = time_step(hw, self.replay_bytes, iteration_s);
+        let system_training_ips = w.batch as f64 / step.total_s;
 
         let inf = &phases[0];
         debug_assert_eq!(inf.phase, Phase::ActionInference);
         let inference_s = inf.cycles as f64 * hw.cycle_s();
-        let inference_j = inf.dynamic_energy_j + fixed_w * inference_s;
+        let inference_power = card_power(hw, logic, inf.dynamic_energy_j, inference_s);
         let inference_ips = w.inference_batch as f64 / inference_s;
-        let inference_power_w = inference_j / inference_s;
         Performance {
-            training_ips,
+            accelerator_training_ips,
+            system_training_ips,
+            training_ips: system_training_ips,
             inference_ips,
-            power_w,
-            ips_per_watt: training_ips / power_w,
-            inference_power_w,
-            inference_ips_per_watt: inference_ips / inference_power_w,
+            power_w: power.total_w,
+            ips_per_watt: accelerator_training_ips / power.total_w,
+            inference_power_w: inference_power.total_w,
+            inference_ips_per_watt: inference_ips / inference_power.total_w,
             iteration_cycles,
             iteration_s,
             inference_cycles: inf.cycles,
-            training_utilization: util(weighted(&|p| p.macs as f64), iteration_cycles),
+            training_utilization: util(macs, gemm_cycles),
+            overall_utilization: util(macs, iteration_cycles),
             inference_utilization: inf.utilization,
-            energy_per_training_sample_j: iteration_j / w.batch as f64,
-            energy_per_inference_j: inference_j / w.inference_batch as f64,
+            macs_per_sample: macs / w.batch as f64,
+            energy_per_training_sample_j: power.total_w * iteration_s / w.batch as f64,
+            energy_per_inference_j: inference_power.total_w * inference_s
+                / w.inference_batch as f64,
+            time_step: step,
+            power,
             phases,
         }
     }
@@ -346,6 +265,11 @@ impl Plan {
             workload: w.describe(),
             precision: w.precision,
             parallelism: hw.parallelism.name().to_string(),
+            intra_layer_split: match hw.intra_layer_split {
+                crate::hw::IntraLayerSplit::Inputs => "inputs",
+                crate::hw::IntraLayerSplit::Outputs => "outputs",
+            }
+            .to_string(),
             cores: hw.cores,
             array: format!("{}x{}", hw.pe_rows, hw.pe_cols),
             clock_mhz: hw.clock_mhz,
@@ -353,8 +277,12 @@ impl Plan {
             resources: res,
             fit,
             performance,
+            accelerator_training_ips_definition: ACCELERATOR_IPS_DEFINITION.to_string(),
+            system_training_ips_definition: SYSTEM_IPS_DEFINITION.to_string(),
             training_ips_definition: TRAINING_IPS_DEFINITION.to_string(),
             inference_ips_definition: INFERENCE_IPS_DEFINITION.to_string(),
+            training_utilization_definition: UTILIZATION_DEFINITION.to_string(),
+            ips_per_watt_definition: IPS_PER_WATT_DEFINITION.to_string(),
         })
     }
 }

@@ -10,8 +10,9 @@ use crate::error::{positive_f64, positive_usize, ModelError};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Parallelism {
-    /// The cores split a layer's output neurons (column tiles) and share one batch: one
-    /// batch finishes about N times faster (FIXAR's inference mode).
+    /// The cores split each layer (its input columns, or its outputs: see
+    /// [`IntraLayerSplit`]) and share one batch: one vector finishes up to N times faster
+    /// (FIXAR's inference mode).
     IntraLayer,
     /// Each core takes different samples of the batch (FIXAR's training mode); weight
     /// gradients are summed across cores.
@@ -39,6 +40,18 @@ impl Parallelism {
     }
 }
 
+/// How an intra-layer GEMM shares one layer among the cores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntraLayerSplit {
+    /// FIXAR's: the layer's input columns over the cores, partial sums added by the
+    /// cross-core adder tree.
+    #[default]
+    Inputs,
+    /// Output neurons over the cores: each core finishes its own outputs, no reduction.
+    Outputs,
+}
+
 /// On-chip RAM primitive holding the weight memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -49,25 +62,49 @@ pub enum MemKind {
     Uram,
 }
 
-/// Each core's weight memory: a replica of every network's weights (intra-batch needs
-/// all of them in every core; updates are written to all replicas at once).
+/// The weight memory: one store shared by all cores holding every online and target
+/// network, behind one port that reads *or* writes `port_bits` a cycle. Intra-batch
+/// GEMMs broadcast the tile it reads to every core; intra-layer GEMMs load a different
+/// tile per core, so the cores take turns on the port.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WeightMemory {
     pub banks: usize,
     /// 32-bit words per bank (an FXP16 word holds two weights).
     pub depth_words: usize,
-    /// Bits read per cycle over all banks; these feed the PE array's weight registers.
-    pub read_bits: usize,
-    /// Bits written per cycle over all banks (weight updates).
-    pub write_bits: usize,
+    /// Bits read or written per cycle over all banks (one 32-bit word per bank and cycle).
+    pub port_bits: usize,
     pub kind: MemKind,
+    /// Whether update passes run on the port while weight-gradient GEMMs stream (true) or
+    /// after the backward pass, one after the other (false).
+    #[serde(default = "yes")]
+    pub updates_behind_gradients: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl WeightMemory {
     pub fn capacity_words(&self) -> u64 {
         (self.banks * self.depth_words) as u64
     }
+
+    /// 32-bit words the port moves per cycle.
+    pub fn port_words(&self) -> u64 {
+        (self.port_bits / 32) as u64
+    }
+}
+
+/// The optimizer's state memory (Adam's moments), banked like the weight memory so the
+/// update engine reads and writes one moment word per weight word it moves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerMemory {
+    pub banks: usize,
+    /// 32-bit words per bank.
+    pub depth_words: usize,
+    pub kind: MemKind,
 }
 
 /// Each core's activation/error buffer (line buffer + stored activations for backward).
@@ -75,37 +112,56 @@ impl WeightMemory {
 #[serde(deny_unknown_fields)]
 pub struct Buffers {
     /// 32-bit words one core's buffer holds: inputs, outputs and the activations kept for
-    /// backward of the core's share of the batch.
+    /// backward of the core's share of the batch; what does not fit spills off chip.
     pub capacity_words: usize,
     /// Bits per cycle read when an error/activation tile is the stationary operand (weight
-    /// gradients) — the same 512-bit path as the weight memory in the presets.
+    /// gradients): each core's own line buffer.
     pub read_bits: usize,
-    /// BRAM36 (1K x 32 used) or URAM (4K x 72, two 32-bit words a row).
+    /// BRAM36 (1K x 32 used) or URAM (4K x 72, one 32-bit word a row).
     pub kind: MemKind,
 }
 
-/// Power parameters. Dynamic energy is counted per event; the clock tree and control of
-/// an instantiated core burn `core_w` (at `ref_clock_mhz`, scaling with clock) whether its
-/// PEs are busy or not, which is why energy per inference falls as utilization rises.
+/// Card power, bottom up: static power of the FPGA, the off-chip memory and the host
+/// link, the board's own consumers, clocked logic (LUT/FF, scaling with clock), events
+/// (MACs, on-chip words, off-chip bytes), all drawn through the board's regulators.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PowerParams {
-    /// Device static (leakage) power, W.
-    pub static_w: f64,
-    /// Shell/infrastructure dynamic power independent of the core count (host interface,
-    /// memory controller, control processor), W at `ref_clock_mhz`.
-    pub shell_w: f64,
-    /// Clock tree, control and idle toggling of one AAP core, W at `ref_clock_mhz`.
-    pub core_w: f64,
-    pub ref_clock_mhz: f64,
+    /// FPGA static (leakage) power, W.
+    pub fpga_static_w: f64,
+    /// Off-chip memory devices powered but idle (HBM stacks and PHY, or DDR), W.
+    pub memory_w: f64,
+    /// Host link (PCIe hard block and transceivers), W; 0 on boards without one.
+    pub host_link_w: f64,
+    /// Board consumers besides the FPGA and memory (management controller, clocking), W.
+    pub board_w: f64,
+    /// Fraction of the board's input power the regulators deliver (0..1].
+    pub regulator_efficiency: f64,
+    /// Clocked logic: LUT (with its routing) and FF (with clock tree) power, uW per MHz
+    /// each at the default toggle rate.
+    pub lut_uw_per_mhz: f64,
+    pub ff_uw_per_mhz: f64,
     /// Energy of one MAC in FXP32 mode (both datapaths combined), pJ.
     pub mac_pj_fxp32: f64,
     /// Energy of one FXP16 MAC (one datapath), pJ.
     pub mac_pj_fxp16: f64,
-    /// One 32-bit on-chip RAM access (weight memory or buffer), pJ.
+    /// One 32-bit on-chip RAM access (weight memory, buffer, optimizer state), pJ.
     pub sram_pj_per_word: f64,
     /// One byte to or from off-chip memory, pJ.
     pub offchip_pj_per_byte: f64,
+}
+
+/// A fixed part of the design (platform interfaces) and its resources.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformPart {
+    pub name: String,
+    pub lut: u64,
+    pub ff: u64,
+    #[serde(default)]
+    pub bram36: u64,
+    #[serde(default)]
+    pub dsp: u64,
 }
 
 /// FPGA resources per part of the design.
@@ -115,13 +171,32 @@ pub struct ResourceCosts {
     pub dsp_per_pe: usize,
     pub lut_per_pe: usize,
     pub ff_per_pe: usize,
-    /// Control, line buffer, post-processing (activation, derivative) per core.
+    /// Control, activation line buffer, post-processing (activation, derivative) per core.
     pub lut_per_core: usize,
     pub ff_per_core: usize,
-    /// Platform shell, host interface, memory controller, update unit.
-    pub lut_shell: usize,
-    pub ff_shell: usize,
-    pub bram_shell: usize,
+    /// Address generation and read muxes of the on-chip memories.
+    pub lut_memory: usize,
+    /// The optimizer's update engine, per lane (one lane per word of the weight port).
+    pub optimizer_lut_per_lane: usize,
+    pub optimizer_ff_per_lane: usize,
+    pub optimizer_dsp: usize,
+    /// Interfaces of the platform (kernel interface, memory controller, host DMA).
+    #[serde(default)]
+    pub platform: Vec<PlatformPart>,
+}
+
+/// The host side of a training time step: the environment on the CPU, the accelerator
+/// runtime's per-batch overhead, and the batch's transfer over the host link.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostParams {
+    /// Environment step time on the host, ms per time step.
+    pub env_ms: f64,
+    /// The accelerator runtime's fixed overhead per training batch (buffer allocation,
+    /// kernel launch, synchronisation), ms.
+    pub runtime_ms: f64,
+    /// Effective host-link bandwidth for the batch transfer, GB/s.
+    pub link_gbps: f64,
 }
 
 /// An FPGA device and its board, from the vendor data sheet.
@@ -157,13 +232,21 @@ pub struct HwConfig {
     pub pe_cols: usize,
     pub clock_mhz: f64,
     pub parallelism: Parallelism,
+    /// What intra-layer GEMMs split over the cores.
+    pub intra_layer_split: IntraLayerSplit,
     /// Off-chip bandwidth the design uses, GB/s.
     pub offchip_gbps: f64,
     pub weight_memory: WeightMemory,
+    pub optimizer_memory: OptimizerMemory,
     pub buffers: Buffers,
     pub power: PowerParams,
     pub resources: ResourceCosts,
+    pub host: HostParams,
 }
+
+/// Bits one weight-memory bank delivers a cycle: one 32-bit word (a BRAM36 or URAM row
+/// holds one word in this layout), so the port is at most 32 bits x banks wide.
+const BANK_PORT_BITS: usize = 32;
 
 impl HwConfig {
     /// Rejects zero or negative sizes, clocks, bandwidths and powers, naming the field.
@@ -176,31 +259,61 @@ impl HwConfig {
         let wm = &self.weight_memory;
         positive_usize("hw.weight_memory.banks", wm.banks)?;
         positive_usize("hw.weight_memory.depth_words", wm.depth_words)?;
-        positive_usize("hw.weight_memory.write_bits", wm.write_bits)?;
-        if wm.read_bits < 32 {
+        if wm.port_bits < 32 || !wm.port_bits.is_multiple_of(32) {
             return Err(ModelError::invalid(
-                "hw.weight_memory.read_bits",
-                wm.read_bits,
-                "must be at least 32 (one weight word per cycle)",
+                "hw.weight_memory.port_bits",
+                wm.port_bits,
+                "must be a positive multiple of 32 (whole 32-bit words per cycle)",
             ));
         }
+        if wm.port_bits > wm.banks * BANK_PORT_BITS {
+            return Err(ModelError::invalid(
+                "hw.weight_memory.port_bits",
+                wm.port_bits,
+                format!(
+                    "{} banks deliver at most {} bits a cycle (one 32-bit word per bank)",
+                    wm.banks,
+                    wm.banks * BANK_PORT_BITS
+                ),
+            ));
+        }
+        let om = &self.optimizer_memory;
+        positive_usize("hw.optimizer_memory.banks", om.banks)?;
+        positive_usize("hw.optimizer_memory.depth_words", om.depth_words)?;
         positive_usize("hw.buffers.capacity_words", self.buffers.capacity_words)?;
-        if self.buffers.read_bits < 32 {
+        if self.buffers.read_bits < 32 || !self.buffers.read_bits.is_multiple_of(32) {
             return Err(ModelError::invalid(
                 "hw.buffers.read_bits",
                 self.buffers.read_bits,
-                "must be at least 32 (one word per cycle)",
+                "must be a positive multiple of 32 (whole 32-bit words per cycle)",
             ));
         }
         let p = &self.power;
-        positive_f64("hw.power.static_w", p.static_w, true)?;
-        positive_f64("hw.power.shell_w", p.shell_w, true)?;
-        positive_f64("hw.power.core_w", p.core_w, true)?;
-        positive_f64("hw.power.ref_clock_mhz", p.ref_clock_mhz, false)?;
-        positive_f64("hw.power.mac_pj_fxp32", p.mac_pj_fxp32, true)?;
-        positive_f64("hw.power.mac_pj_fxp16", p.mac_pj_fxp16, true)?;
-        positive_f64("hw.power.sram_pj_per_word", p.sram_pj_per_word, true)?;
-        positive_f64("hw.power.offchip_pj_per_byte", p.offchip_pj_per_byte, true)?;
+        for (field, v) in [
+            ("hw.power.fpga_static_w", p.fpga_static_w),
+            ("hw.power.memory_w", p.memory_w),
+            ("hw.power.host_link_w", p.host_link_w),
+            ("hw.power.board_w", p.board_w),
+            ("hw.power.lut_uw_per_mhz", p.lut_uw_per_mhz),
+            ("hw.power.ff_uw_per_mhz", p.ff_uw_per_mhz),
+            ("hw.power.mac_pj_fxp32", p.mac_pj_fxp32),
+            ("hw.power.mac_pj_fxp16", p.mac_pj_fxp16),
+            ("hw.power.sram_pj_per_word", p.sram_pj_per_word),
+            ("hw.power.offchip_pj_per_byte", p.offchip_pj_per_byte),
+            ("hw.host.env_ms", self.host.env_ms),
+            ("hw.host.runtime_ms", self.host.runtime_ms),
+        ] {
+            positive_f64(field, v, true)?;
+        }
+        positive_f64("hw.host.link_gbps", self.host.link_gbps, false)?;
+        let eff = p.regulator_efficiency;
+        if !(eff.is_finite() && eff > 0.0 && eff <= 1.0) {
+            return Err(ModelError::invalid(
+                "hw.power.regulator_efficiency",
+                eff,
+                "must be in (0, 1]",
+            ));
+        }
         positive_f64("device.offchip_gbps", self.device.offchip_gbps, false)?;
         Ok(())
     }

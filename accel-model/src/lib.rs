@@ -17,28 +17,38 @@
 //! let w = Workload::cleanrl_td3("Pendulum-v1", 3, 1, Precision::Fxp16);
 //! let e = estimate(&w, &preset.hw).unwrap();
 //! let perf = e.performance.expect("fits the U50");
-//! assert!(perf.training_ips > 0.0 && perf.ips_per_watt > 0.0);
+//! assert!(perf.accelerator_training_ips > perf.system_training_ips);
+//! assert!(perf.ips_per_watt > 0.0);
 //! ```
 //!
-//! Definitions printed with every figure: [`TRAINING_IPS_DEFINITION`],
-//! [`INFERENCE_IPS_DEFINITION`].
+//! Definitions printed with every figure: [`ACCELERATOR_IPS_DEFINITION`],
+//! [`SYSTEM_IPS_DEFINITION`] (and its alias [`TRAINING_IPS_DEFINITION`]),
+//! [`INFERENCE_IPS_DEFINITION`], [`UTILIZATION_DEFINITION`], [`IPS_PER_WATT_DEFINITION`].
 
 pub mod analytic;
 pub mod error;
 pub mod estimate;
+pub mod host;
 pub mod hw;
 pub mod plan;
+pub mod power;
 pub mod presets;
+pub mod resources;
 pub mod sim;
+mod sim_update;
 pub mod sweep;
 pub mod workload;
 
 pub use analytic::{ArrayGeom, Mapping};
 pub use error::ModelError;
 pub use estimate::{
-    estimate, Estimate, Fit, Performance, PhaseReport, Resources, INFERENCE_IPS_DEFINITION,
-    TRAINING_IPS_DEFINITION,
+    estimate, Estimate, Performance, PhaseReport, ACCELERATOR_IPS_DEFINITION,
+    INFERENCE_IPS_DEFINITION, IPS_PER_WATT_DEFINITION, SYSTEM_IPS_DEFINITION,
+    TRAINING_IPS_DEFINITION, UTILIZATION_DEFINITION,
 };
-pub use hw::{Device, HwConfig, Parallelism};
+pub use host::TimeStep;
+pub use hw::{Device, HwConfig, IntraLayerSplit, Parallelism};
 pub use plan::{Phase, Plan};
-pub use workload::{Algo, Optimizer, Precision, Workload};
+pub use power::PowerBreakdown;
+pub use resources::{ComponentResources, Fit, Resources};
+pub use workload::{Algo, MacAccounting, Optimizer, Precision, Workload};

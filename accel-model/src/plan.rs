@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::workload::{Algo, Workload};
+use crate::workload::{Algo, MacAccounting, Workload};
 
 /// A phase of one training iteration (plus action inference, which is one too: the
 /// environment step that feeds the replay buffer).
@@ -31,8 +31,8 @@ pub enum Phase {
     ActorUpdate,
     /// Soft (Polyak) update of every target network.
     TargetUpdate,
-    /// Replay-batch fetch from off-chip memory not hidden behind the previous iteration's
-    /// compute (stall cycles only).
+    /// Off-chip traffic (replay batch, activations spilled past the on-chip activation
+    /// memory) not hidden behind the iteration's compute (stall cycles only).
     ReplayFetch,
 }
 
@@ -63,7 +63,7 @@ impl Phase {
             Phase::ActorBackward => "actor backward",
             Phase::ActorUpdate => "actor update",
             Phase::TargetUpdate => "target update",
-            Phase::ReplayFetch => "replay fetch (stall)",
+            Phase::ReplayFetch => "off-chip stall",
         }
     }
 }
@@ -98,6 +98,11 @@ pub struct Gemm {
     pub n: usize,
     pub batch_axis: BatchAxis,
     pub stationary: Stationary,
+    /// The stationary weights are read through the transposed mapping: an input-error
+    /// GEMM uses the forward layer's W (stored for the forward pass, n x k) as W^T, each
+    /// stored row going to a PE row instead of a PE column, with no data movement.
+    #[serde(default)]
+    pub transposed: bool,
 }
 
 impl Gemm {
@@ -106,14 +111,21 @@ impl Gemm {
     }
 }
 
-/// An element-wise pass over parameters (optimizer step or soft target update).
+/// An element-wise pass over parameters through the weight memory's port (optimizer step
+/// or soft target update). The pass runs on the port in the background while `behind`'s
+/// weight-gradient GEMMs stream (their stationary operand comes from the error buffer, so
+/// they leave the weight port idle); what does not fit in those cycles is exposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParamPass {
     pub params: u64,
-    /// On-chip words written per parameter (to every core's weight-memory replica at once).
-    pub writes_per_param: u64,
-    /// Off-chip words read or written per parameter (optimizer state).
-    pub offchip_words_per_param: u64,
+    /// Weight-port accesses per weight word: Adam or SGD read and write the weight (2); a
+    /// soft target update fused behind the optimizer reads and writes the target (2).
+    pub port_ops: u64,
+    /// The backward phase whose weight-gradient cycles can hide this pass.
+    pub behind: Phase,
+    /// Whether the pass reads and writes the optimizer's state (an optimizer step) or not
+    /// (a soft target update).
+    pub optimizer_state: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,11 +148,14 @@ pub struct PhasePlan {
 pub struct Plan {
     pub workload: Workload,
     pub phases: Vec<PhasePlan>,
-    /// Off-chip bytes of one replay batch: (s, a, r, s', done) per sample.
+    /// Bytes of one replay batch: (s, a, r, s', done) per sample, 32-bit words (the
+    /// host's transfer over PCIe and, on the card, its fetch from off-chip memory).
     pub replay_bytes: u64,
-    /// Words of weights held in every core's weight memory (all online and target
-    /// networks, two FXP16 weights per 32-bit word).
+    /// Words of weights in the (shared) weight memory: all online and target networks,
+    /// two FXP16 weights per 32-bit word.
     pub weight_words: u64,
+    /// Words of optimizer state (Adam's two moments per online parameter).
+    pub optimizer_words: u64,
     /// The largest single layer's weight words, and which layer it is.
     pub largest_layer: (String, u64),
     /// Words one sample's stored activations and errors take in the buffer.
@@ -155,24 +170,17 @@ fn forward(widths: &[usize], batch: usize, ops: &mut Vec<Op>) {
             n: p[1],
             batch_axis: BatchAxis::M,
             stationary: Stationary::Weights,
+            transposed: false,
         }));
     }
 }
 
 /// Backward from the output layer down: input errors for layer l (skipped for the
-/// first layer unless `input_errors`), weight gradients when `grads`.
+/// first layer unless `input_errors`), then its weight gradients when `grads` (errors
+/// first, so a layer's weights are free for their update once its gradient is done).
 fn backward(widths: &[usize], batch: usize, input_errors: bool, grads: bool, ops: &mut Vec<Op>) {
     for l in (0..widths.len() - 1).rev() {
         let (fan_in, fan_out) = (widths[l], widths[l + 1]);
-        if grads {
-            ops.push(Op::Gemm(Gemm {
-                m: fan_in,
-                k: batch,
-                n: fan_out,
-                batch_axis: BatchAxis::K,
-                stationary: Stationary::Buffer,
-            }));
-        }
         if l > 0 || input_errors {
             ops.push(Op::Gemm(Gemm {
                 m: batch,
@@ -180,6 +188,17 @@ fn backward(widths: &[usize], batch: usize, input_errors: bool, grads: bool, ops
                 n: fan_in,
                 batch_axis: BatchAxis::M,
                 stationary: Stationary::Weights,
+                transposed: true,
+            }));
+        }
+        if grads {
+            ops.push(Op::Gemm(Gemm {
+                m: fan_in,
+                k: batch,
+                n: fan_out,
+                batch_axis: BatchAxis::K,
+                stationary: Stationary::Buffer,
+                transposed: false,
             }));
         }
     }
@@ -194,12 +213,12 @@ impl Plan {
         let b = w.batch;
         let critics = w.critics();
         let delayed = 1.0 / w.policy_delay() as f64;
-        let opt = w.optimizer;
-        let update = |params: u64| {
+        let pass = |params: u64, behind: Phase, optimizer_state: bool| {
             Op::Params(ParamPass {
                 params,
-                writes_per_param: 1,
-                offchip_words_per_param: opt.offchip_words_per_param(),
+                port_ops: 2,
+                behind,
+                optimizer_state,
             })
         };
         let mut phases = Vec::new();
@@ -231,10 +250,11 @@ impl Plan {
             backward(&critic, b, false, true, &mut ops);
         }
         push(Phase::CriticBackward, 1.0, ops);
+        let critic_params = w.critic_params() * critics as u64;
         push(
             Phase::CriticUpdate,
             1.0,
-            vec![update(w.critic_params() * critics as u64)],
+            vec![pass(critic_params, Phase::CriticBackward, true)],
         );
 
         let mut ops = Vec::new();
@@ -243,26 +263,30 @@ impl Plan {
         push(Phase::ActorForward, delayed, ops);
 
         let mut ops = Vec::new();
-        backward(&critic, b, true, false, &mut ops);
+        let critic_grads = w.accounting == MacAccounting::Autograd;
+        backward(&critic, b, true, critic_grads, &mut ops);
         backward(&actor, b, false, true, &mut ops);
         push(Phase::ActorBackward, delayed, ops);
-        push(Phase::ActorUpdate, delayed, vec![update(w.actor_params())]);
+        push(
+            Phase::ActorUpdate,
+            delayed,
+            vec![pass(w.actor_params(), Phase::ActorBackward, true)],
+        );
 
-        let target_params = w.actor_params() + w.critic_params() * critics as u64;
+        // Each target's soft update follows its network's optimizer step on the port.
         push(
             Phase::TargetUpdate,
             delayed,
-            vec![Op::Params(ParamPass {
-                params: target_params,
-                writes_per_param: 1,
-                offchip_words_per_param: 0,
-            })],
+            vec![
+                pass(critic_params, Phase::CriticBackward, false),
+                pass(w.actor_params(), Phase::ActorBackward, false),
+            ],
         );
         push(Phase::ReplayFetch, 1.0, Vec::new());
 
+        let target_params = w.actor_params() + critic_params;
         let per_word = if w.precision.bits() == 16 { 2 } else { 1 };
         let words = |params: u64| params.div_ceil(per_word);
-        // Online and target copies of the actor and every critic.
         let weight_words = 2 * words(target_params);
         let mut largest = (String::new(), 0u64);
         for (net, widths) in [("actor", &actor), ("critic", &critic)] {
@@ -279,8 +303,9 @@ impl Plan {
         Plan {
             workload: w.clone(),
             phases,
-            replay_bytes: (b * replay_words) as u64 * (w.precision.bits() as u64 / 8),
+            replay_bytes: (b * replay_words * 4) as u64,
             weight_words,
+            optimizer_words: words(target_params) * w.optimizer.state_words_per_param(),
             largest_layer: largest,
             buffer_words_per_sample: words(2 * acts as u64),
         }

@@ -7,7 +7,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
-use crate::hw::{Buffers, Device, HwConfig, Parallelism, PowerParams, ResourceCosts, WeightMemory};
+use crate::hw::{
+    Buffers, Device, HostParams, HwConfig, IntraLayerSplit, OptimizerMemory, Parallelism,
+    PowerParams, ResourceCosts, WeightMemory,
+};
+use crate::resources::ComponentResources;
 use crate::workload::Workload;
 
 const DEVICES: &str = include_str!("../presets/devices.toml");
@@ -23,13 +27,26 @@ const PRESETS: &[(&str, &str)] = &[
     ("ultra96-v2", include_str!("../presets/ultra96-v2.toml")),
 ];
 
-/// A published figure a preset is calibrated against.
+/// The published figures a preset is compared with (never an input to the model).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Reference {
-    pub training_ips: f64,
-    pub ips_per_watt: f64,
     pub source: String,
+    /// Accelerator-only training IPS, the same at every batch in `batches`.
+    pub accelerator_training_ips: f64,
+    pub batches: Vec<usize>,
+    /// System training IPS at `headline_batch`.
+    pub system_training_ips: f64,
+    pub headline_batch: usize,
+    /// The system's speed-up over the CPU-GPU system across batch sizes (low, high).
+    pub speedup_vs_cpu_gpu: [f64; 2],
+    pub training_utilization: f64,
+    pub power_w: f64,
+    pub ips_per_watt: f64,
+    /// The "peak performance" a comparison table lists for the design.
+    pub table_peak_ips: f64,
+    /// Resources per component and the total (`name = "total"`).
+    pub resources: Vec<ComponentResources>,
 }
 
 /// A loaded preset: the hardware, the workload it comes with (if any), and why each
@@ -41,6 +58,8 @@ pub struct Preset {
     pub workload: Option<Workload>,
     /// Parameter -> the reason for its value.
     pub assumptions: BTreeMap<String, String>,
+    /// Parameter -> the one published figure it is fitted to (and how).
+    pub fitted: BTreeMap<String, String>,
     pub reference: Option<Reference>,
 }
 
@@ -59,15 +78,21 @@ struct PresetFile {
     clock_mhz: f64,
     parallelism: Parallelism,
     #[serde(default)]
+    intra_layer_split: IntraLayerSplit,
+    #[serde(default)]
     offchip_gbps: Option<f64>,
     weight_memory: WeightMemory,
+    optimizer_memory: OptimizerMemory,
     buffers: Buffers,
     power: PowerParams,
     resources: ResourceCosts,
+    host: HostParams,
     #[serde(default)]
     workload: Option<Workload>,
     #[serde(default)]
     assumptions: BTreeMap<String, String>,
+    #[serde(default)]
+    fitted: BTreeMap<String, String>,
     #[serde(default)]
     reference: Option<Reference>,
 }
@@ -175,6 +200,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Preset, ModelError> {
         if let Some(t) = b.as_table_mut() {
             t.remove("reference");
             t.remove("assumptions");
+            t.remove("fitted");
         }
         merge(&mut b, v);
         v = b;
@@ -195,10 +221,13 @@ pub fn parse(text: &str, origin: &str) -> Result<Preset, ModelError> {
         pe_cols: f.pe_cols,
         clock_mhz: f.clock_mhz,
         parallelism: f.parallelism,
+        intra_layer_split: f.intra_layer_split,
         weight_memory: f.weight_memory,
+        optimizer_memory: f.optimizer_memory,
         buffers: f.buffers,
         power: f.power,
         resources: f.resources,
+        host: f.host,
     };
     hw.validate()?;
     if let Some(w) = &f.workload {
@@ -209,6 +238,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Preset, ModelError> {
         hw,
         workload: f.workload,
         assumptions: f.assumptions,
+        fitted: f.fitted,
         reference: f.reference,
     })
 }

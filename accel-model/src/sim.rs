@@ -3,9 +3,11 @@
 //! registers at the memory's read width, one streamed row a cycle broadcast along the
 //! array's rows, each PE multiplying with `quant::mul`, column sums through a pipelined
 //! adder tree into the output buffer — and, for split reductions, the cross-core adder
-//! tree. Its outputs must equal `quant`'s golden GEMM bit for bit and its cycle counts the
-//! analytic model's (`analytic.rs` describes the shared schedule); the cycles here come
-//! from stepping the engines, not from the closed form.
+//! tree — and the update passes through the weight port (`sim_update.rs`), hidden behind
+//! the simulated weight-gradient GEMMs. Its outputs must equal `quant`'s golden GEMM bit
+//! for bit and its cycle counts the analytic model's for every phase (`analytic.rs`
+//! describes the shared schedule); the cycles here come from stepping the engines, not
+//! from the closed form.
 
 use std::collections::VecDeque;
 
@@ -14,8 +16,9 @@ use quant::{FxFormat, Overflow, Rounding};
 use crate::analytic::{ceil_log2, ArrayGeom, Mapping};
 use crate::plan::{BatchAxis, Gemm};
 
-/// One GEMM's operands: `x` (m x k, row-major, the streamed operand), `w` (k x n,
-/// row-major, the stationary one), an optional bias (n), and the output format.
+/// One GEMM's operands: `x` (m x k, row-major, the streamed operand), `w` (the stationary
+/// one: k x n row-major, or for a `transposed` GEMM the forward layout n x k, read
+/// transposed), an optional bias (n), and the output format.
 #[derive(Clone, Copy, Debug)]
 pub struct GemmData<'a> {
     pub x: &'a [i64],
@@ -102,7 +105,7 @@ fn run_core(
     g: &Gemm,
     d: &GemmData,
     share: &Share,
-    read_bits: usize,
+    mapping: Mapping,
     mul: &Multiplier,
     acc: &mut [i128],
 ) -> (u64, u64) {
@@ -122,10 +125,12 @@ fn run_core(
     }
     let words = (r_n * c_n) as u64;
     let bits_needed = words * 32;
-    let bits_per_cycle = read_bits as u64;
+    // The bits this core gets a cycle: the whole port when the tile is broadcast, its turn
+    // of the shared port when every core loads its own tile.
+    let bits_per_cycle = geom.read_bits(g.stationary, mapping) as u64;
     debug_assert_eq!(
-        bits_needed.div_ceil(read_bits as u64),
-        geom.load_cycles(g.stationary)
+        bits_needed.div_ceil(bits_per_cycle),
+        geom.load_cycles(g.stationary, mapping)
     );
     // Two register slots of R x C x lanes stationary values (0 = padding).
     let mut slots = [vec![0i64; r_n * ce], vec![0i64; r_n * ce]];
@@ -152,7 +157,11 @@ fn run_core(
                     for j in 0..ce {
                         let (k, n) = (k0 + r, n0 + j);
                         slots[s][r * ce + j] = if k < k_end && n < g.n {
-                            d.w[k * g.n + n]
+                            if g.transposed {
+                                d.w[n * g.k + k]
+                            } else {
+                                d.w[k * g.n + n]
+                            }
                         } else {
                             0
                         };
@@ -227,15 +236,21 @@ pub fn simulate_gemm(geom: &ArrayGeom, g: &Gemm, d: &GemmData, mapping: Mapping)
     assert_eq!(d.w.len(), g.k * g.n, "w is k x n");
     let ce = geom.tile_cols();
     let tn = g.n.div_ceil(ce);
-    let read_bits = geom.read_bits(g.stationary);
     let mul = Multiplier::new(d.xf, d.wf);
     let frac_p = (d.xf.frac_bits() + d.wf.frac_bits()) as i64;
     let shares: Vec<Share> = match mapping {
-        Mapping::IntraLayer => (0..geom.cores)
+        Mapping::IntraLayer { active } if geom.split_inputs => (0..active)
+            .map(|j| Share {
+                rows: 0..g.m,
+                ks: balanced(g.k, active, j),
+                col_tiles: (0..tn).collect(),
+            })
+            .collect(),
+        Mapping::IntraLayer { active } => (0..active)
             .map(|j| Share {
                 rows: 0..g.m,
                 ks: 0..g.k,
-                col_tiles: (j..tn).step_by(geom.cores).collect(),
+                col_tiles: (j..tn).step_by(active).collect(),
             })
             .collect(),
         Mapping::IntraBatch { active } => (0..active)
@@ -258,7 +273,7 @@ pub fn simulate_gemm(geom: &ArrayGeom, g: &Gemm, d: &GemmData, mapping: Mapping)
     let mut partials = Vec::new();
     for share in &shares {
         let mut acc = vec![0i128; g.m * g.n];
-        let (c, core_macs) = run_core(geom, g, d, share, read_bits, &mul, &mut acc);
+        let (c, core_macs) = run_core(geom, g, d, share, mapping, &mul, &mut acc);
         macs += core_macs;
         core_cycles.push(c);
         partials.push(acc);
@@ -270,7 +285,10 @@ pub fn simulate_gemm(geom: &ArrayGeom, g: &Gemm, d: &GemmData, mapping: Mapping)
         .zip(&shares)
         .filter(|(_, s)| !s.ks.is_empty() && !s.rows.is_empty() && !s.col_tiles.is_empty())
         .count();
-    let split_k = matches!(mapping, Mapping::IntraBatch { .. }) && g.batch_axis == BatchAxis::K;
+    let split_k = match mapping {
+        Mapping::IntraLayer { .. } => geom.split_inputs,
+        Mapping::IntraBatch { .. } => g.batch_axis == BatchAxis::K,
+    };
     let mut acc = vec![0i128; g.m * g.n];
     let mut reduction_cycles = 0;
     if split_k && contributing > 1 {
@@ -328,32 +346,35 @@ pub struct PhaseCheck {
     pub mode: String,
     pub gemms: usize,
     pub macs: u64,
+    /// Cycles the phase adds to the iteration, simulated and analytic.
     pub simulated_cycles: u64,
     pub analytic_cycles: u64,
+    /// Weight-port accesses of the phase's update passes, simulated and analytic.
+    pub simulated_port_cycles: u64,
+    pub analytic_port_cycles: u64,
     /// Every output of every GEMM equal to `quant::golden_gemm`'s.
     pub bit_exact: bool,
 }
 
-/// Runs `phase` of `plan` on `hw` in the simulator with seeded random operands (signed
-/// formats of the workload's width, round-to-nearest-even and saturating outputs).
-pub fn check_phase(
+/// Runs every phase of `plan` on `hw` in the simulator, in plan order, with seeded random
+/// operands (signed formats of the workload's width, round-to-nearest-even and saturating
+/// outputs): GEMMs on the PE arrays, update passes on the weight port hidden behind the
+/// simulated weight-gradient GEMMs, and the off-chip stall from a stepped DMA engine.
+pub fn check_iteration(
     plan: &crate::plan::Plan,
     hw: &crate::hw::HwConfig,
-    phase: crate::plan::Phase,
     seed: u64,
-) -> Option<PhaseCheck> {
-    use crate::analytic::phase_cost;
-    use crate::plan::Op;
+) -> Vec<PhaseCheck> {
+    use crate::analytic::phase_costs;
+    use crate::plan::{Op, Phase};
     let precision = plan.workload.precision;
     let geom = ArrayGeom::new(hw, precision);
-    let ph = plan.phases.iter().find(|p| p.phase == phase)?;
-    let analytic = phase_cost(ph, &geom, hw, precision);
-    let (_, maps) = geom.phase_gemms(&ph.ops, analytic.mode == "intra-layer");
+    let analytic = phase_costs(plan, hw);
     let bits = precision.bits();
-    let xf = FxFormat::signed(bits, bits as i32 / 4).ok()?;
-    let wf = FxFormat::signed(bits, 2).ok()?;
+    let xf = FxFormat::signed(bits, bits as i32 / 4).expect("format");
+    let wf = FxFormat::signed(bits, 2).expect("format");
     let out = FxFormat::signed(bits, bits as i32 / 4)
-        .ok()?
+        .expect("format")
         .with_modes(Rounding::RndConv, Overflow::Sat);
     let mut state = seed | 1;
     let mut codes = |n: usize, f: &FxFormat| -> Vec<i64> {
@@ -366,35 +387,103 @@ pub fn check_phase(
             })
             .collect()
     };
-    let mut check = PhaseCheck {
-        phase,
-        mode: analytic.mode.clone(),
-        gemms: 0,
-        macs: 0,
-        simulated_cycles: 0,
-        analytic_cycles: 0,
-        bit_exact: true,
-    };
-    let gemms = ph.ops.iter().filter_map(|o| match o {
-        Op::Gemm(g) => Some(g),
-        Op::Params(_) => None,
-    });
-    for (g, map) in gemms.zip(maps) {
-        let (x, w) = (codes(g.m * g.k, &xf), codes(g.k * g.n, &wf));
-        let d = GemmData {
-            x: &x,
-            xf,
-            w: &w,
-            wf,
-            bias: None,
-            out,
+    let mut windows: Vec<(Phase, u64)> = Vec::new();
+    let mut checks = Vec::new();
+    for (ph, a) in plan.phases.iter().zip(&analytic) {
+        let mut check = PhaseCheck {
+            phase: ph.phase,
+            mode: a.mode.clone(),
+            gemms: 0,
+            macs: 0,
+            simulated_cycles: 0,
+            analytic_cycles: a.cost.cycles,
+            simulated_port_cycles: 0,
+            analytic_port_cycles: a.cost.port_cycles,
+            bit_exact: true,
         };
-        let s = simulate_gemm(&geom, g, &d, map);
-        check.bit_exact &= s.y == quant::golden_gemm(&x, &xf, &w, &wf, None, g.m, g.k, g.n, &out);
-        check.gemms += 1;
-        check.macs += s.macs;
-        check.simulated_cycles += s.cycles;
-        check.analytic_cycles += geom.gemm_cost(g, map).cycles;
+        let (_, maps) = geom.phase_gemms(&ph.ops, a.mode == "intra-layer");
+        let gemms = ph.ops.iter().filter_map(|o| match o {
+            Op::Gemm(g) => Some(g),
+            Op::Params(_) => None,
+        });
+        let mut grad_cycles = 0;
+        for (g, map) in gemms.zip(maps) {
+            let (x, w) = (codes(g.m * g.k, &xf), codes(g.k * g.n, &wf));
+            // The golden GEMM takes W^T explicitly; the array reads the stored W transposed.
+            let w_golden = if g.transposed {
+                transpose(&w, g.n, g.k)
+            } else {
+                w.clone()
+            };
+            let d = GemmData {
+                x: &x,
+                xf,
+                w: &w,
+                wf,
+                bias: None,
+                out,
+            };
+            let s = simulate_gemm(&geom, g, &d, map);
+            check.bit_exact &=
+                s.y == quant::golden_gemm(&x, &xf, &w_golden, &wf, None, g.m, g.k, g.n, &out);
+            check.gemms += 1;
+            check.macs += s.macs;
+            check.simulated_cycles += s.cycles;
+            if g.batch_axis == BatchAxis::K {
+                grad_cycles += s.cycles;
+            }
+        }
+        if !hw.weight_memory.updates_behind_gradients {
+            grad_cycles = 0;
+        }
+        windows.push((ph.phase, grad_cycles));
+        for op in &ph.ops {
+            if let Op::Params(pp) = op {
+                let words = pp.params.div_ceil(32 / bits as u64);
+                let beats = words.div_ceil(hw.weight_memory.port_words());
+                let mut none = 0;
+                let window = windows
+                    .iter_mut()
+                    .find(|w| w.0 == pp.behind)
+                    .map_or(&mut none, |w| &mut w.1);
+                let run = crate::sim_update::run_pass(beats * pp.port_ops / 2, window);
+                check.simulated_cycles += run.exposed_cycles;
+                check.simulated_port_cycles += run.port_cycles;
+            }
+        }
+        if ph.phase == Phase::ReplayFetch {
+            check.simulated_cycles = offchip_stall(plan, hw, &checks);
+        }
+        checks.push(check);
     }
-    Some(check)
+    checks
+}
+
+/// `a` (rows x cols, row-major) transposed.
+pub fn transpose(a: &[i64], rows: usize, cols: usize) -> Vec<i64> {
+    let mut t = vec![0; a.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = a[r * cols + c];
+        }
+    }
+    t
+}
+
+/// Steps the DMA engine moving the iteration's off-chip bytes at the configured bandwidth
+/// and returns the cycles it outlasts the simulated compute.
+fn offchip_stall(plan: &crate::plan::Plan, hw: &crate::hw::HwConfig, done: &[PhaseCheck]) -> u64 {
+    let bytes = plan.replay_bytes + 2 * 4 * crate::resources::spill_words(plan, hw);
+    let per_cycle = hw.offchip_bytes_per_cycle();
+    let (mut moved, mut cycles) = (0.0f64, 0u64);
+    while moved < bytes as f64 {
+        moved += per_cycle;
+        cycles += 1;
+    }
+    let compute: f64 = done
+        .iter()
+        .zip(&plan.phases)
+        .map(|(c, p)| p.runs_per_iteration * c.simulated_cycles as f64)
+        .sum();
+    (cycles as f64 - compute).max(0.0) as u64
 }

@@ -1,5 +1,5 @@
 //! Sweeps over cores, PE array shape, precision, batch, clock and parallelism, evaluated
-//! in parallel with rayon, and the Pareto front of training IPS vs IPS/W.
+//! in parallel with rayon, and the Pareto front of accelerator training IPS vs IPS/W.
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -39,7 +39,8 @@ pub struct SweepPoint {
     pub fits: bool,
     /// Why it does not fit (resources, board power) or could not be built (memory).
     pub problem: Option<String>,
-    pub training_ips: Option<f64>,
+    pub accelerator_training_ips: Option<f64>,
+    pub system_training_ips: Option<f64>,
     pub inference_ips: Option<f64>,
     pub power_w: Option<f64>,
     pub ips_per_watt: Option<f64>,
@@ -190,7 +191,8 @@ impl SweepSpec {
                     point,
                     fits: false,
                     problem: None,
-                    training_ips: None,
+                    accelerator_training_ips: None,
+                    system_training_ips: None,
                     inference_ips: None,
                     power_w: None,
                     ips_per_watt: None,
@@ -205,7 +207,8 @@ impl SweepSpec {
                             out.problem = Some(e.fit.exceeded.join(", "));
                         }
                         if let Some(p) = e.performance {
-                            out.training_ips = Some(p.training_ips);
+                            out.accelerator_training_ips = Some(p.accelerator_training_ips);
+                            out.system_training_ips = Some(p.system_training_ips);
                             out.inference_ips = Some(p.inference_ips);
                             out.power_w = Some(p.power_w);
                             out.ips_per_watt = Some(p.ips_per_watt);
@@ -220,13 +223,13 @@ impl SweepSpec {
     }
 }
 
-/// Indices of the fitting points no other fitting point beats in both training IPS and
-/// IPS/W, sorted by IPS.
+/// Indices of the fitting points no other fitting point beats in both accelerator
+/// training IPS and IPS/W, sorted by IPS.
 pub fn pareto_front(points: &[SweepPoint]) -> Vec<usize> {
     let perf: Vec<(usize, f64, f64)> = points
         .iter()
         .enumerate()
-        .filter_map(|(i, p)| Some((i, p.training_ips?, p.ips_per_watt?)))
+        .filter_map(|(i, p)| Some((i, p.accelerator_training_ips?, p.ips_per_watt?)))
         .collect();
     let mut front: Vec<(usize, f64, f64)> = perf
         .iter()

@@ -59,24 +59,47 @@ impl std::fmt::Display for Precision {
     }
 }
 
-/// The optimizer decides how many words an update writes per parameter.
+/// The optimizer decides how many weight-memory accesses an update makes per parameter.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Optimizer {
-    /// w -= lr * g: one on-chip write per parameter.
+    /// w -= lr * g: the weight read and written back.
     Sgd,
-    /// One on-chip weight write per parameter, and both moments read and written back
-    /// off-chip (they are too large to replicate in every core's weight memory).
+    /// The weight read and written back; both moments live in their own on-chip memory
+    /// (`optimizer_memory`), beside the weight memory's port.
     #[default]
     Adam,
 }
 
 impl Optimizer {
-    /// Off-chip words moved per parameter per update (read + write of each moment).
-    pub fn offchip_words_per_param(self) -> u64 {
+    /// Words of optimizer state per parameter (first and second moment for Adam).
+    pub fn state_words_per_param(self) -> u64 {
         match self {
             Optimizer::Sgd => 0,
-            Optimizer::Adam => 4,
+            Optimizer::Adam => 2,
+        }
+    }
+}
+
+/// Which backward work one training iteration counts; decides the MACs per sample.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MacAccounting {
+    /// Only what the update needs: the actor loss's backward through the critic computes
+    /// input errors only (the critic's weights are not updated by it).
+    #[default]
+    Minimal,
+    /// What a framework's backward computes: the actor loss's backward through the critic
+    /// also produces the critic's weight gradients (then discarded), as
+    /// `actor_loss.backward()` does when the critic's parameters require gradients.
+    Autograd,
+}
+
+impl MacAccounting {
+    pub fn name(self) -> &'static str {
+        match self {
+            MacAccounting::Minimal => "minimal",
+            MacAccounting::Autograd => "autograd",
         }
     }
 }
@@ -112,6 +135,9 @@ pub struct Workload {
     pub precision: Precision,
     #[serde(default)]
     pub optimizer: Optimizer,
+    /// Which backward work is counted (and run) per iteration.
+    #[serde(default)]
+    pub accounting: MacAccounting,
 }
 
 impl Workload {
@@ -130,6 +156,7 @@ impl Workload {
             inference_batch: 1,
             precision,
             optimizer: Optimizer::Adam,
+            accounting: MacAccounting::Minimal,
         }
     }
 
@@ -208,7 +235,7 @@ impl Workload {
                 .join("-")
         };
         format!(
-            "{} actor {} / critic {} x{}, batch {}, policy delay {}, {:?}, {}",
+            "{} actor {} / critic {} x{}, batch {}, policy delay {}, {:?}, {}, {} accounting",
             format!("{:?}", self.algo).to_uppercase(),
             join(self.actor_widths()),
             join(self.critic_widths()),
@@ -216,7 +243,8 @@ impl Workload {
             self.batch,
             self.policy_delay(),
             self.optimizer,
-            self.precision
+            self.precision,
+            self.accounting.name()
         )
     }
 }

@@ -1,4 +1,4 @@
-//! Properties the model must keep, the calibration against the paper, and bad input.
+//! Properties the model must keep, and bad input (the paper comparison is `paper.rs`).
 
 use accel_model::plan::Plan;
 use accel_model::sweep::{pareto_front, SweepSpec};
@@ -26,8 +26,12 @@ fn u50() -> HwConfig {
     presets::load("fixar-u50").unwrap().hw
 }
 
+/// GEMMs use as many of the cores as pay off (intra-layer cores share the one weight
+/// port, so more of them can be slower), so more cores never add GEMM cycles. Faster
+/// weight-gradient GEMMs leave less port time to hide updates in, so training IPS may
+/// dip, but by under 1%.
 #[test]
-fn more_cores_never_lower_training_or_inference_ips() {
+fn more_cores_never_add_gemm_cycles_and_cost_training_ips_under_1_percent() {
     for w in workloads() {
         for p in [Precision::Fxp16, Precision::Fxp32] {
             let plan = Plan::new(&Workload {
@@ -36,7 +40,7 @@ fn more_cores_never_lower_training_or_inference_ips() {
             });
             for mode in MODES {
                 for (rows, cols) in [(16, 16), (8, 4)] {
-                    let mut last = (0.0, 0.0);
+                    let mut last = (0.0, 0.0, f64::INFINITY);
                     for cores in 1..=12 {
                         let hw = HwConfig {
                             cores,
@@ -46,15 +50,28 @@ fn more_cores_never_lower_training_or_inference_ips() {
                             ..u50()
                         };
                         let perf = plan.performance(&hw);
+                        let gemm: f64 = perf
+                            .phases
+                            .iter()
+                            .zip(&plan.phases)
+                            .filter(|(_, ph)| {
+                                ph.ops
+                                    .iter()
+                                    .any(|o| matches!(o, accel_model::plan::Op::Gemm(_)))
+                            })
+                            .map(|(r, _)| r.runs_per_iteration * r.cycles as f64)
+                            .sum();
                         assert!(
-                            perf.training_ips >= last.0 && perf.inference_ips >= last.1,
-                            "{} {p:?} {mode:?} {rows}x{cols}: {cores} cores {} / {} < {:?}",
+                            gemm <= last.2
+                                && perf.accelerator_training_ips >= 0.99 * last.0
+                                && perf.inference_ips >= last.1,
+                            "{} {p:?} {mode:?} {rows}x{cols}: {cores} cores {} / {} / {gemm} vs {:?}",
                             w.name,
-                            perf.training_ips,
+                            perf.accelerator_training_ips,
                             perf.inference_ips,
                             last
                         );
-                        last = (perf.training_ips, perf.inference_ips);
+                        last = (perf.accelerator_training_ips, perf.inference_ips, gemm);
                     }
                 }
             }
@@ -85,7 +102,7 @@ fn fxp16_mode_is_never_slower_than_fxp32() {
                     };
                     let (a, b) = (p16.performance(&hw), p32.performance(&hw));
                     assert!(
-                        a.training_ips >= b.training_ips,
+                        a.accelerator_training_ips >= b.accelerator_training_ips,
                         "{} {mode:?} {cores}",
                         w.name
                     );
@@ -120,10 +137,21 @@ fn adaptive_is_never_slower_than_either_fixed_mode_per_phase() {
                 at(Parallelism::IntraBatch),
                 at(Parallelism::Adaptive),
             );
-            for i in 0..a.phases.len() {
-                assert!(a.phases[i].cycles <= l.phases[i].cycles.min(b.phases[i].cycles));
+            // Per GEMM phase; an update pass's exposed cycles depend on how fast the
+            // backward before it ran, so they are compared through the total below.
+            for (i, ph) in plan.phases.iter().enumerate() {
+                if ph
+                    .ops
+                    .iter()
+                    .any(|o| matches!(o, accel_model::plan::Op::Gemm(_)))
+                {
+                    assert!(a.phases[i].cycles <= l.phases[i].cycles.min(b.phases[i].cycles));
+                }
             }
-            assert!(a.training_ips >= l.training_ips.max(b.training_ips) * (1.0 - 1e-12));
+            assert!(
+                a.accelerator_training_ips
+                    >= l.accelerator_training_ips.max(b.accelerator_training_ips) * (1.0 - 1e-12)
+            );
         }
     }
 }
@@ -161,49 +189,16 @@ fn energy_per_inference_falls_as_utilization_rises() {
 }
 
 #[test]
-fn fixar_u50_preset_lands_within_10_percent_of_the_paper() {
-    let preset = presets::load("fixar-u50").unwrap();
-    let r = preset.reference.clone().unwrap();
-    let e = estimate(preset.workload.as_ref().unwrap(), &preset.hw).unwrap();
-    assert!(e.fit.fits, "{:?}", e.fit);
-    let p = e.performance.unwrap();
-    let ips_err = (p.training_ips - r.training_ips) / r.training_ips;
-    let eff_err = (p.ips_per_watt - r.ips_per_watt) / r.ips_per_watt;
-    assert!(
-        ips_err.abs() < 0.10,
-        "IPS {} vs {}",
-        p.training_ips,
-        r.training_ips
-    );
-    assert!(
-        eff_err.abs() < 0.10,
-        "IPS/W {} vs {}",
-        p.ips_per_watt,
-        r.ips_per_watt
-    );
-    // Every assumed workload and hardware parameter has a stated reason.
-    for key in [
-        "cores",
-        "clock_mhz",
-        "network",
-        "batch",
-        "precision",
-        "power",
-        "write_bits",
-        "algo",
-    ] {
-        assert!(preset.assumptions.contains_key(key), "no reason for {key}");
-    }
-}
-
-#[test]
 fn every_builtin_preset_loads_fits_its_device_and_estimates() {
     for name in presets::preset_names() {
         let p = presets::load(name).unwrap();
         let e = estimate(p.workload.as_ref().unwrap(), &p.hw).unwrap();
         assert!(e.fit.fits, "{name}: {:?}", e.fit.exceeded);
         let perf = e.performance.unwrap();
-        assert!(perf.training_ips > 0.0 && perf.power_w > 0.0, "{name}");
+        assert!(
+            perf.accelerator_training_ips > perf.system_training_ips && perf.power_w > 0.0,
+            "{name}"
+        );
         assert!(perf.training_utilization > 0.0 && perf.training_utilization <= 1.0);
     }
     assert_eq!(presets::devices().len(), 3);
@@ -242,12 +237,17 @@ fn sweep_front_holds_only_fitting_non_dominated_points() {
     let front = pareto_front(&pts);
     assert!(!front.is_empty());
     for &i in &front {
-        let (ips, eff) = (pts[i].training_ips.unwrap(), pts[i].ips_per_watt.unwrap());
+        let (ips, eff) = (
+            pts[i].accelerator_training_ips.unwrap(),
+            pts[i].ips_per_watt.unwrap(),
+        );
         assert!(pts[i].fits);
-        assert!(!pts.iter().any(|q| match (q.training_ips, q.ips_per_watt) {
-            (Some(a), Some(b)) => a >= ips && b >= eff && (a > ips || b > eff),
-            _ => false,
-        }));
+        assert!(!pts
+            .iter()
+            .any(|q| match (q.accelerator_training_ips, q.ips_per_watt) {
+                (Some(a), Some(b)) => a >= ips && b >= eff && (a > ips || b > eff),
+                _ => false,
+            }));
     }
 }
 
@@ -311,10 +311,10 @@ fn bad_sizes_clocks_and_bandwidths_are_rejected_naming_the_field() {
         assert_eq!(field_of(estimate(&w, &h).unwrap_err()), field);
     }
     let mut h = hw.clone();
-    h.weight_memory.read_bits = 0;
+    h.weight_memory.port_bits = 0;
     assert_eq!(
         field_of(estimate(&w, &h).unwrap_err()),
-        "hw.weight_memory.read_bits"
+        "hw.weight_memory.port_bits"
     );
     let mut bad = w.clone();
     bad.batch = 0;
@@ -342,12 +342,24 @@ fn bad_presets_and_devices_are_rejected_naming_what_is_wrong() {
     assert!(matches!(e, ModelError::UnknownDevice(..)), "{e}");
     let e = presets::parse("base = \"fixar-u50\"\ncores = -2\n", "user.toml").unwrap_err();
     assert_eq!(field_of(e), "cores");
+    for bits in [0, 500, 1024] {
+        let e = presets::parse(
+            &format!("base = \"fixar-u50\"\n[weight_memory]\nport_bits = {bits}\n"),
+            "user.toml",
+        )
+        .unwrap_err();
+        assert_eq!(field_of(e), "hw.weight_memory.port_bits", "{bits}");
+    }
+    // An unknown key is named by the TOML reader.
     let e = presets::parse(
-        "base = \"fixar-u50\"\n[weight_memory]\nwrite_bits = 0\n",
+        "base = \"fixar-u50\"\n[weight_memory]\nwrite_bits = 16\n",
         "user.toml",
     )
     .unwrap_err();
-    assert_eq!(field_of(e), "hw.weight_memory.write_bits");
+    assert!(
+        matches!(e, ModelError::Parse { .. }) && e.to_string().contains("write_bits"),
+        "{e}"
+    );
     let e = presets::parse("base = \"fixar-u50\"\nclock_mhz = 0.0\n", "user.toml").unwrap_err();
     assert_eq!(field_of(e), "hw.clock_mhz");
     // A user file overriding a few fields keeps the base's others.

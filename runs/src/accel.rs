@@ -1,27 +1,32 @@
-//! `fixar accel` and `fixar bench accel`: the accelerator model's report (IPS, power,
-//! IPS/W, cycles and energy per phase, resources and fit, FXP32 vs FXP16, a sweep with
-//! its Pareto front, the calibration against FIXAR's paper, and this CPU side by side)
-//! as markdown or JSON on stdout plus report.md, report.json and plots in `--out`.
+//! `fixar accel` and `fixar bench accel`: the accelerator model's report (accelerator and
+//! system IPS, card power, IPS/W, cycles and energy per phase, resources per component
+//! and fit, FXP32 vs FXP16, a sweep with its Pareto front, paper vs model for FIXAR's
+//! design, and this CPU side by side) as markdown or JSON on stdout plus report.md,
+//! report.json and plots in `--out`. The report lives in `accel/report.rs` (paper
+//! comparison in `accel/paper.rs`), the figures in `accel/plots.rs`.
 
-use std::fmt::Write as _;
+mod paper;
+mod plots;
+mod report;
+
+pub use paper::{BatchRow, PaperComparison, PaperRow};
+pub use plots::write_plots;
+pub use report::{build_report, AccelReport, Calibration, PrecisionRow, REPORT_BATCHES};
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use accel_model::plan::{Phase, Plan};
-use accel_model::presets::{self, Preset};
-use accel_model::sweep::{pareto_front, SweepPoint, SweepSpec};
-use accel_model::{
-    Algo, Estimate, HwConfig, ModelError, Optimizer, Parallelism, Performance, Precision, Workload,
-    INFERENCE_IPS_DEFINITION, TRAINING_IPS_DEFINITION,
-};
+use accel_model::plan::Plan;
+use accel_model::presets;
+use accel_model::sweep::SweepSpec;
+use accel_model::{Algo, HwConfig, MacAccounting, ModelError, Optimizer, Precision, Workload};
 use agents::config::{Algo as AgentAlgo, OptimizerKind, TrainConfig};
 use agents::Preset as AgentPrecision;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::failure::config_error;
-use crate::plot;
 
 /// Default CPU power for the side-by-side, W per thread used: a 120 W, 8-core server
 /// part's TDP share for one core (stated in every report; `--cpu-watts` overrides).
@@ -61,6 +66,21 @@ pub struct AccelArgs {
     /// Seconds of each timed CPU run (float32 agent, then the fixed-point one; 0 skips them).
     #[arg(long, default_value_t = 3.0)]
     pub cpu_seconds: f64,
+    /// The host side of the system throughput.
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// `fixar accel` options that change the workload's batch or the host model.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct HostArgs {
+    /// Training batch (FIXAR: 64, 128, 256, 512); default: the preset's or the agent's.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Environment time per time step on the host, ms (default: the preset's, 2 ms from
+    /// FIXAR's paper; measure your own env with `fixar env` and pass it here).
+    #[arg(long)]
+    pub env_ms: Option<f64>,
 }
 
 /// `fixar bench accel`
@@ -140,6 +160,7 @@ pub fn workload_from_agent(
         AgentAlgo::Td3 => Algo::Td3,
     };
     let w = Workload {
+        accounting: MacAccounting::Minimal,
         name: format!("{name} ({})", cfg.env_id),
         algo,
         policy_delay: (algo == Algo::Td3).then_some(cfg.policy_frequency as usize),
@@ -274,591 +295,6 @@ pub fn measure_cpu_agent(
 }
 
 // ---------------------------------------------------------------------------------------
-// The report
-
-/// Paper figure vs this model.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Calibration {
-    pub source: String,
-    pub paper_training_ips: f64,
-    pub model_training_ips: f64,
-    pub training_ips_error_pct: f64,
-    pub paper_ips_per_watt: f64,
-    pub model_ips_per_watt: f64,
-    pub ips_per_watt_error_pct: f64,
-}
-
-/// One precision's headline figures for the same hardware.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PrecisionRow {
-    pub precision: Precision,
-    pub training_ips: Option<f64>,
-    pub inference_ips: Option<f64>,
-    pub power_w: Option<f64>,
-    pub ips_per_watt: Option<f64>,
-    pub fits: bool,
-}
-
-/// The whole `fixar accel` report (JSON; the markdown renders the same fields).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct AccelReport {
-    #[serde(flatten)]
-    pub estimate: Estimate,
-    pub preset_description: String,
-    pub workload_source: String,
-    pub notes: Vec<String>,
-    pub calibration: Option<Calibration>,
-    pub precisions: Vec<PrecisionRow>,
-    pub cpu: Option<CpuSide>,
-    /// Estimated training IPS / CPU training IPS.
-    pub speedup_vs_cpu: Option<f64>,
-    /// Estimated IPS/W / CPU IPS/W.
-    pub efficiency_ratio_vs_cpu: Option<f64>,
-    pub sweep: Vec<SweepPoint>,
-    /// Indices into `sweep` of the Pareto front (training IPS vs IPS/W).
-    pub pareto_front: Vec<usize>,
-    pub assumptions: std::collections::BTreeMap<String, String>,
-    /// The cycle-level simulator run on two phases of this very configuration (random
-    /// operands): its cycles against the analytic model's, its outputs against the golden GEMM.
-    pub simulator_checks: Vec<accel_model::sim::PhaseCheck>,
-    pub plots: Vec<String>,
-}
-
-fn pct(model: f64, paper: f64) -> f64 {
-    100.0 * (model - paper) / paper
-}
-
-/// Everything but the CPU run and the files: preset + workload -> report.
-pub fn build_report(
-    preset: &Preset,
-    w: &Workload,
-    workload_source: String,
-    sweep: &SweepSpec,
-    notes: Vec<String>,
-) -> anyhow::Result<AccelReport> {
-    let plan = Plan::new(w);
-    let estimate = plan.estimate(&preset.hw).map_err(model_error)?;
-    let calibration = match (&preset.reference, &estimate.performance) {
-        (Some(r), Some(p)) if Some(w) == preset.workload.as_ref() => Some(Calibration {
-            source: r.source.clone(),
-            paper_training_ips: r.training_ips,
-            model_training_ips: p.training_ips,
-            training_ips_error_pct: pct(p.training_ips, r.training_ips),
-            paper_ips_per_watt: r.ips_per_watt,
-            model_ips_per_watt: p.ips_per_watt,
-            ips_per_watt_error_pct: pct(p.ips_per_watt, r.ips_per_watt),
-        }),
-        _ => None,
-    };
-    let precisions = [Precision::Fxp32, Precision::Fxp16]
-        .into_iter()
-        .map(|precision| {
-            let e = Plan::new(&Workload {
-                precision,
-                ..w.clone()
-            })
-            .estimate(&preset.hw);
-            let perf = e.as_ref().ok().and_then(|e| e.performance.clone());
-            PrecisionRow {
-                precision,
-                training_ips: perf.as_ref().map(|p| p.training_ips),
-                inference_ips: perf.as_ref().map(|p| p.inference_ips),
-                power_w: perf.as_ref().map(|p| p.power_w),
-                ips_per_watt: perf.as_ref().map(|p| p.ips_per_watt),
-                fits: perf.is_some(),
-            }
-        })
-        .collect();
-    let points = sweep.run(w, &preset.hw);
-    let front = pareto_front(&points);
-    let simulator_checks = if estimate.fit.fits {
-        [Phase::ActionInference, Phase::TargetActor]
-            .iter()
-            .filter_map(|&ph| accel_model::sim::check_phase(&plan, &preset.hw, ph, 7))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    Ok(AccelReport {
-        estimate,
-        preset_description: preset.description.clone(),
-        workload_source,
-        notes,
-        calibration,
-        precisions,
-        cpu: None,
-        speedup_vs_cpu: None,
-        efficiency_ratio_vs_cpu: None,
-        sweep: points,
-        pareto_front: front,
-        assumptions: preset.assumptions.clone(),
-        simulator_checks,
-        plots: Vec::new(),
-    })
-}
-
-impl AccelReport {
-    /// Adds the CPU side and the ratios.
-    pub fn with_cpu(mut self, cpu: CpuSide) -> Self {
-        if let Some(p) = &self.estimate.performance {
-            self.speedup_vs_cpu = Some(p.training_ips / cpu.training_ips);
-            self.efficiency_ratio_vs_cpu = Some(p.ips_per_watt / cpu.ips_per_watt);
-        }
-        self.cpu = Some(cpu);
-        self
-    }
-
-    pub fn render_md(&self) -> String {
-        let e = &self.estimate;
-        let mut s = String::new();
-        let _ = writeln!(s, "# Accelerator estimate: `{}` on {}\n", e.hw, e.device);
-        let _ = writeln!(s, "{}\n", self.preset_description);
-        let _ = writeln!(
-            s,
-            "- Workload: {} (from {})\n- Hardware: {} AAP cores of {} PEs, {} MHz, {} parallelism, {}",
-            e.workload, self.workload_source, e.cores, e.array, e.clock_mhz, e.parallelism, e.precision
-        );
-        for n in &self.notes {
-            let _ = writeln!(s, "- Note: {n}");
-        }
-        let _ = writeln!(
-            s,
-            "\n**Definitions.** {TRAINING_IPS_DEFINITION}\n\n{INFERENCE_IPS_DEFINITION}\n"
-        );
-        match &e.performance {
-            None => {
-                let _ = writeln!(
-                    s,
-                    "## Does not fit\n\nThe configuration does not fit {}: {}. No throughput is estimated for it.\n",
-                    e.fit.device,
-                    e.fit.exceeded.join("; ")
-                );
-            }
-            Some(p) => render_headline(&mut s, p),
-        }
-        if let Some(c) = &self.calibration {
-            let _ = writeln!(s, "## Against the paper\n\nSource: {}\n", c.source);
-            let _ = writeln!(
-                s,
-                "| figure | paper | this model | error |\n| --- | ---: | ---: | ---: |"
-            );
-            let _ = writeln!(
-                s,
-                "| training IPS | {:.1} | {:.1} | {:+.1}% |\n| IPS/W | {:.1} | {:.1} | {:+.1}% |\n",
-                c.paper_training_ips,
-                c.model_training_ips,
-                c.training_ips_error_pct,
-                c.paper_ips_per_watt,
-                c.model_ips_per_watt,
-                c.ips_per_watt_error_pct
-            );
-        }
-        let _ = writeln!(s, "## FXP32 vs FXP16 (same hardware and workload)\n");
-        let _ = writeln!(s, "| precision | training IPS | inference IPS | power (W) | IPS/W |\n| --- | ---: | ---: | ---: | ---: |");
-        for r in &self.precisions {
-            let f = |v: Option<f64>, d: usize| {
-                v.map_or("does not fit".to_string(), |v| format!("{v:.d$}"))
-            };
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} |",
-                r.precision,
-                f(r.training_ips, 1),
-                f(r.inference_ips, 1),
-                f(r.power_w, 2),
-                f(r.ips_per_watt, 1)
-            );
-        }
-        if let Some(p) = &e.performance {
-            render_phases(&mut s, p);
-        }
-        if !self.simulator_checks.is_empty() {
-            let _ = writeln!(
-                s,
-                "\n## Cycle-level simulator on this configuration\n\nRandom operands; cycles against the analytic model, outputs against `quant::golden_gemm`.\n"
-            );
-            let _ = writeln!(s, "| phase | mode | GEMMs | MACs | simulated cycles | analytic cycles | bit-exact |\n| --- | --- | ---: | ---: | ---: | ---: | --- |");
-            for c in &self.simulator_checks {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} | {} | {} | {} | {} |",
-                    c.phase.name(),
-                    c.mode,
-                    c.gemms,
-                    c.macs,
-                    c.simulated_cycles,
-                    c.analytic_cycles,
-                    if c.bit_exact { "yes" } else { "NO" }
-                );
-            }
-        }
-        let r = &e.resources;
-        let fit = &e.fit;
-        let d = presets::device(&fit.device).ok();
-        let _ = writeln!(
-            s,
-            "\n## FPGA resources on {} ({})\n",
-            e.device,
-            if fit.fits { "fits" } else { "does NOT fit" }
-        );
-        let _ = writeln!(
-            s,
-            "| resource | used | available | utilization |\n| --- | ---: | ---: | ---: |"
-        );
-        if let Some(d) = d {
-            for (name, used, avail, u) in [
-                ("DSP", r.dsp, d.dsps, fit.dsp_util),
-                ("LUT", r.lut, d.luts, fit.lut_util),
-                ("FF", r.ff, d.ffs, fit.ff_util),
-                ("BRAM36", r.bram36, d.bram36, fit.bram_util),
-                ("URAM", r.uram, d.uram, fit.uram_util),
-            ] {
-                let _ = writeln!(s, "| {name} | {used} | {avail} | {:.1}% |", 100.0 * u);
-            }
-            let _ = writeln!(s, "\nDevice figures: {}", d.source);
-        }
-        let _ = writeln!(s, "\n## This CPU, same workload\n");
-        match &self.cpu {
-            None => {
-                let _ = writeln!(s, "Not measured (`--cpu-seconds 0`).");
-            }
-            Some(c) => {
-                let _ = writeln!(
-                    s,
-                    "- Measured: {}\n- Threads: {}\n- Training IPS: {:.1}\n- CPU power: {:.1} W ({})\n- CPU IPS/W: {:.2}",
-                    c.measured, c.threads, c.training_ips, c.power_w, c.power_source, c.ips_per_watt
-                );
-                if let Some(fx) = c.emulated_fixed_point_ips {
-                    let _ = writeln!(
-                        s,
-                        "- The same agent with {} emulated bit-exactly on this CPU: {fx:.1} IPS (fixar's own training speed here; not the baseline)",
-                        self.estimate.precision
-                    );
-                }
-                if let (Some(x), Some(y)) = (self.speedup_vs_cpu, self.efficiency_ratio_vs_cpu) {
-                    let _ = writeln!(s, "- Estimated accelerator speed-up: {x:.1}x; efficiency ratio (IPS/W): {y:.1}x");
-                }
-            }
-        }
-        let fitting = self.sweep.iter().filter(|p| p.fits).count();
-        let _ = writeln!(
-            s,
-            "\n## Sweep\n\n{} design points ({} fit the device). Pareto front of training IPS vs IPS/W:\n",
-            self.sweep.len(),
-            fitting
-        );
-        let _ = writeln!(s, "| cores | array | precision | batch | clock (MHz) | mode | training IPS | IPS/W | power (W) |\n| ---: | --- | --- | ---: | ---: | --- | ---: | ---: | ---: |");
-        for &i in &self.pareto_front {
-            let (p, d) = (&self.sweep[i], &self.sweep[i].point);
-            let _ = writeln!(
-                s,
-                "| {} | {}x{} | {} | {} | {} | {} | {:.1} | {:.1} | {:.2} |",
-                d.cores,
-                d.array.0,
-                d.array.1,
-                d.precision,
-                d.batch,
-                d.clock_mhz,
-                d.parallelism.name(),
-                p.training_ips.unwrap_or(0.0),
-                p.ips_per_watt.unwrap_or(0.0),
-                p.power_w.unwrap_or(0.0)
-            );
-        }
-        if !self.assumptions.is_empty() {
-            let _ = writeln!(s, "\n## Assumptions of the preset\n");
-            for (k, v) in &self.assumptions {
-                let _ = writeln!(s, "- **{k}**: {v}");
-            }
-        }
-        if !self.plots.is_empty() {
-            let _ = writeln!(s, "\n## Plots\n");
-            for p in &self.plots {
-                let _ = writeln!(s, "- ![{p}]({p}.png) ([svg]({p}.svg))");
-            }
-        }
-        s
-    }
-}
-
-fn render_headline(s: &mut String, p: &Performance) {
-    let _ = writeln!(s, "## Headline\n\n| figure | value |\n| --- | ---: |");
-    let rows = [
-        ("training IPS", format!("{:.1}", p.training_ips)),
-        ("inference IPS", format!("{:.1}", p.inference_ips)),
-        ("power, training (W)", format!("{:.2}", p.power_w)),
-        ("IPS/W, training", format!("{:.1}", p.ips_per_watt)),
-        (
-            "power, inference only (W)",
-            format!("{:.2}", p.inference_power_w),
-        ),
-        (
-            "IPS/W, inference",
-            format!("{:.1}", p.inference_ips_per_watt),
-        ),
-        ("iteration time (us)", format!("{:.2}", p.iteration_s * 1e6)),
-        (
-            "PE utilization, training",
-            format!("{:.1}%", 100.0 * p.training_utilization),
-        ),
-        (
-            "PE utilization, inference",
-            format!("{:.1}%", 100.0 * p.inference_utilization),
-        ),
-        (
-            "energy per training sample (uJ)",
-            format!("{:.3}", p.energy_per_training_sample_j * 1e6),
-        ),
-        (
-            "energy per inference (uJ)",
-            format!("{:.3}", p.energy_per_inference_j * 1e6),
-        ),
-    ];
-    for (k, v) in rows {
-        let _ = writeln!(s, "| {k} | {v} |");
-    }
-    let _ = writeln!(s);
-}
-
-fn render_phases(s: &mut String, p: &Performance) {
-    let _ = writeln!(
-        s,
-        "\n## Phases of one training iteration\n\nCycles and energy per run; `share` weights by runs per iteration.\n"
-    );
-    let _ = writeln!(s, "| phase | runs/iter | mode | cycles | share | utilization | load stall | reduction | dynamic energy (uJ) |\n| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for ph in &p.phases {
-        let share = ph.runs_per_iteration * ph.cycles as f64 / p.iteration_cycles;
-        let _ = writeln!(
-            s,
-            "| {} | {:.2} | {} | {} | {:.1}% | {:.1}% | {} | {} | {:.2} |",
-            ph.name,
-            ph.runs_per_iteration,
-            ph.mode,
-            ph.cycles,
-            100.0 * share,
-            100.0 * ph.utilization,
-            ph.load_stall_cycles,
-            ph.reduction_cycles,
-            ph.dynamic_energy_j * 1e6
-        );
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Plots
-
-const MODES: [Parallelism; 3] = [
-    Parallelism::IntraLayer,
-    Parallelism::IntraBatch,
-    Parallelism::Adaptive,
-];
-
-fn perf_at(w: &Workload, hw: &HwConfig) -> Option<Performance> {
-    Plan::new(w).estimate(hw).ok().and_then(|e| e.performance)
-}
-
-/// Writes the four figures into `dir`; returns their stems (relative to `dir`).
-pub fn write_plots(
-    report: &AccelReport,
-    w: &Workload,
-    hw: &HwConfig,
-    dir: &Path,
-) -> anyhow::Result<Vec<String>> {
-    let mut stems = Vec::new();
-    // IPS vs cores, per mode, one chart per precision (fitting points only).
-    for precision in [Precision::Fxp16, Precision::Fxp32] {
-        let wl = Workload {
-            precision,
-            ..w.clone()
-        };
-        let mut limit = 0usize;
-        let series = MODES
-            .iter()
-            .map(|&mode| plot::Series {
-                label: mode.name().to_string(),
-                points: (1..=8)
-                    .filter_map(|cores| {
-                        let p = perf_at(
-                            &wl,
-                            &HwConfig {
-                                cores,
-                                parallelism: mode,
-                                ..hw.clone()
-                            },
-                        )?;
-                        limit = limit.max(cores);
-                        Some((cores as f64, p.training_ips))
-                    })
-                    .collect(),
-                ..Default::default()
-            })
-            .collect();
-        let stem = format!("ips_vs_cores_{}", precision.to_string().to_lowercase());
-        plot::line_chart(
-            &plot::LineChart {
-                title: format!(
-                    "Training IPS vs AAP cores, {precision} ({}, {})",
-                    hw.name, hw.device.name
-                ),
-                x_label: "AAP cores".into(),
-                y_label: "training IPS (samples/s)".into(),
-                series,
-                vlines: vec![(limit as f64, format!("fit limit {limit}"))],
-                ..Default::default()
-            },
-            &dir.join(&stem),
-        )?;
-        stems.push(stem);
-    }
-
-    // IPS/W vs bit width, per mode.
-    let series = MODES
-        .iter()
-        .map(|&mode| plot::Series {
-            label: mode.name().to_string(),
-            points: [Precision::Fxp16, Precision::Fxp32]
-                .iter()
-                .filter_map(|&precision| {
-                    let p = perf_at(
-                        &Workload {
-                            precision,
-                            ..w.clone()
-                        },
-                        &HwConfig {
-                            parallelism: mode,
-                            ..hw.clone()
-                        },
-                    )?;
-                    Some((precision.bits() as f64, p.ips_per_watt))
-                })
-                .collect(),
-            ..Default::default()
-        })
-        .collect();
-    plot::line_chart(
-        &plot::LineChart {
-            title: format!("Training IPS/W vs datapath width ({} cores)", hw.cores),
-            x_label: "bit width (bits)".into(),
-            y_label: "training IPS/W (samples/s/W)".into(),
-            series,
-            ..Default::default()
-        },
-        &dir.join("ipsw_vs_bits"),
-    )?;
-    stems.push("ipsw_vs_bits".to_string());
-
-    // Stacked cycles per phase for each mode x precision.
-    let mut categories = Vec::new();
-    let mut per_config: Vec<Vec<f64>> = Vec::new();
-    for precision in [Precision::Fxp16, Precision::Fxp32] {
-        for mode in MODES {
-            let p = Plan::new(&Workload {
-                precision,
-                ..w.clone()
-            })
-            .performance(&HwConfig {
-                parallelism: mode,
-                ..hw.clone()
-            });
-            categories.push(format!("{} {precision}", mode.name()));
-            per_config.push(
-                p.phases
-                    .iter()
-                    .map(|ph| ph.runs_per_iteration * ph.cycles as f64 / 1e3)
-                    .collect(),
-            );
-        }
-    }
-    // Phases grouped so the stack stays readable (labels chosen to get distinct colours).
-    let groups: [(&str, &[Phase]); 8] = [
-        ("action inference", &[Phase::ActionInference]),
-        (
-            "target nets forward",
-            &[Phase::TargetActor, Phase::TargetCritic],
-        ),
-        (
-            "critic forward/backward",
-            &[Phase::CriticForward, Phase::CriticBackward],
-        ),
-        ("critic update", &[Phase::CriticUpdate]),
-        (
-            "actor forward/backward",
-            &[Phase::ActorForward, Phase::ActorBackward],
-        ),
-        ("actor update", &[Phase::ActorUpdate]),
-        ("target update", &[Phase::TargetUpdate]),
-        ("replay fetch (stall)", &[Phase::ReplayFetch]),
-    ];
-    let stacks = groups
-        .iter()
-        .map(|(label, members)| {
-            let idx: Vec<usize> = members
-                .iter()
-                .map(|m| {
-                    Phase::ALL
-                        .iter()
-                        .position(|p| p == m)
-                        .expect("phase listed")
-                })
-                .collect();
-            (
-                label.to_string(),
-                per_config
-                    .iter()
-                    .map(|c| idx.iter().map(|&i| c[i]).sum())
-                    .collect(),
-            )
-        })
-        .collect();
-    plot::stacked_bars(
-        &plot::StackedBars {
-            title: format!(
-                "Cycles per phase of one training iteration ({} cores)",
-                hw.cores
-            ),
-            x_label: "parallelism and precision".into(),
-            y_label: "kcycles per iteration".into(),
-            categories,
-            stacks,
-        },
-        &dir.join("cycles_per_phase"),
-    )?;
-    stems.push("cycles_per_phase".to_string());
-
-    // Pareto front of the sweep.
-    let mut groups: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    for p in &report.sweep {
-        if let (Some(ips), Some(eff)) = (p.training_ips, p.ips_per_watt) {
-            let label = format!("{} {}", p.point.precision, p.point.parallelism.name());
-            match groups.iter_mut().find(|g| g.0 == label) {
-                Some(g) => g.1.push((ips, eff)),
-                None => groups.push((label, vec![(ips, eff)])),
-            }
-        }
-    }
-    let front = report
-        .pareto_front
-        .iter()
-        .filter_map(|&i| Some((report.sweep[i].training_ips?, report.sweep[i].ips_per_watt?)))
-        .collect();
-    plot::scatter(
-        &plot::Scatter {
-            title: format!(
-                "Sweep: training IPS vs IPS/W on {} (fitting points)",
-                hw.device.name
-            ),
-            x_label: "training IPS (samples/s)".into(),
-            y_label: "training IPS/W (samples/s/W)".into(),
-            groups,
-            front,
-        },
-        &dir.join("pareto"),
-    )?;
-    stems.push("pareto".to_string());
-    Ok(stems)
-}
-
-// ---------------------------------------------------------------------------------------
 // Commands
 
 /// `fixar accel`
@@ -892,6 +328,20 @@ pub fn produce(args: &AccelArgs) -> anyhow::Result<AccelReport> {
             }
         },
     };
+    let mut preset = preset;
+    let mut w = w;
+    if let Some(batch) = args.host.batch {
+        if batch == 0 {
+            return Err(config_error("--batch 0: must be at least 1"));
+        }
+        w.batch = batch;
+    }
+    if let Some(ms) = args.host.env_ms {
+        if !(ms.is_finite() && ms >= 0.0) {
+            return Err(config_error(format!("--env-ms {ms}: must not be negative")));
+        }
+        preset.hw.host.env_ms = ms;
+    }
     let sweep = match &args.sweep {
         Some(text) => SweepSpec::parse(text, &w, &preset.hw).map_err(model_error)?,
         None => SweepSpec::default_for(&w, &preset.hw),
@@ -916,6 +366,14 @@ pub fn produce(args: &AccelArgs) -> anyhow::Result<AccelReport> {
         sweep.points().len()
     );
     let mut report = build_report(&preset, &w, source, &sweep, notes)?;
+    if report.estimate.performance.is_none() {
+        return Err(config_error(format!(
+            "`{}` does not fit {}: {}",
+            args.hw,
+            report.estimate.fit.device,
+            report.estimate.fit.exceeded.join("; ")
+        )));
+    }
     if args.cpu_seconds > 0.0 {
         match agent_config_for(&w, AgentPrecision::Float32) {
             None => report.notes.push(
@@ -984,7 +442,7 @@ pub fn bench(args: &BenchAccelArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::new(&w);
     let variants: Vec<HwConfig> = (1..=5)
         .flat_map(|cores| {
-            MODES.iter().map({
+            plots::MODES.iter().map({
                 let hw = &preset.hw;
                 move |&parallelism| HwConfig {
                     cores,
@@ -1002,7 +460,7 @@ pub fn bench(args: &BenchAccelArgs) -> anyhow::Result<ExitCode> {
         while start.elapsed().as_secs_f64() < args.seconds {
             for hw in &variants {
                 let e = plan.estimate(hw).map_err(model_error)?;
-                checksum += e.performance.map_or(0.0, |p| p.training_ips);
+                checksum += e.performance.map_or(0.0, |p| p.accelerator_training_ips);
                 evals += 1;
             }
         }
@@ -1014,8 +472,8 @@ pub fn bench(args: &BenchAccelArgs) -> anyhow::Result<ExitCode> {
         arrays: vec![(4, 4), (8, 8), (16, 16), (32, 32)],
         precisions: vec![Precision::Fxp16, Precision::Fxp32],
         batches: vec![32, 64, 128, 256],
-        clocks_mhz: vec![150.0, 200.0, 225.0, 300.0],
-        modes: MODES.to_vec(),
+        clocks_mhz: vec![150.0, 164.0, 200.0, 300.0],
+        modes: plots::MODES.to_vec(),
     };
     let start = Instant::now();
     let pts = spec.run(&w, &preset.hw);
