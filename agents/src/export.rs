@@ -10,7 +10,7 @@ use crate::mlp::{Activation, Mlp};
 use crate::precision::TensorClass;
 
 /// One layer of an exported network. `weight_codes` is row-major (in x out): the code of
-/// W[i][j] at `i * out_dim + j`. Codes are empty for a class kept in float; the
+/// `W[i][j]` at `i * out_dim + j`. Codes are empty for a class kept in float; the
 /// `*_values` carry the float values in every case.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LayerExport {

@@ -60,7 +60,7 @@ pub struct DeployedLayer {
     pub bias_fmt: FxFormat,
     /// Format of z = x W + b (one cast after exact accumulation).
     pub preact_fmt: FxFormat,
-    /// The agent's own activation; for tanh, a = cast(tanh(z) * scale[j] + offset[j]) per
+    /// The agent's own activation; for tanh, a = cast(tanh(z) * scale_j + offset_j) per
     /// output column j, exported as a table.
     pub activation: Activation,
     /// Format of act(z).

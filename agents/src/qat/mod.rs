@@ -30,7 +30,7 @@
 //!    in fixed-point mode (master weights rounded onto their formats), and that is what
 //!    its checkpoint holds.
 //!
-//! Formats are derived per layer and tensor class by [`derive`] (range + headroom,
+//! Formats are derived per layer and tensor class by [`derive`](mod@derive) (range + headroom,
 //! `quant::int_bits_for_range`); a class already at or below the rung's width keeps its
 //! format, so the rung at the parent's own width is the parent. Retraining uses the
 //! agent's `qat` mode by default (float master weights, `fake_quant_ste` on the forward;
