@@ -19,8 +19,11 @@
 //! - [`precision`]: tensor classes, per-layer formats, presets (`float32`, `fxp32`,
 //!   `fxp16`), the config's `[formats]` overrides, `Gemm` (fast/exact), `TrainMode`
 //!   (fixed/qat).
-//! - [`mlp`]: the network, explicit forward/backward with a cast at every point.
-//! - [`optim`]: Adam and SGD/momentum in fixed point.
+//! - [`mlp`]: the network, explicit forward/backward with a cast at every point; one
+//!   module per numeric path (tensor fixed point, fused slice kernels, QAT autograd).
+//! - [`optim`]: Adam and SGD/momentum in fixed point, stepping a parameter view the
+//!   network lends (`params`), so `optim` never sees `mlp`; the slice kernels
+//!   (`fused`) know neither.
 //! - [`ddpg`], [`td3`]: the algorithms, one file each; [`dpg`]: what they share.
 //! - [`replay`], [`noise`]: replay buffer, exploration noise.
 //! - [`trainer`]: the loop, evaluation, metrics files, checkpoints, resume.
@@ -110,6 +113,7 @@
 //! thread, the same config and seed give byte-identical metrics files, and a run
 //! resumed from a checkpoint equals an uninterrupted one (both tested).
 
+mod cast;
 pub mod checkpoint;
 pub mod config;
 pub mod ddpg;
@@ -122,6 +126,7 @@ pub mod learned_point;
 pub mod mlp;
 pub mod noise;
 pub mod optim;
+mod params;
 pub mod pow2;
 pub mod precision;
 pub mod qat;
