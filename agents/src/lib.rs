@@ -40,8 +40,8 @@
 //! already cast into the output layer's `Error` format; TD targets are cast into the
 //! critic output's `Preact` format. Soft target updates are `cast_Weight(t + tau (w - t))`
 //! in the target's formats. Every cast counts elements, saturations, wraps, NaN and Inf
-//! per layer and class (`Layer::stats`), and feeds range observers every
-//! `range_every`-th update (`Layer::ranges`: max |x|, EMA of max, 99.9th percentile).
+//! per layer and class (`Layer::stats()`), and feeds range observers every
+//! `range_every`-th update (`Layer::ranges()`: max |x|, EMA of max, 99.9th percentile).
 //! Hyperparameter constants (beta, lr, tau, gamma, 2/B) are applied at the storage
 //! float's precision; the result is then cast, so each class sees one rounding.
 //!
@@ -94,8 +94,10 @@
 //! - Formats at run time, per layer and class:
 //!   `net.update_formats(|layer, f| if layer == "critic1.fc1" { f.set(TensorClass::Weight, Some(fmt)) })`
 //!   (recasts stored weights); `net.set_numerics(Gemm::Exact, TrainMode::Qat)`.
-//! - Ranges: `layer.ranges[class.index()].{max_abs, ema, percentile}.range()`;
-//!   counts: `layer.stats` / `layer.take_stats()`.
+//! - Ranges: `layer.ranges()[class.index()].{max_abs, ema, percentile}.range()`;
+//!   counts: `layer.stats()` / `net.take_stats()`. Layers are read-only outside this
+//!   crate (`name()`, `in_dim()`, `out_dim()`, `activation()`, `formats()`, `weight()`,
+//!   ...); what changes them is a verb on `Mlp` or `Trainer`.
 //! - Load a run, change precision, train N more, evaluate: `let mut t =
 //!   Trainer::resume(seed_dir)?;` edit `t.agent`'s formats; `t.update_once()` N times
 //!   (the replay buffer is restored); `t.evaluate(episodes)`.

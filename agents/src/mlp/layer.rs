@@ -1,6 +1,6 @@
 //! One fully connected layer: its views into the network's flat tensors, its formats,
 //! the statistics and range observers of its casts, the forward caches, and the
-//! documented read API the rest of the workspace uses.
+//! documented read API the rest of the workspace uses. Only this crate changes a layer.
 
 use quant::tensor::{QuantStats, StochasticSource};
 use tch::Tensor;
@@ -10,18 +10,20 @@ use crate::cast::{cast_into, observe_into, RangeTrack};
 use crate::params::LayerParams;
 use crate::precision::{LayerFormats, TensorClass};
 
-/// One fully connected layer and what it saw.
+/// One fully connected layer and what it saw. Read through its methods; only this
+/// crate changes a layer (formats through `Mlp::update_formats`, counters through the
+/// trainer).
 pub struct Layer {
     /// Stable name, `<network>.fc<i>` (1-based), e.g. `critic1.fc2`.
-    pub name: String,
-    pub in_dim: usize,
-    pub out_dim: usize,
-    pub activation: Activation,
-    pub formats: LayerFormats,
+    pub(super) name: String,
+    pub(super) in_dim: usize,
+    pub(super) out_dim: usize,
+    pub(super) activation: Activation,
+    pub(super) formats: LayerFormats,
     /// Cast statistics per class since the last `take_stats`.
-    pub stats: [QuantStats; 9],
+    pub(super) stats: [QuantStats; 9],
     /// Range observers per class (fed when the network's `observe` flag is on).
-    pub ranges: [RangeTrack; 9],
+    pub(super) ranges: [RangeTrack; 9],
     pub(super) w_off: usize,
     pub(super) b_off: usize,
     pub(super) w: Tensor,
@@ -141,6 +143,17 @@ impl Layer {
         &self.ranges
     }
 
+    /// Restores counters saved with the network (a checkpoint load).
+    pub(crate) fn restore_counters(&mut self, stats: [QuantStats; 9], ranges: [RangeTrack; 9]) {
+        self.stats = stats;
+        self.ranges = ranges;
+    }
+
+    /// Fresh range observers (nothing observed yet).
+    pub(super) fn reset_ranges(&mut self) {
+        self.ranges = Default::default();
+    }
+
     /// This layer's part of a [`ParamView`]: its segments, formats and counters.
     pub(super) fn param_slots(&mut self) -> LayerParams<'_> {
         LayerParams {
@@ -188,7 +201,7 @@ impl Layer {
     }
 
     /// Cast statistics since the last call, then zeroes them.
-    pub fn take_stats(&mut self) -> [QuantStats; 9] {
+    pub(crate) fn take_stats(&mut self) -> [QuantStats; 9] {
         std::mem::take(&mut self.stats)
     }
 

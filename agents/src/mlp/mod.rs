@@ -71,11 +71,11 @@ pub struct NonFinite {
 /// A multi-layer perceptron with its optimizer (none for target networks).
 pub struct Mlp {
     /// `actor`, `critic1`, `actor_target`, ...
-    pub name: String,
-    pub layers: Vec<Layer>,
-    pub optimizer: Option<Optimizer>,
+    name: String,
+    layers: Vec<Layer>,
+    optimizer: Option<Optimizer>,
     /// Feed the range observers during the next forward/backward/update calls.
-    pub observe: bool,
+    observe: bool,
     kind: Kind,
     gemm: Gemm,
     mode: TrainMode,
@@ -233,6 +233,10 @@ impl Mlp {
         &self.layers
     }
 
+    pub(crate) fn layers_mut(&mut self) -> &mut [Layer] {
+        &mut self.layers
+    }
+
     /// This network with a fresh `config` optimizer over its parameters (online
     /// networks; target networks have none).
     pub fn with_optimizer(mut self, config: OptimizerConfig) -> Self {
@@ -245,10 +249,24 @@ impl Mlp {
         self.optimizer.as_ref()
     }
 
+    pub(crate) fn optimizer_mut(&mut self) -> Option<&mut Optimizer> {
+        self.optimizer.as_mut()
+    }
+
+    /// Feed the range observers during the next forward/backward/update calls.
+    pub(crate) fn set_observe(&mut self, on: bool) {
+        self.observe = on;
+    }
+
     /// Every layer's cast statistics since the last call (input side first), then
     /// zeroes them.
     pub fn take_stats(&mut self) -> Vec<[QuantStats; 9]> {
         self.layers.iter_mut().map(Layer::take_stats).collect()
+    }
+
+    /// Fresh range observers on every layer.
+    pub(crate) fn reset_ranges(&mut self) {
+        self.layers.iter_mut().for_each(Layer::reset_ranges);
     }
 
     /// Storage float type of parameters and activations (f32, or f64 for > 24-bit formats).
