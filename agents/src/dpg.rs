@@ -7,7 +7,7 @@ use rand_distr::StandardNormal;
 use tch::{Kind, Tensor};
 
 use crate::mlp::{Activation, Mlp, NonFinite};
-use crate::optim::{Optimizer, OptimizerConfig};
+use crate::optim::OptimizerConfig;
 use crate::precision::{PrecisionSpec, TensorClass};
 use crate::replay::Batch;
 
@@ -49,7 +49,7 @@ pub trait Agent: Send {
     fn find_non_finite(&self) -> Option<(String, NonFinite)> {
         self.networks()
             .into_iter()
-            .find_map(|n| n.find_non_finite().map(|f| (n.name.clone(), f)))
+            .find_map(|n| n.find_non_finite().map(|f| (n.name().to_string(), f)))
     }
 }
 
@@ -93,13 +93,7 @@ impl NetSpec {
             scale: self.action_scale(),
             offset: self.action_offset(),
         };
-        let mut net = Mlp::new("actor", &sizes, out, precision, rng, seed);
-        net.optimizer = Some(Optimizer::new(
-            self.actor_optimizer,
-            net.params().numel(),
-            net.kind(),
-        ));
-        net
+        Mlp::new("actor", &sizes, out, precision, rng, seed).with_optimizer(self.actor_optimizer)
     }
 
     /// A critic (obs, action) -> hidden -> Q named `name`, with its optimizer.
@@ -113,13 +107,8 @@ impl NetSpec {
         let mut sizes = vec![self.obs_dim + self.act_dim];
         sizes.extend(&self.hidden);
         sizes.push(1);
-        let mut net = Mlp::new(name, &sizes, Activation::Identity, precision, rng, seed);
-        net.optimizer = Some(Optimizer::new(
-            self.critic_optimizer,
-            net.params().numel(),
-            net.kind(),
-        ));
-        net
+        Mlp::new(name, &sizes, Activation::Identity, precision, rng, seed)
+            .with_optimizer(self.critic_optimizer)
     }
 }
 
@@ -151,7 +140,7 @@ pub fn td_target(critic: &mut Mlp, batch: &Batch, gamma: f64, q_next: &[&Tensor]
         let not_done = batch.terminated.to_kind(kind).neg().g_add_scalar_(1.0);
         batch.rewards.to_kind(kind) + q * not_done * gamma
     });
-    let last = critic.layers.len() - 1;
+    let last = critic.layers().len() - 1;
     critic.cast_at(last, TensorClass::Preact, y)
 }
 
@@ -172,7 +161,7 @@ pub fn critic_step(critic: &mut Mlp, input: &Tensor, y: &Tensor) -> (f64, f64) {
         let q_mean = f64::try_from(q.mean(Kind::Double)).unwrap_or(f64::NAN);
         (loss, q_mean, diff * (2.0 / b))
     });
-    let last = critic.layers.len() - 1;
+    let last = critic.layers().len() - 1;
     let delta = critic.cast_at(last, TensorClass::Error, grad);
     critic.backward(&delta, true, false);
     critic.step();
@@ -188,14 +177,14 @@ pub fn actor_step(actor: &mut Mlp, critic: &mut Mlp, obs: &Tensor) -> f64 {
     let b = q.size()[0];
     let loss =
         -small::mean(&q).unwrap_or_else(|| f64::try_from(q.mean(Kind::Double)).unwrap_or(f64::NAN));
-    let last = critic.layers.len() - 1;
+    let last = critic.layers().len() - 1;
     let dq = critic.cast_at(last, TensorClass::Error, q.full_like(-1.0 / b as f64));
     let d_in = critic
         .backward(&dq, false, true)
         .expect("input gradient requested");
     let obs_dim = obs.size()[1];
     let d_a = d_in.narrow(1, obs_dim, d_in.size()[1] - obs_dim);
-    let last = actor.layers.len() - 1;
+    let last = actor.layers().len() - 1;
     let d_a = actor.cast_at(last, TensorClass::Error, d_a);
     actor.backward(&d_a, true, false);
     actor.step();

@@ -42,17 +42,17 @@ pub struct ActivationFormats {
 
 /// Per layer of `net`: its name and activation-path formats.
 pub fn activation_formats(net: &Mlp) -> Vec<(String, ActivationFormats)> {
-    let mut input = net.layers[0].formats.get(TensorClass::Input);
-    net.layers
+    let mut input = net.layers()[0].formats().get(TensorClass::Input);
+    net.layers()
         .iter()
         .map(|l| {
             let f = ActivationFormats {
                 input,
-                preact: l.formats.get(TensorClass::Preact),
-                activation: l.formats.get(TensorClass::Activation),
+                preact: l.formats().get(TensorClass::Preact),
+                activation: l.formats().get(TensorClass::Activation),
             };
             input = f.activation;
-            (l.name.clone(), f)
+            (l.name().to_string(), f)
         })
         .collect()
 }
@@ -109,7 +109,7 @@ fn codes(
 /// Exports every layer of `net` (normally the trained actor: `agent.actor()`).
 pub fn export_network(net: &Mlp) -> Result<Vec<LayerExport>, ExportError> {
     let acts = activation_formats(net);
-    net.layers
+    net.layers()
         .iter()
         .zip(acts)
         .map(|(l, (_, formats))| {
@@ -119,26 +119,26 @@ pub fn export_network(net: &Mlp) -> Result<Vec<LayerExport>, ExportError> {
             };
             let (wv, bv) = (to_vec(l.weight()), to_vec(l.bias()));
             let (wf, bf) = (
-                l.formats.get(TensorClass::Weight),
-                l.formats.get(TensorClass::Bias),
+                l.formats().get(TensorClass::Weight),
+                l.formats().get(TensorClass::Bias),
             );
-            let (activation, tanh_scale, tanh_offset) = match &l.activation {
+            let (activation, tanh_scale, tanh_offset) = match l.activation() {
                 Activation::Relu => ("relu", vec![], vec![]),
                 Activation::Identity => ("identity", vec![], vec![]),
                 Activation::Tanh { scale, offset } => ("tanh", scale.clone(), offset.clone()),
             };
             Ok(LayerExport {
-                name: l.name.clone(),
-                in_dim: l.in_dim,
-                out_dim: l.out_dim,
+                name: l.name().to_string(),
+                in_dim: l.in_dim(),
+                out_dim: l.out_dim(),
                 activation: activation.into(),
                 tanh_scale,
                 tanh_offset,
                 weight_format: wf,
-                weight_codes: codes(&wv, wf, &l.name, TensorClass::Weight)?,
+                weight_codes: codes(&wv, wf, l.name(), TensorClass::Weight)?,
                 weight_values: wv,
                 bias_format: bf,
-                bias_codes: codes(&bv, bf, &l.name, TensorClass::Bias)?,
+                bias_codes: codes(&bv, bf, l.name(), TensorClass::Bias)?,
                 bias_values: bv,
                 formats,
             })

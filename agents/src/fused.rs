@@ -17,8 +17,9 @@
 //!   step's libtorch `sqrt_` gives for f64 (its vector square-root instruction; the
 //!   tests below would catch a libtorch that rounds otherwise).
 //!
-//! `mlp::tests` and `optim::tests` check the fused path against the unfused one bit for
-//! bit (values, statistics and stochastic-source counters).
+//! `agents/tests/mlp.rs` and `optim::tests` check the fused path against the unfused one
+//! bit for bit (values, statistics and stochastic-source counters). The kernels know
+//! neither the network nor the optimizer: `mlp::fused` and `optim` hand them slices.
 
 use std::ops::{Add, Div, Mul, Sub};
 
@@ -473,8 +474,9 @@ impl<'a> Segment<'a> {
 /// Fused Adam, one pass over every segment, chunk by chunk in L1:
 /// `m = cast_opt(lerp(m, g, 1 - beta1))`, `s = cast_opt(sqrt(lerp(s^2, g^2, 1 - beta2)))`
 /// (IEEE's correctly rounded root, the value libtorch's `sqrt_` gives the unfused step),
-/// `u = cast_update((m c1) / (s c2 + eps))`, `p = cast_own(p - u)` and the f32 shadow
-/// of `p`. Both lerp weights must be below 0.5, and the optimizer-state and update
+/// `u = cast_update((m c1) / (s c2 + eps))` with `eps = eps_of(opt)` per segment (the
+/// optimizer's epsilon for that segment's state format), `p = cast_own(p - u)` and the
+/// f32 shadow of `p`. Both lerp weights must be below 0.5, and the optimizer-state and update
 /// formats must not round stochastically (the caller checks): the parameter casts are
 /// then the only ones drawing words, in segment and element order as the unfused step.
 #[allow(clippy::too_many_arguments)]
@@ -486,7 +488,8 @@ pub(crate) fn adam_step<T: Store>(
     p: &mut [T],
     mut p32: Option<&mut [f32]>,
     (w1, w2): (f64, f64),
-    (c1, c2, eps): (f64, f64, f64),
+    (c1, c2): (f64, f64),
+    eps_of: &dyn Fn(FxFormat) -> f64,
     source: &mut StochasticSource,
     (opt_class, update_class): (usize, usize),
 ) {
@@ -504,7 +507,7 @@ pub(crate) fn adam_step<T: Store>(
                         && update.rounding != quant::Rounding::Stochastic,
                     "fused Adam: deterministic optimizer formats"
                 );
-                let eps = T::of_scalar(crate::optim::adam_eps(eps, Some(opt)));
+                let eps = T::of_scalar(eps_of(opt));
                 let r = seg.off..seg.off + seg.len;
                 let mut p32 = p32.as_deref_mut().map(|x| &mut x[r.clone()]);
                 let chunks = g[r.clone()]

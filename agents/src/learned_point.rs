@@ -136,12 +136,12 @@ impl NetworkPoints {
     /// only at the first layer), starting at the current formats.
     pub fn of(net: &Mlp, lr: f64) -> Self {
         let mut points = Vec::new();
-        for (i, l) in net.layers.iter().enumerate() {
+        for (i, l) in net.layers().iter().enumerate() {
             for class in LEARNED_CLASSES {
                 if class == TensorClass::Input && i > 0 {
                     continue;
                 }
-                if let Some(f) = l.formats.get(class) {
+                if let Some(f) = l.formats().get(class) {
                     points.push((i, class, LearnedPoint::new(&f, lr)));
                 }
             }
@@ -158,7 +158,7 @@ impl NetworkPoints {
     /// Writes the learned formats into `net` (and any other network with the same layer
     /// count, e.g. its target).
     pub fn apply(&self, net: &mut Mlp) {
-        let names: Vec<String> = net.layers.iter().map(|l| l.name.clone()).collect();
+        let names: Vec<String> = net.layers().iter().map(|l| l.name().to_string()).collect();
         net.update_formats(|name, f| {
             let i = names.iter().position(|n| n == name).expect("own layer");
             for (l, c, p) in &self.points {
@@ -219,7 +219,7 @@ pub fn calibrate_actor(
         let p = |i: Option<usize>| i.map(|i| &points.points[i].2);
         let i0 = at(0, TensorClass::Input);
         let mut h = probed_cast(&x, p(i0), &mut probes, i0);
-        for (li, l) in actor.layers.iter().enumerate() {
+        for (li, l) in actor.layers().iter().enumerate() {
             let w = l.weight().detach().to_kind(Kind::Double);
             let b = l.bias().detach().to_kind(Kind::Double);
             let iw = at(li, TensorClass::Weight);
@@ -228,7 +228,7 @@ pub fn calibrate_actor(
             let b = probed_cast(&b, p(ib), &mut probes, ib);
             let iz = at(li, TensorClass::Preact);
             let z = probed_cast(&b.addmm(&h, &w), p(iz), &mut probes, iz);
-            let a = match &l.activation {
+            let a = match l.activation() {
                 Activation::Relu => z.relu(),
                 Activation::Identity => z,
                 Activation::Tanh { scale, offset } => {
@@ -243,7 +243,7 @@ pub fn calibrate_actor(
         // The critic's explicit backward gives dL/da for L = -mean Q(s, a).
         let q = critic.forward(&critic_input(&x, &h.detach(), critic.kind()));
         last_loss = -f64::try_from(q.mean(Kind::Double)).unwrap_or(f64::NAN);
-        let last = critic.layers.len() - 1;
+        let last = critic.layers().len() - 1;
         let dq = critic.cast_at(last, TensorClass::Error, q.full_like(-1.0 / batch as f64));
         let d_in = critic
             .backward(&dq, false, true)

@@ -19,8 +19,11 @@
 //! - [`precision`]: tensor classes, per-layer formats, presets (`float32`, `fxp32`,
 //!   `fxp16`), the config's `[formats]` overrides, `Gemm` (fast/exact), `TrainMode`
 //!   (fixed/qat).
-//! - [`mlp`]: the network, explicit forward/backward with a cast at every point.
-//! - [`optim`]: Adam and SGD/momentum in fixed point.
+//! - [`mlp`]: the network, explicit forward/backward with a cast at every point; one
+//!   module per numeric path (tensor fixed point, fused slice kernels, QAT autograd).
+//! - [`optim`]: Adam and SGD/momentum in fixed point, stepping a parameter view the
+//!   network lends (`params`), so `optim` never sees `mlp`; the slice kernels
+//!   (`fused`) know neither.
 //! - [`ddpg`], [`td3`]: the algorithms, one file each; [`dpg`]: what they share.
 //! - [`replay`], [`noise`]: replay buffer, exploration noise.
 //! - [`trainer`]: the loop, evaluation, metrics files, checkpoints, resume.
@@ -39,8 +42,8 @@
 //! already cast into the output layer's `Error` format; TD targets are cast into the
 //! critic output's `Preact` format. Soft target updates are `cast_Weight(t + tau (w - t))`
 //! in the target's formats. Every cast counts elements, saturations, wraps, NaN and Inf
-//! per layer and class (`Layer::stats`), and feeds range observers every
-//! `range_every`-th update (`Layer::ranges`: max |x|, EMA of max, 99.9th percentile).
+//! per layer and class (`Layer::stats()`), and feeds range observers every
+//! `range_every`-th update (`Layer::ranges()`: max |x|, EMA of max, 99.9th percentile).
 //! Hyperparameter constants (beta, lr, tau, gamma, 2/B) are applied at the storage
 //! float's precision; the result is then cast, so each class sees one rounding.
 //!
@@ -94,7 +97,9 @@
 //! stored weights), `reset_range_observers`, `set_range_every`, `train_steps`,
 //! `set_mode`, `set_learning_rate`, `project_actor_pow2`, `evaluate`, `checkpoint`.
 //! The QAT ladder ([`qat`]) and the deployed actor ([`deploy`]) are built on these;
-//! run-directory names are in [`layout`].
+//! run-directory names are in [`layout`]. Layers and networks are read-only outside
+//! this crate (`Layer::{name, in_dim, out_dim, activation, formats, stats, ranges,
+//! weight}`, `Mlp::{name, layers}`).
 //!
 //! # Determinism
 //! One RNG stream for init, one for the loop (exploration, replay sampling, target
@@ -103,6 +108,7 @@
 //! thread, the same config and seed give byte-identical metrics files, and a run
 //! resumed from a checkpoint equals an uninterrupted one (both tested).
 
+mod cast;
 pub mod checkpoint;
 pub mod config;
 pub mod ddpg;
@@ -115,6 +121,7 @@ pub mod learned_point;
 pub mod mlp;
 pub mod noise;
 pub mod optim;
+mod params;
 pub mod pow2;
 pub mod precision;
 pub mod qat;

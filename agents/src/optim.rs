@@ -2,12 +2,15 @@
 //! the update cast into its format (classes `OptState` and `Update`) and the new
 //! parameter cast into the weight or bias format. See the crate docs for how Adam's
 //! square root and division are done.
+//!
+//! An optimizer steps a [`ParamView`] the network lends it (its flat tensors and per
+//! layer the segments' formats and counters), never the network itself.
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::fused::{self, Segment, Store};
-use crate::mlp::Mlp;
+use crate::fused::{self, Store};
+use crate::params::{segments, ParamView};
 use crate::precision::{TensorClass, TrainMode};
 
 /// An optimizer and its hyperparameters (CleanRL: Adam, lr 3e-4, betas 0.9/0.999, eps 1e-8).
@@ -80,41 +83,41 @@ impl Optimizer {
         self.s.copy_(s);
     }
 
-    /// One step on `net`'s current gradients.
-    pub fn step(&mut self, net: &mut Mlp) {
+    /// One step on the current gradients of the network that lent `net`.
+    pub(crate) fn step(&mut self, mut net: ParamView<'_>) {
         let _g = tch::no_grad_guard();
         self.t += 1;
-        if net.is_float() || net.mode() == TrainMode::Qat {
-            self.step_float(net);
-        } else if self.fusable(net) {
-            match net.kind() {
-                Kind::Double => self.step_fused::<f64>(net),
-                _ => self.step_fused::<f32>(net),
+        if net.float || net.mode == TrainMode::Qat {
+            self.step_float(&mut net);
+        } else if self.fusable(&net) {
+            match net.kind {
+                Kind::Double => self.step_fused::<f64>(&mut net),
+                _ => self.step_fused::<f32>(&mut net),
             }
             // The fused step wrote the f32 shadow itself.
             return;
         } else {
-            self.step_fixed(net);
+            self.step_fixed(&mut net);
         }
-        net.refresh_shadows();
+        net.refresh_shadow();
     }
 
     /// Whether `step_fused` computes this step: Adam with lerp weights below 0.5, the
     /// network fusable, and no stochastic rounding in the optimizer-state or update
     /// formats (the parameter casts are then the only ones drawing words, in the same
     /// order as the unfused step).
-    fn fusable(&self, net: &Mlp) -> bool {
+    fn fusable(&self, net: &ParamView<'_>) -> bool {
         let OptimizerConfig::Adam { beta1, beta2, .. } = self.config else {
             return false;
         };
         let det = |f: Option<quant::FxFormat>| {
             f.is_some_and(|f| f.rounding != quant::Rounding::Stochastic)
         };
-        net.fusable()
+        net.fusable
             && (1.0 - beta1).abs() < 0.5
             && (1.0 - beta2).abs() < 0.5
-            && self.m.kind() == net.kind()
-            && self.s.kind() == net.kind()
+            && self.m.kind() == net.kind
+            && self.s.kind() == net.kind
             && net.layers.iter().all(|l| {
                 det(l.formats.get(TensorClass::OptState)) && det(l.formats.get(TensorClass::Update))
             })
@@ -123,7 +126,7 @@ impl Optimizer {
     /// `step_fixed` for Adam with the fused kernels (`crate::fused`): the same values,
     /// counts and stochastic draws, in one pass over the flat tensors (moments, the
     /// correctly rounded root of v, state casts, update and parameters per L1 chunk).
-    fn step_fused<T: Store>(&mut self, net: &mut Mlp) {
+    fn step_fused<T: Store>(&mut self, net: &mut ParamView<'_>) {
         let OptimizerConfig::Adam {
             lr,
             beta1,
@@ -136,8 +139,8 @@ impl Optimizer {
         let (bc1, bc2) = self.bias_corrections(beta1, beta2);
         let params = net.params.shallow_clone();
         let grads = net.grads.shallow_clone();
-        let p32 = net.params32().map(Tensor::shallow_clone);
-        let source = &mut net.source;
+        let p32 = net.shadow.as_deref().map(Tensor::shallow_clone);
+        let source = &mut *net.source;
         let mut segs = segments(&mut net.layers);
         // SAFETY: params, grads, m, s and the shadow are distinct contiguous tensors (flat,
         // owned by the network or the optimizer); each slice is the only one of its
@@ -151,7 +154,8 @@ impl Optimizer {
                 fused::slice_mut::<T>(&params),
                 p32.as_ref().map(|t| fused::slice_mut::<f32>(t)),
                 (1.0 - beta1, 1.0 - beta2),
-                (lr / bc1, 1.0 / bc2.sqrt(), eps),
+                (lr / bc1, 1.0 / bc2.sqrt()),
+                &|opt| adam_eps(eps, Some(opt)),
                 source,
                 (TensorClass::OptState.index(), TensorClass::Update.index()),
             );
@@ -162,16 +166,16 @@ impl Optimizer {
     /// libtorch's `sqrt_`, `fused::adam_apply_float`: the tch sequence below element by
     /// element) where they are contiguous CPU tensors of one float kind, else a few tch
     /// calls.
-    fn step_float(&mut self, net: &mut Mlp) {
+    fn step_float(&mut self, net: &mut ParamView<'_>) {
         self.step_float_with(net, true);
     }
 
-    fn step_float_with(&mut self, net: &mut Mlp, fused: bool) {
+    fn step_float_with(&mut self, net: &mut ParamView<'_>, fused: bool) {
         // Not under QAT: its master weights feed autograd graphs, whose version
         // counters only tch's in-place ops advance.
-        let plain = fused && net.mode() == TrainMode::Fixed;
+        let plain = fused && net.mode == TrainMode::Fixed;
         let g = net.grads.shallow_clone();
-        let p = net.params_mut();
+        let p = &mut *net.params;
         if let (
             true,
             OptimizerConfig::Adam {
@@ -242,7 +246,7 @@ impl Optimizer {
     /// every layer) with that layer's formats. Arithmetic between casts is in the
     /// storage float (f64 for formats wider than 24 bits), each result then rounded once
     /// into its format.
-    fn step_fixed(&mut self, net: &mut Mlp) {
+    fn step_fixed(&mut self, net: &mut ParamView<'_>) {
         let g = net.grads.shallow_clone();
         let u = match self.config {
             OptimizerConfig::Adam {
@@ -252,20 +256,18 @@ impl Optimizer {
                 eps,
             } => {
                 let (bc1, bc2) = self.bias_corrections(beta1, beta2);
-                cast_segments(
-                    net,
+                net.cast_segments(
                     Some(TensorClass::OptState),
                     &self.m.lerp(&g, 1.0 - beta1),
                     &self.m,
                 );
                 let s_pre = self.s.square().lerp_(&g.square(), 1.0 - beta2).sqrt_();
-                cast_segments(net, Some(TensorClass::OptState), &s_pre, &self.s);
+                net.cast_segments(Some(TensorClass::OptState), &s_pre, &self.s);
                 let eps = adam_eps_tensor(net, eps, &self.s);
                 (&self.m * (lr / bc1)) / (&self.s * (1.0 / bc2.sqrt())).g_add_(&eps)
             }
             OptimizerConfig::Sgd { lr, momentum } => {
-                cast_segments(
-                    net,
+                net.cast_segments(
                     Some(TensorClass::OptState),
                     &(&self.m * momentum).g_add_(&g),
                     &self.m,
@@ -274,10 +276,10 @@ impl Optimizer {
             }
         };
         let u_q = u.empty_like();
-        cast_segments(net, Some(TensorClass::Update), &u, &u_q);
-        let p_pre = &net.params - u_q;
+        net.cast_segments(Some(TensorClass::Update), &u, &u_q);
+        let p_pre = &*net.params - u_q;
         let params = net.params.shallow_clone();
-        cast_segments(net, None, &p_pre, &params);
+        net.cast_segments(None, &p_pre, &params);
     }
 }
 
@@ -309,126 +311,80 @@ unsafe fn adam_float_passes<T: Store>(
 /// representable beside `s`; used as is, a state `s` that rounded to 0 while `m` kept
 /// an LSB would give `u = lr m / eps`, thousands of times Adam's usual step of about
 /// `lr`, and scatter outlier weights through the network.
-pub(crate) fn adam_eps(eps: f64, opt_state: Option<quant::FxFormat>) -> f64 {
+fn adam_eps(eps: f64, opt_state: Option<quant::FxFormat>) -> f64 {
     opt_state.map_or(eps, |f| eps.max(f.lsb()))
 }
 
 /// [`adam_eps`] of every layer's segments, laid out like the flat tensor `like`.
-fn adam_eps_tensor(net: &Mlp, eps: f64, like: &Tensor) -> Tensor {
+fn adam_eps_tensor(net: &ParamView<'_>, eps: f64, like: &Tensor) -> Tensor {
     let out = like.empty_like();
     for l in &net.layers {
         let e = adam_eps(eps, l.formats.get(TensorClass::OptState));
-        let n = (l.in_dim * l.out_dim) as i64;
-        let _ = out.narrow(0, l.w_off as i64, n).fill_(e);
-        let _ = out.narrow(0, l.b_off as i64, l.out_dim as i64).fill_(e);
+        for (off, len) in [l.weight, l.bias] {
+            let _ = out.narrow(0, off as i64, len as i64).fill_(e);
+        }
     }
     out
 }
 
-/// Every layer's weight and bias segment of the flat tensors with their formats and
-/// counters (fusable networks only: every class is fixed point).
-pub(crate) fn segments(layers: &mut [crate::mlp::Layer]) -> Vec<Segment<'_>> {
-    let f = |l: &crate::mlp::Layer, c: TensorClass| l.formats.get(c).expect("fusable");
-    let mut segs = Vec::with_capacity(2 * layers.len());
-    for l in layers {
-        let (opt, update) = (f(l, TensorClass::OptState), f(l, TensorClass::Update));
-        let (w, b) = (f(l, TensorClass::Weight), f(l, TensorClass::Bias));
-        let (w_off, b_off, wn, bn) = (l.w_off, l.b_off, l.in_dim * l.out_dim, l.out_dim);
-        let stats: *mut [quant::QuantStats; 9] = &mut l.stats;
-        segs.push(Segment::new(
-            w_off,
-            wn,
-            w,
-            opt,
-            update,
-            stats,
-            TensorClass::Weight.index(),
-        ));
-        segs.push(Segment::new(
-            b_off,
-            bn,
-            b,
-            opt,
-            update,
-            stats,
-            TensorClass::Bias.index(),
-        ));
-    }
-    segs
-}
-
-/// Casts every layer's weight and bias segment of the flat `src` into `dst` (same
-/// layout): with `class` the layer's format of that class, with `None` the segment's own
-/// class (weight or bias).
-pub(crate) fn cast_segments(net: &mut Mlp, class: Option<TensorClass>, src: &Tensor, dst: &Tensor) {
-    let observe = net.observe;
-    for l in &mut net.layers {
-        let segments = [
-            (TensorClass::Weight, l.w_off, l.in_dim * l.out_dim),
-            (TensorClass::Bias, l.b_off, l.out_dim),
-        ];
-        for (own, off, len) in segments {
-            let (off, len) = (off as i64, len as i64);
-            let q = l.cast(
-                class.unwrap_or(own),
-                src.narrow(0, off, len),
-                observe,
-                &mut net.source,
-            );
-            dst.narrow(0, off, len).copy_(&q);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use rand::SeedableRng;
-    use rand_chacha::ChaCha8Rng;
+    use quant::tensor::StochasticSource;
     use tch::{Kind, Tensor};
 
     use super::*;
-    use crate::mlp::Activation;
-    use crate::precision::{PrecisionSpec, Preset};
+
+    /// A view of all-float flat tensors with no layers (the float path reads none).
+    fn view<'a>(
+        p: &'a mut Tensor,
+        g: &'a Tensor,
+        source: &'a mut StochasticSource,
+    ) -> ParamView<'a> {
+        ParamView {
+            kind: p.kind(),
+            params: p,
+            grads: g,
+            shadow: None,
+            mode: TrainMode::Fixed,
+            float: true,
+            fusable: false,
+            observe: false,
+            source,
+            layers: Vec::new(),
+        }
+    }
 
     /// The sliced float Adam equals the tch sequence bit for bit, step after step
     /// (bias corrections changing, gradients of both signs and zero, f32 and f64).
     #[test]
     fn fused_float_adam_equals_the_tch_sequence() {
         for kind in [Kind::Float, Kind::Double] {
-            let spec = PrecisionSpec::preset(Preset::Float32);
-            let mut rng = ChaCha8Rng::seed_from_u64(4);
-            let net = |rng: &mut ChaCha8Rng| {
-                Mlp::new("critic", &[5, 24, 1], Activation::Identity, &spec, rng, 1)
-            };
-            let mut a = net(&mut rng);
-            a.params = a.params.to_kind(kind);
-            a.grads = a.grads.to_kind(kind);
-            let n = a.params.numel();
+            let n = 5 * 24 + 24 + 24 + 1;
+            let opts = (kind, tch::Device::Cpu);
+            tch::manual_seed(4);
+            let mut pa = (Tensor::rand([n], opts) - 0.5) * 0.4;
+            let mut pb = pa.copy();
+            let (ga, gb) = (Tensor::zeros([n], opts), Tensor::zeros([n], opts));
+            let (mut sa, mut sb) = (StochasticSource::new(1), StochasticSource::new(1));
             let cfg = OptimizerConfig::Adam {
                 lr: 3e-3,
                 beta1: 0.9,
                 beta2: 0.999,
                 eps: 1e-8,
             };
-            let mut b = net(&mut rng);
-            b.params = a.params.copy();
-            b.grads = a.grads.copy();
+            let n = n as usize;
             let (mut oa, mut ob) = (Optimizer::new(cfg, n, kind), Optimizer::new(cfg, n, kind));
             for step in 0..6 {
                 tch::manual_seed(step);
-                let g = Tensor::randn([n as i64], (kind, tch::Device::Cpu)) * 0.1;
+                let g = Tensor::randn([n as i64], opts) * 0.1;
                 let _ = g.narrow(0, 0, 7).fill_(0.0);
-                a.grads.copy_(&g);
-                b.grads.copy_(&g);
+                ga.shallow_clone().copy_(&g);
+                gb.shallow_clone().copy_(&g);
                 oa.t += 1;
                 ob.t += 1;
-                oa.step_float_with(&mut a, true);
-                ob.step_float_with(&mut b, false);
-                for (what, x, y) in [
-                    ("m", &oa.m, &ob.m),
-                    ("s", &oa.s, &ob.s),
-                    ("p", &a.params, &b.params),
-                ] {
+                oa.step_float_with(&mut view(&mut pa, &ga, &mut sa), true);
+                ob.step_float_with(&mut view(&mut pb, &gb, &mut sb), false);
+                for (what, x, y) in [("m", &oa.m, &ob.m), ("s", &oa.s, &ob.s), ("p", &pa, &pb)] {
                     let (x, y) = (x.to_kind(Kind::Double), y.to_kind(Kind::Double));
                     let (x, y) = (
                         Vec::<f64>::try_from(x).unwrap(),

@@ -66,15 +66,15 @@ fn float_gradients_equal_libtorch_autograd_within_1e_5() {
     assert!(rel < 1e-5, "input gradients differ by {rel:e} relative");
     // Per layer too, so a small layer cannot hide behind a large one.
     let mut off = 0i64;
-    for l in &m.layers {
-        let n = (l.in_dim * l.out_dim) as i64;
+    for l in m.layers() {
+        let n = (l.in_dim() * l.out_dim()) as i64;
         let rel = max_rel(
             l.weight_grad(),
             &gp.narrow(0, off, n)
-                .view([l.in_dim as i64, l.out_dim as i64]),
+                .view([l.in_dim() as i64, l.out_dim() as i64]),
         );
-        assert!(rel < 1e-5, "{}: {rel:e}", l.name);
-        off += n + l.out_dim as i64;
+        assert!(rel < 1e-5, "{}: {rel:e}", l.name());
+        off += n + l.out_dim() as i64;
     }
 }
 
@@ -109,9 +109,9 @@ fn exact_mode_equals_golden_integer_gemm_forward_and_backward() {
         let x = randn(8, 4, 3, Kind::Double) * 3.0;
         let y = m.forward(&x);
         assert_eq!(y.size(), [8, 2]);
-        let mut x_fmt = m.layers[0].formats.get(TensorClass::Input).unwrap();
-        for l in &m.layers {
-            let f = |c| l.formats.get(c).unwrap();
+        let mut x_fmt = m.layers()[0].formats().get(TensorClass::Input).unwrap();
+        for l in m.layers() {
+            let f = |c| l.formats().get(c).unwrap();
             let (wf, bf, zf) = (
                 f(TensorClass::Weight),
                 f(TensorClass::Bias),
@@ -126,22 +126,22 @@ fn exact_mode_equals_golden_integer_gemm_forward_and_backward() {
                 &wf,
                 Some((&codes(l.bias(), &bf), &bf)),
                 8,
-                l.in_dim,
-                l.out_dim,
+                l.in_dim(),
+                l.out_dim(),
                 &zf,
             );
-            assert_eq!(codes(z, &zf), golden, "{preset:?} {} forward", l.name);
+            assert_eq!(codes(z, &zf), golden, "{preset:?} {} forward", l.name());
             x_fmt = f(TensorClass::Activation);
         }
         // Backward through the identity-free tanh output: check the last layer's weight
         // gradient x^T dz and input error dz W^T against the golden GEMM.
-        let last = m.layers.len() - 1;
-        let xin = m.layers[last].cached_input().unwrap().shallow_clone();
-        let z = m.layers[last].cached_preact().unwrap().shallow_clone();
-        let ef = m.layers[last].formats.get(TensorClass::Error).unwrap();
-        let gf = m.layers[last].formats.get(TensorClass::Grad).unwrap();
-        let xf = m.layers[last - 1]
-            .formats
+        let last = m.layers().len() - 1;
+        let xin = m.layers()[last].cached_input().unwrap().shallow_clone();
+        let z = m.layers()[last].cached_preact().unwrap().shallow_clone();
+        let ef = m.layers()[last].formats().get(TensorClass::Error).unwrap();
+        let gf = m.layers()[last].formats().get(TensorClass::Grad).unwrap();
+        let xf = m.layers()[last - 1]
+            .formats()
             .get(TensorClass::Activation)
             .unwrap();
         let delta = quant::tensor::fake_quant(&(randn(8, 2, 4, Kind::Double) * 0.01), &ef, None).0;
@@ -165,7 +165,7 @@ fn exact_mode_equals_golden_integer_gemm_forward_and_backward() {
             &gf,
         );
         assert_eq!(
-            codes(m.layers[last].weight_grad(), &gf),
+            codes(m.layers()[last].weight_grad(), &gf),
             golden_gw,
             "{preset:?} weight gradient"
         );
@@ -241,13 +241,13 @@ fn exported_codes_read_back_to_the_trained_values_with_their_formats() {
     let m = net(Preset::Fxp16, Gemm::Fast, &[3, 8, 2]);
     let layers = agents::export::export_network(&m).unwrap();
     assert_eq!(layers.len(), 2);
-    for (e, l) in layers.iter().zip(&m.layers) {
+    for (e, l) in layers.iter().zip(m.layers()) {
         let wf = e.weight_format.unwrap();
-        assert_eq!(e.weight_codes.len(), l.in_dim * l.out_dim);
+        assert_eq!(e.weight_codes.len(), l.in_dim() * l.out_dim());
         for (c, v) in e.weight_codes.iter().zip(&e.weight_values) {
             assert_eq!(quant::to_f64(*c, &wf), *v);
         }
-        assert_eq!(e.bias_codes.len(), l.out_dim);
+        assert_eq!(e.bias_codes.len(), l.out_dim());
     }
     // Layer 1's input format is layer 0's activation format.
     assert_eq!(layers[1].formats.input, layers[0].formats.activation);
@@ -273,7 +273,7 @@ fn bits(t: &Tensor) -> Vec<u64> {
 /// with the same cast counts and stochastic-source counters.
 #[test]
 fn fused_kernels_equal_the_unfused_path_bit_for_bit() {
-    use agents::optim::{Optimizer, OptimizerConfig};
+    use agents::optim::OptimizerConfig;
     let _ng = tch::no_grad_guard();
     // fxp32 (f64 storage with its f32 shadow), fxp16 (f32 storage, stochastic weights),
     // and fxp16 with saturating errors in a non-holding error format.
@@ -289,12 +289,8 @@ fn fused_kernels_equal_the_unfused_path_bit_for_bit() {
         let build = |fused: bool, name: &str, out: Activation| {
             let mut rng = ChaCha8Rng::seed_from_u64(3);
             let sizes = [5, 64, 48, if name == "actor" { 2 } else { 1 }];
-            let mut m = Mlp::new(name, &sizes, out, &spec, &mut rng, 11);
-            m.optimizer = Some(Optimizer::new(
-                OptimizerConfig::adam(3e-3),
-                m.params().numel(),
-                m.kind(),
-            ));
+            let mut m = Mlp::new(name, &sizes, out, &spec, &mut rng, 11)
+                .with_optimizer(OptimizerConfig::adam(3e-3));
             m.set_fused(fused);
             let mut t = m.target_copy(&format!("{name}_target"), &spec, 12);
             t.set_fused(fused);
@@ -333,9 +329,9 @@ fn fused_kernels_equal_the_unfused_path_bit_for_bit() {
                     trace.push(bits(n.params()));
                     trace.push(bits(n.grads()));
                     trace.push(vec![n.stochastic_source().counter()]);
-                    for l in &n.layers {
+                    for l in n.layers() {
                         trace.push(
-                            l.stats
+                            l.stats()
                                 .iter()
                                 .flat_map(|s| [s.elements, s.saturated, s.wrapped, s.nan, s.inf])
                                 .collect(),
@@ -343,7 +339,7 @@ fn fused_kernels_equal_the_unfused_path_bit_for_bit() {
                     }
                 }
                 for n in [&actor, &critic] {
-                    let o = n.optimizer.as_ref().unwrap();
+                    let o = n.optimizer().unwrap();
                     trace.push(bits(o.first_moment()));
                     trace.push(bits(o.root_second_moment()));
                 }
@@ -363,21 +359,17 @@ fn fused_kernels_equal_the_unfused_path_bit_for_bit() {
 /// lr / bc1 (bias correction 0.1 at t = 1), instead of saturating the update format.
 #[test]
 fn fixed_point_adam_step_stays_near_lr_when_the_root_moment_rounds_to_zero() {
-    use agents::optim::{Optimizer, OptimizerConfig};
+    use agents::optim::OptimizerConfig;
     let lr = 3e-4;
     let lsb = 2f64.powi(-24);
     for fused in [false, true] {
-        let mut m = net(Preset::Fxp32, Gemm::Fast, &[3, 8, 2]);
+        let mut m =
+            net(Preset::Fxp32, Gemm::Fast, &[3, 8, 2]).with_optimizer(OptimizerConfig::adam(lr));
         m.set_fused(fused);
-        m.optimizer = Some(Optimizer::new(
-            OptimizerConfig::adam(lr),
-            m.params().numel(),
-            m.kind(),
-        ));
         let before = m.params().copy();
         let _ = m.grads().shallow_clone().fill_(10.0 * lsb);
         m.step();
-        let opt = m.optimizer.as_ref().unwrap();
+        let opt = m.optimizer().unwrap();
         assert_eq!(opt.first_moment().max().double_value(&[]), lsb);
         assert_eq!(opt.root_second_moment().abs().max().double_value(&[]), 0.0);
         let step = (&before - m.params()).abs();

@@ -198,13 +198,13 @@ fn a_range_chain_retrains_each_rung_from_the_previous_one() {
     // The rung's checkpoint is the deployable network: weights on their formats' grids.
     let dir = report.paths.rung_dir(Strategy::Range, 12).join("seed_0");
     let t = agents::trainer::Trainer::resume(&dir).unwrap();
-    for l in &t.agent().actor().layers {
-        let f = l.formats.get(TensorClass::Weight).unwrap();
+    for l in t.agent().actor().layers() {
+        let f = l.formats().get(TensorClass::Weight).unwrap();
         let (q, _) = quant::tensor::fake_quant(l.weight(), &f, None);
         assert!(
             q.equal(l.weight()),
             "{} weights off the grid of {f}",
-            l.name
+            l.name()
         );
     }
 }
@@ -244,13 +244,17 @@ fn multiplier_free_actor_weights_have_at_most_k_powers_of_two() {
             .unwrap()
             .to_path_buf();
         let t = agents::trainer::Trainer::resume(&dir).unwrap();
-        for l in &t.agent().actor().layers {
-            let f = l.formats.get(TensorClass::Weight).unwrap();
+        for l in t.agent().actor().layers() {
+            let f = l.formats().get(TensorClass::Weight).unwrap();
             let w =
                 Vec::<f64>::try_from(l.weight().to_kind(tch::Kind::Double).flatten(0, -1)).unwrap();
             for x in w {
                 let raw = quant::from_f64(x, &f).unwrap();
-                assert!(agents::pow2::signed_digit_count(raw) <= 2, "{} {x}", l.name);
+                assert!(
+                    agents::pow2::signed_digit_count(raw) <= 2,
+                    "{} {x}",
+                    l.name()
+                );
             }
         }
     }

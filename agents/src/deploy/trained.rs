@@ -55,14 +55,14 @@ impl DeployedActor {
         let input_fmt = need(first.formats.input, &first.name, TensorClass::Input)?;
         let layers = exported
             .into_iter()
-            .zip(&net.layers)
+            .zip(net.layers())
             .map(|(l, layer)| {
                 Ok(DeployedLayer {
                     weight_fmt: stored(need(l.weight_format, &l.name, TensorClass::Weight)?),
                     bias_fmt: stored(need(l.bias_format, &l.name, TensorClass::Bias)?),
                     preact_fmt: need(l.formats.preact, &l.name, TensorClass::Preact)?,
                     act_fmt: need(l.formats.activation, &l.name, TensorClass::Activation)?,
-                    activation: layer.activation.clone(),
+                    activation: layer.activation().clone(),
                     weight: l.weight_codes,
                     bias: l.bias_codes,
                     name: l.name,
@@ -105,12 +105,12 @@ mod tests {
         d.validate().unwrap();
         assert_eq!(d.layers.len(), 2);
         assert_eq!(d.layers[0].activation, Activation::Relu);
-        assert_eq!(d.layers[1].activation, net.layers[1].activation);
+        assert_eq!(&d.layers[1].activation, net.layers()[1].activation());
         // fxp16 rounds weights stochastically in training; stored codes are not rounded again.
         assert_eq!(d.layers[0].weight_fmt.rounding, Rounding::Trn);
         assert_eq!(
             d.input_fmt,
-            net.layers[0].formats.get(TensorClass::Input).unwrap()
+            net.layers()[0].formats().get(TensorClass::Input).unwrap()
         );
     }
 

@@ -159,7 +159,7 @@ fn calibrate(t: &mut Trainer, plan: &QatPlan, seed: u64) -> Result<()> {
         )));
     }
     points.apply(actor);
-    if let Some(target) = rest.iter_mut().find(|n| n.name == "actor_target") {
+    if let Some(target) = rest.iter_mut().find(|n| n.name() == "actor_target") {
         points.apply(target);
     }
     Ok(())

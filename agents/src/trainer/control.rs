@@ -44,7 +44,11 @@ impl Trainer {
         self.agent
             .networks()
             .iter()
-            .flat_map(|n| n.layers.iter().map(|l| (l.name.clone(), l.formats)))
+            .flat_map(|n| {
+                n.layers()
+                    .iter()
+                    .map(|l| (l.name().to_string(), *l.formats()))
+            })
             .collect()
     }
 
@@ -66,10 +70,10 @@ impl Trainer {
     pub fn ranges(&self, kind: ObserverKind) -> RangeTable {
         let mut out = RangeTable::new();
         for net in self.agent.networks() {
-            for l in &net.layers {
-                let m = out.entry(l.name.clone()).or_default();
+            for l in net.layers() {
+                let m = out.entry(l.name().to_string()).or_default();
                 for c in TensorClass::ALL {
-                    let r = &l.ranges[c.index()];
+                    let r = &l.ranges()[c.index()];
                     let v = match kind {
                         ObserverKind::Max => r.max_abs.range(),
                         ObserverKind::Ema => r.ema.range(),
@@ -102,9 +106,7 @@ impl Trainer {
     /// Fresh range observers on every layer, fed on every update from now on.
     pub fn reset_range_observers(&mut self) {
         for net in self.agent.networks_mut() {
-            for l in &mut net.layers {
-                l.ranges = Default::default();
-            }
+            net.reset_ranges();
         }
         self.cfg.range_every = 1;
     }
@@ -143,7 +145,7 @@ impl Trainer {
         self.cfg.actor_learning_rate = None;
         self.cfg.critic_learning_rate = None;
         for net in self.agent.networks_mut() {
-            if let Some(opt) = &mut net.optimizer {
+            if let Some(opt) = net.optimizer_mut() {
                 match &mut opt.config {
                     OptimizerConfig::Adam { lr: l, .. } | OptimizerConfig::Sgd { lr: l, .. } => {
                         *l = lr
@@ -160,11 +162,11 @@ impl Trainer {
         let actor = self.agent.actor_mut();
         let mut total = MultiplierCount::default();
         let _g = tch::no_grad_guard();
-        for l in &actor.layers {
-            let n = (l.in_dim * l.out_dim) as u64;
-            match l.formats.get(TensorClass::Weight) {
+        for l in actor.layers() {
+            let n = (l.in_dim() * l.out_dim()) as u64;
+            match l.formats().get(TensorClass::Weight) {
                 Some(f) => {
-                    let book = Pow2Codebook::new(&f, k).map_err(|e| e.in_layer(&l.name))?;
+                    let book = Pow2Codebook::new(&f, k).map_err(|e| e.in_layer(l.name()))?;
                     let (p, c) = book.project_tensor(l.weight());
                     l.weight().shallow_clone().copy_(&p);
                     total.merge(&c);

@@ -293,7 +293,7 @@ impl Trainer {
         };
         self.agent.networks()[..n_online]
             .iter()
-            .flat_map(|n| n.layers.iter().map(|l| l.name.clone()))
+            .flat_map(|n| n.layers().iter().map(|l| l.name().to_string()))
             .collect()
     }
 
@@ -520,7 +520,7 @@ impl Trainer {
         let observe = self.cfg.range_every > 0
             && self.agent.updates() % self.cfg.range_every < self.cfg.policy_frequency.max(1);
         for n in self.agent.networks_mut() {
-            n.observe = observe;
+            n.set_observe(observe);
         }
         let batch = self.buffer.sample(self.cfg.batch_size, &mut self.rng);
         let u = self.agent.update(&batch, &mut self.rng);
@@ -610,7 +610,8 @@ impl Trainer {
         let (mut sat_all, mut wrap_all) = (0u64, 0u64);
         let mut seen = 0;
         for net in self.agent.networks_mut() {
-            for l in &mut net.layers {
+            let name = net.name().to_string();
+            for l in net.layers_mut() {
                 let stats = l.take_stats();
                 let (sat, wrap) = stats
                     .iter()
@@ -618,22 +619,22 @@ impl Trainer {
                 sat_all += sat;
                 wrap_all += wrap;
                 if seen < n_online {
-                    let act_max = l.ranges[TensorClass::Activation.index()].max_abs.range();
+                    let act_max = l.ranges()[TensorClass::Activation.index()].max_abs.range();
                     per_layer.push_str(&format!(",{act_max},{sat},{wrap}"));
                 }
                 seen += 1;
                 for c in TensorClass::ALL {
                     let q = &stats[c.index()];
-                    let r = &l.ranges[c.index()];
+                    let r = &l.ranges()[c.index()];
                     let max_abs = r.max_abs.range();
                     if q.elements == 0 && max_abs == 0.0 {
                         continue;
                     }
                     quant_lines.push(format!(
                         "{step},{},{},{c},\"{}\",{},{},{},{},{},{max_abs},{},{}",
-                        net.name,
-                        l.name,
-                        FormatValue(l.formats.get(c)),
+                        name,
+                        l.name(),
+                        FormatValue(l.formats().get(c)),
                         q.elements,
                         q.saturated,
                         q.wrapped,

@@ -62,25 +62,25 @@ pub fn save_agent(agent: &dyn Agent, w: &mut CheckpointWriter) -> Result<(), Che
     w.meta("agent.algo", agent.algo())?;
     w.meta("agent.updates", agent.updates())?;
     for net in agent.networks() {
-        let p = format!("net.{}", net.name);
+        let p = format!("net.{}", net.name());
         w.tensor(&format!("{p}.params"), net.params())?;
         w.meta(&format!("{p}.source"), net.stochastic_source())?;
         let formats: Vec<Vec<String>> = net
-            .layers
+            .layers()
             .iter()
             .map(|l| {
                 TensorClass::ALL
                     .iter()
-                    .map(|&c| FormatValue(l.formats.get(c)).to_string())
+                    .map(|&c| FormatValue(l.formats().get(c)).to_string())
                     .collect()
             })
             .collect();
         w.meta(&format!("{p}.formats"), formats)?;
-        let stats: Vec<[QuantStats; 9]> = net.layers.iter().map(|l| l.stats).collect();
+        let stats: Vec<[QuantStats; 9]> = net.layers().iter().map(|l| *l.stats()).collect();
         w.meta(&format!("{p}.stats"), stats)?;
-        let ranges: Vec<&[RangeTrack; 9]> = net.layers.iter().map(|l| &l.ranges).collect();
+        let ranges: Vec<&[RangeTrack; 9]> = net.layers().iter().map(|l| l.ranges()).collect();
         w.meta(&format!("{p}.ranges"), ranges)?;
-        if let Some(opt) = &net.optimizer {
+        if let Some(opt) = net.optimizer() {
             w.meta(&format!("{p}.opt.t"), opt.t)?;
             w.tensor(&format!("{p}.opt.m"), opt.first_moment())?;
             w.tensor(&format!("{p}.opt.s"), opt.root_second_moment())?;
@@ -100,14 +100,14 @@ pub fn load_agent(agent: &mut dyn Agent, r: &CheckpointReader) -> Result<(), Che
     }
     agent.set_updates(r.meta("agent.updates")?);
     for net in agent.networks_mut() {
-        let p = format!("net.{}", net.name);
+        let p = format!("net.{}", net.name());
         let formats: Vec<Vec<String>> = r.meta(&format!("{p}.formats"))?;
-        if formats.len() != net.layers.len() {
+        if formats.len() != net.layers().len() {
             return Err(CheckpointError::Mismatch(format!(
                 "checkpoint network `{}` has {} layers, expected {}",
-                net.name,
+                net.name(),
                 formats.len(),
-                net.layers.len()
+                net.layers().len()
             )));
         }
         let mut parsed = Vec::new();
@@ -118,7 +118,7 @@ pub fn load_agent(agent: &mut dyn Agent, r: &CheckpointReader) -> Result<(), Che
                     *c,
                     s.parse::<FormatValue>()
                         .map_err(|e| {
-                            CheckpointError::Mismatch(format!("network `{}`: {e}", net.name))
+                            CheckpointError::Mismatch(format!("network `{}`: {e}", net.name()))
                         })?
                         .0,
                 );
@@ -131,7 +131,7 @@ pub fn load_agent(agent: &mut dyn Agent, r: &CheckpointReader) -> Result<(), Che
         if params.numel() != net.params().numel() {
             return Err(CheckpointError::Mismatch(format!(
                 "checkpoint network `{}` has {} parameters, expected {}",
-                net.name,
+                net.name(),
                 params.numel(),
                 net.params().numel()
             )));
@@ -140,11 +140,10 @@ pub fn load_agent(agent: &mut dyn Agent, r: &CheckpointReader) -> Result<(), Che
         net.set_stochastic_source(r.meta(&format!("{p}.source"))?);
         let stats: Vec<[QuantStats; 9]> = r.meta(&format!("{p}.stats"))?;
         let ranges: Vec<[RangeTrack; 9]> = r.meta(&format!("{p}.ranges"))?;
-        for ((l, s), rg) in net.layers.iter_mut().zip(stats).zip(ranges) {
-            l.stats = s;
-            l.ranges = rg;
+        for ((l, s), rg) in net.layers_mut().iter_mut().zip(stats).zip(ranges) {
+            l.restore_counters(s, rg);
         }
-        if let Some(opt) = &mut net.optimizer {
+        if let Some(opt) = net.optimizer_mut() {
             let t = r.meta(&format!("{p}.opt.t"))?;
             opt.load(
                 t,

@@ -186,9 +186,9 @@ fn cast_elements(agent: &mut Box<dyn agents::Agent>) -> u64 {
         .networks_mut()
         .into_iter()
         .flat_map(|n| {
-            n.layers
-                .iter_mut()
-                .map(|l| l.take_stats().iter().map(|s| s.elements).sum::<u64>())
+            n.take_stats()
+                .into_iter()
+                .map(|l| l.iter().map(|s| s.elements).sum::<u64>())
         })
         .sum()
 }
@@ -416,7 +416,7 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
                         }
                     }
                 }
-                Err(e) => println!("mismatch.{}: n/a ({e})", net.name),
+                Err(e) => println!("mismatch.{}: n/a ({e})", net.name()),
             }
         }
     }
