@@ -126,6 +126,7 @@ pub mod pow2;
 pub mod precision;
 pub mod qat;
 pub mod replay;
+pub mod stats;
 pub mod td3;
 pub mod trainer;
 

@@ -120,10 +120,12 @@ pub struct AcrossSeeds {
 
 impl AcrossSeeds {
     pub fn of(xs: &[f64]) -> Self {
-        let n = xs.len();
-        let mean = xs.iter().sum::<f64>() / n as f64;
-        let std = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
-        AcrossSeeds { mean, std, n }
+        let (mean, std) = agents::stats::mean_std(xs).unwrap_or((f64::NAN, f64::NAN));
+        AcrossSeeds {
+            mean,
+            std,
+            n: xs.len(),
+        }
     }
 }
 
@@ -258,8 +260,7 @@ fn plot_curve(cfg: &TrainConfig, results: &[SeedResult], dir: &Path) -> Result<(
             continue;
         }
         let mean = ys.iter().sum::<f64>() / ys.len() as f64;
-        let lo = ys.iter().cloned().fold(f64::INFINITY, f64::min);
-        let hi = ys.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let (lo, hi) = agents::stats::min_max(&ys);
         points.push((s as f64, mean));
         band.push((s as f64, lo, hi));
     }

@@ -12,6 +12,7 @@ use super::QatError;
 use crate::layout;
 use crate::pow2::MultiplierCount;
 use crate::precision::ClassSpec;
+pub use crate::stats::mean_std;
 
 /// How a rung's network got its narrow formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -85,17 +86,6 @@ pub struct RungResult {
     pub seeds: Vec<SeedOutcome>,
 }
 
-/// Mean and population standard deviation (ddof 0); `None` for no values.
-pub fn mean_std(xs: &[f64]) -> Option<(f64, f64)> {
-    if xs.is_empty() {
-        return None;
-    }
-    let n = xs.len() as f64;
-    let m = xs.iter().sum::<f64>() / n;
-    let v = xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n;
-    Some((m, v.sqrt()))
-}
-
 impl RungResult {
     /// A result from per-seed returns (`None` = a seed that diverged), seeds numbered
     /// from 0, each with a checkpoint `ck<seed>` and no formats: how tests and tools
@@ -157,8 +147,8 @@ impl RungResult {
     pub fn best_seed(&self) -> Option<&SeedOutcome> {
         self.seeds
             .iter()
-            .filter(|s| s.eval_mean.is_some() && s.checkpoint.is_some())
-            .max_by(|a, b| a.eval_mean.partial_cmp(&b.eval_mean).unwrap())
+            .filter(|s| s.eval_mean.is_some_and(f64::is_finite) && s.checkpoint.is_some())
+            .max_by(|a, b| a.eval_mean.unwrap().total_cmp(&b.eval_mean.unwrap()))
     }
 }
 
@@ -244,7 +234,7 @@ pub fn choose<'a>(
         .min_by(|a, b| {
             a.rung.width.cmp(&b.rung.width).then_with(|| {
                 let (ma, mb) = (a.mean_std().unwrap().0, b.mean_std().unwrap().0);
-                mb.partial_cmp(&ma).unwrap()
+                mb.total_cmp(&ma)
             })
         })
 }

@@ -204,6 +204,12 @@ impl Trainer {
         let marks: Vec<u64> = r.meta("csv_marks")?;
         let mut t = Self::assemble(cfg, seed, dir, Some(Recorder::reopen(dir, &marks)?))?;
         t.restore(&r)?;
+        if t.st.finished {
+            // A run's last checkpoint may fall inside an episode, and checkpoints hold no
+            // env state: whoever continues a finished run (the QAT ladder) starts a
+            // fresh episode. (Every other checkpoint is taken at an episode boundary.)
+            t.end_episode();
+        }
         Ok(t)
     }
 
@@ -576,15 +582,14 @@ impl Trainer {
             }
             returns.push(ret);
         }
-        let n = returns.len() as f64;
-        let mean = returns.iter().sum::<f64>() / n;
-        let std = (returns.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let (mean, std) = crate::stats::mean_std(&returns).unwrap_or((f64::NAN, f64::NAN));
+        let (min, max) = crate::stats::min_max(&returns);
         Ok(EvalResult {
             step: self.st.step,
             mean,
             std,
-            min: returns.iter().cloned().fold(f64::INFINITY, f64::min),
-            max: returns.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+            min,
+            max,
             episodes,
         })
     }

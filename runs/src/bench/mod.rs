@@ -35,13 +35,4 @@ pub fn run(what: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
     }
 }
 
-/// The median of `xs` (mean of the middle two for an even count); NaN for none.
-pub fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
+pub use agents::stats::median;
