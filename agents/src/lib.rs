@@ -27,6 +27,8 @@
 //! - [`qat`]: the QAT ladder (strategies, rungs, format derivation, the verdict).
 //! - [`export`]: the actor's integer codes and formats for hardware.
 //! - [`layout`]: every file name of a run directory.
+//! - [`sweep`]: a sweep's grid of trials with stable ids, shards, each trial's config,
+//!   and collecting finished trials from shard directories into per-group summaries.
 //! - [`deploy`]: the actor as integer hardware runs it (golden integer inference, tanh
 //!   tables, test vectors) and its C99 and HLS C++ code generators.
 //!
@@ -119,6 +121,7 @@ pub mod pow2;
 pub mod precision;
 pub mod qat;
 pub mod replay;
+pub mod sweep;
 pub mod td3;
 pub mod trainer;
 
