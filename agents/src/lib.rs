@@ -27,6 +27,7 @@
 //! - [`qat`]: the QAT ladder (strategies, rungs, format derivation, the verdict).
 //! - [`export`]: the actor's integer codes and formats for hardware.
 //! - [`layout`]: every file name of a run directory.
+//! - [`pipeline`]: the `fixar pipeline` file (train, QAT, accelerator stages).
 //! - [`sweep`]: a sweep's grid of trials with stable ids, shards, each trial's config,
 //!   and collecting finished trials from shard directories into per-group summaries.
 //! - [`deploy`]: the actor as integer hardware runs it (golden integer inference, tanh
@@ -117,6 +118,7 @@ pub mod learned_point;
 pub mod mlp;
 pub mod noise;
 pub mod optim;
+pub mod pipeline;
 pub mod pow2;
 pub mod precision;
 pub mod qat;
