@@ -30,6 +30,9 @@
 //! - [`qat`]: the QAT ladder (strategies, rungs, format derivation, the verdict).
 //! - [`export`]: the actor's integer codes and formats for hardware.
 //! - [`layout`]: every file name of a run directory.
+//! - [`pipeline`]: the `fixar pipeline` file (train, QAT, accelerator stages).
+//! - [`sweep`]: a sweep's grid of trials with stable ids, shards, each trial's config,
+//!   and collecting finished trials from shard directories into per-group summaries.
 //! - [`deploy`]: the actor as integer hardware runs it (golden integer inference, tanh
 //!   tables, test vectors) and its C99 and HLS C++ code generators.
 //!
@@ -122,11 +125,13 @@ pub mod mlp;
 pub mod noise;
 pub mod optim;
 mod params;
+pub mod pipeline;
 pub mod pow2;
 pub mod precision;
 pub mod qat;
 pub mod replay;
 pub mod stats;
+pub mod sweep;
 pub mod td3;
 pub mod trainer;
 

@@ -59,7 +59,13 @@ mod tests {
         let (lo, hi) = min_max(&[1.0, f64::NAN, 3.0]);
         assert!(lo.is_nan() && hi.is_nan());
         // What the plain fold would have said.
-        assert_eq!([1.0, f64::NAN, 3.0].iter().copied().fold(f64::INFINITY, f64::min), 1.0);
+        assert_eq!(
+            [1.0, f64::NAN, 3.0]
+                .iter()
+                .copied()
+                .fold(f64::INFINITY, f64::min),
+            1.0
+        );
     }
 
     #[test]

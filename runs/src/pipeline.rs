@@ -18,92 +18,12 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use agents::layout;
+use agents::pipeline::{accel_datapath, PipelineError, PipelineSpec};
 use anyhow::{Context, Result};
 use clap::Parser;
-use serde::{Deserialize, Serialize};
 
 use crate::failure::config_error;
 use crate::report::{Report, Section, Table};
-
-/// A pipeline file (TOML).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PipelineSpec {
-    /// Name used in titles.
-    pub name: String,
-    /// The training config (relative to this file); its `precision` is set to `fxp32`.
-    pub train: PathBuf,
-    /// Seeds, as `fixar train --seeds` takes them (`0..3`, `0,4`).
-    #[serde(default = "default_seeds")]
-    pub seeds: String,
-    /// Output directory (relative to the working directory).
-    #[serde(default)]
-    pub out: Option<PathBuf>,
-    /// `key = value` overrides on the training config (as `fixar train --set`).
-    #[serde(default)]
-    pub set: BTreeMap<String, toml::Value>,
-    #[serde(default)]
-    pub qat: QatStage,
-    #[serde(default)]
-    pub accel: AccelStage,
-}
-
-fn default_seeds() -> String {
-    "0..2".into()
-}
-
-/// The QAT stage: the flags of `fixar qat`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct QatStage {
-    pub widths: String,
-    pub strategy: String,
-    pub tolerance: f64,
-    /// Retraining steps per rung.
-    pub steps: u64,
-    /// Profiling steps on the parent.
-    pub profile_steps: u64,
-    /// Eval episodes per seed (default: the training config's).
-    pub episodes: Option<u32>,
-    /// Any other `fixar qat` flags, e.g. `["--headroom", "1"]`.
-    pub extra_args: Vec<String>,
-}
-
-impl Default for QatStage {
-    fn default() -> Self {
-        QatStage {
-            widths: "32,16,12,10,8,6".into(),
-            strategy: "range,ptq".into(),
-            tolerance: 0.05,
-            steps: 2000,
-            profile_steps: 500,
-            episodes: None,
-            extra_args: Vec::new(),
-        }
-    }
-}
-
-/// The accelerator stage.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AccelStage {
-    /// Hardware preset (`fixar accel --hw`).
-    pub hw: String,
-    /// Seconds of the timed CPU run of the same agent (0 = skip).
-    pub cpu_seconds: f64,
-    /// CPU power for the efficiency ratio (default: the accel command's).
-    pub cpu_watts: Option<f64>,
-}
-
-impl Default for AccelStage {
-    fn default() -> Self {
-        AccelStage {
-            hw: "fixar-u50".into(),
-            cpu_seconds: 3.0,
-            cpu_watts: None,
-        }
-    }
-}
 
 /// `fixar pipeline` arguments.
 #[derive(clap::Args, Debug)]
@@ -119,16 +39,6 @@ pub struct PipelineArgs {
     pub force: bool,
 }
 
-impl PipelineSpec {
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            config_error(format!("cannot read pipeline file {}: {e}", path.display()))
-        })?;
-        toml::from_str(&text)
-            .map_err(|e| config_error(format!("pipeline file {}: {e}", path.display())))
-    }
-}
-
 /// Wraps the `fixar qat` flags so the pipeline parses them exactly as the CLI does.
 #[derive(Parser)]
 struct QatCli {
@@ -142,14 +52,10 @@ fn set_strings(set: &BTreeMap<String, toml::Value>) -> Vec<String> {
 
 /// Runs the whole pipeline; returns the report paths.
 pub fn run(args: &PipelineArgs) -> Result<ExitCode> {
-    let spec = PipelineSpec::load(&args.config)?;
-    let base_dir = args.config.parent().unwrap_or(Path::new("."));
-    let train_path = base_dir.join(&spec.train);
-    let out = args
-        .out
-        .clone()
-        .or_else(|| spec.out.clone())
-        .unwrap_or_else(|| PathBuf::from("runs-out/pipeline").join(&spec.name));
+    let spec =
+        PipelineSpec::load(&args.config).map_err(|e: PipelineError| config_error(e.to_string()))?;
+    let train_path = spec.train_path(&args.config);
+    let out = args.out.clone().unwrap_or_else(|| spec.out_dir());
     // Check every stage's input before anything is created.
     let mut sets = set_strings(&spec.set);
     sets.push("precision=\"fxp32\"".into());
@@ -225,11 +131,11 @@ pub fn run(args: &PipelineArgs) -> Result<ExitCode> {
     // 3. Accelerator at the chosen precision (FXP16 datapath for widths up to 16).
     let t2 = Instant::now();
     eprintln!("pipeline 3/3: accelerator estimate on {}", spec.accel.hw);
-    let chosen_width = qat.outcome.chosen.as_ref().map(|c| c.width);
-    let mut accel_cfg = cfg.clone();
-    if chosen_width.is_some_and(|w| w <= 16) {
-        accel_cfg.precision = agents::Preset::Fxp16;
-    }
+    let datapath = accel_datapath(qat.outcome.chosen.as_ref().map(|c| c.width));
+    let accel_cfg = agents::config::TrainConfig {
+        precision: datapath,
+        ..cfg.clone()
+    };
     let accel_cfg_path = out.join(layout::ACCEL_AGENT);
     std::fs::write(&accel_cfg_path, toml::to_string_pretty(&accel_cfg)?)?;
     let accel_dir = out.join("accel");
@@ -393,7 +299,7 @@ fn build_report(
         accel.estimate.hw,
         accel.estimate.device,
         accel.preset_description,
-        if qat.outcome.chosen.as_ref().is_some_and(|c| c.width <= 16) { "FXP16" } else { "FXP32" }
+        accel_datapath(qat.outcome.chosen.as_ref().map(|c| c.width)).name().to_uppercase()
     ));
     asec = asec.table(at);
     if let Some(c) = &accel.calibration {
