@@ -5,17 +5,14 @@
 
 use std::path::Path;
 
+use accel_model::paper::BatchRow;
 use accel_model::plan::{Phase, Plan};
+use accel_model::study::Study;
 use accel_model::{HwConfig, Parallelism, Performance, Precision, Workload};
 
-use super::report::AccelReport;
 use crate::plot;
 
-pub(super) const MODES: [Parallelism; 3] = [
-    Parallelism::IntraLayer,
-    Parallelism::IntraBatch,
-    Parallelism::Adaptive,
-];
+const MODES: [Parallelism; 3] = Parallelism::ALL;
 
 fn perf_at(w: &Workload, hw: &HwConfig) -> Option<Performance> {
     Plan::new(w).estimate(hw).ok().and_then(|e| e.performance)
@@ -23,7 +20,7 @@ fn perf_at(w: &Workload, hw: &HwConfig) -> Option<Performance> {
 
 /// Writes the four figures into `dir`; returns their stems (relative to `dir`).
 pub fn write_plots(
-    report: &AccelReport,
+    report: &Study,
     w: &Workload,
     hw: &HwConfig,
     dir: &Path,
@@ -226,13 +223,13 @@ pub fn write_plots(
 }
 
 /// System and accelerator IPS against batch, and the time step's breakdown per batch.
-fn batch_plots(report: &AccelReport, dir: &Path) -> anyhow::Result<Vec<String>> {
+fn batch_plots(report: &Study, dir: &Path) -> anyhow::Result<Vec<String>> {
     let rows = &report.batches;
     if rows.is_empty() {
         return Ok(Vec::new());
     }
     let e = &report.estimate;
-    let xs = |f: fn(&super::paper::BatchRow) -> f64| -> Vec<(f64, f64)> {
+    let xs = |f: fn(&BatchRow) -> f64| -> Vec<(f64, f64)> {
         rows.iter().map(|b| (b.batch as f64, f(b))).collect()
     };
     let mut series = vec![
