@@ -107,11 +107,25 @@ pub fn pct(model: f64, paper: f64) -> f64 {
     100.0 * (model - paper) / paper
 }
 
+impl PaperComparison {
+    /// The paper's accelerator training IPS (the same at every batch).
+    pub fn paper_accelerator_ips(&self) -> Option<f64> {
+        self.paper_figure("accelerator IPS")
+    }
+
+    /// The paper's system training IPS at the headline batch.
+    pub fn paper_system_ips(&self) -> Option<f64> {
+        self.paper_figure("system IPS")
+    }
+
+    fn paper_figure(&self, prefix: &str) -> Option<f64> {
+        let row = self.rows.iter().find(|r| r.figure.starts_with(prefix));
+        row.map(|r| r.paper)
+    }
+}
+
 fn perf(w: &Workload, preset: &Preset) -> Option<Performance> {
-    Plan::new(w)
-        .estimate(&preset.hw)
-        .ok()
-        .and_then(|e| e.performance)
+    crate::study::performance(w, &preset.hw)
 }
 
 /// The model at each batch in `batches` for `w` on the preset's hardware.
@@ -400,6 +414,8 @@ mod tests {
             2.0 * 256.0 * 164e6 * r.training_utilization / r.accelerator_training_ips
         );
         assert_eq!(c.accounting.len(), 2);
+        assert_eq!(c.paper_accelerator_ips(), Some(r.accelerator_training_ips));
+        assert_eq!(c.paper_system_ips(), Some(r.system_training_ips));
         assert_eq!(c.alternatives.len(), r.batches.len());
         let other = Workload {
             obs_dim: own.obs_dim + 1,

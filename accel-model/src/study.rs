@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::paper::{self, BatchRow, PaperComparison};
-use crate::plan::Plan;
+use crate::plan::{Phase, Plan};
 use crate::presets::Preset;
 use crate::sweep::{pareto_front, SweepPoint, SweepSpec};
-use crate::{Estimate, ModelError, Precision, Workload};
+use crate::{Estimate, HwConfig, ModelError, Parallelism, Performance, Precision, Workload};
 
 /// Batch sizes every study evaluates (FIXAR's four).
 pub const REPORT_BATCHES: [usize; 4] = [64, 128, 256, 512];
@@ -180,6 +180,120 @@ impl Study {
     }
 }
 
+/// The estimate's performance; `None` when the configuration does not fit or is invalid.
+pub fn performance(w: &Workload, hw: &HwConfig) -> Option<Performance> {
+    Plan::new(w).estimate(hw).ok().and_then(|e| e.performance)
+}
+
+/// Accelerator training IPS against AAP cores `1..=max_cores` in each mode at
+/// `precision`, fitting points only.
+pub fn ips_vs_cores(
+    w: &Workload,
+    hw: &HwConfig,
+    precision: Precision,
+    max_cores: usize,
+) -> Vec<(Parallelism, Vec<(usize, f64)>)> {
+    let w = Workload {
+        precision,
+        ..w.clone()
+    };
+    Parallelism::ALL
+        .map(|parallelism| {
+            let points = (1..=max_cores).filter_map(|cores| {
+                let hw = HwConfig {
+                    cores,
+                    parallelism,
+                    ..hw.clone()
+                };
+                Some((cores, performance(&w, &hw)?.accelerator_training_ips))
+            });
+            (parallelism, points.collect())
+        })
+        .to_vec()
+}
+
+/// Training IPS/W against the datapath width (FXP16, FXP32) in each mode, fitting
+/// points only.
+pub fn ips_per_watt_vs_bits(w: &Workload, hw: &HwConfig) -> Vec<(Parallelism, Vec<(usize, f64)>)> {
+    Parallelism::ALL
+        .map(|parallelism| {
+            let points = [Precision::Fxp16, Precision::Fxp32]
+                .into_iter()
+                .filter_map(|precision| {
+                    let w = Workload {
+                        precision,
+                        ..w.clone()
+                    };
+                    let hw = HwConfig {
+                        parallelism,
+                        ..hw.clone()
+                    };
+                    Some((
+                        precision.bits() as usize,
+                        performance(&w, &hw)?.ips_per_watt,
+                    ))
+                });
+            (parallelism, points.collect())
+        })
+        .to_vec()
+}
+
+/// The phases of an iteration in groups a stacked chart keeps readable.
+pub const PHASE_GROUPS: [(&str, &[Phase]); 8] = [
+    ("action inference", &[Phase::ActionInference]),
+    (
+        "target nets forward",
+        &[Phase::TargetActor, Phase::TargetCritic],
+    ),
+    (
+        "critic forward/backward",
+        &[Phase::CriticForward, Phase::CriticBackward],
+    ),
+    ("critic update", &[Phase::CriticUpdate]),
+    (
+        "actor forward/backward",
+        &[Phase::ActorForward, Phase::ActorBackward],
+    ),
+    ("actor update", &[Phase::ActorUpdate]),
+    ("target update", &[Phase::TargetUpdate]),
+    ("off-chip stalls", &[Phase::ReplayFetch]),
+];
+
+/// Kilocycles per iteration of each of [`PHASE_GROUPS`] (runs per iteration counted),
+/// for each precision (FXP16, FXP32) in each mode, fitting or not.
+pub fn kcycles_per_phase_group(
+    w: &Workload,
+    hw: &HwConfig,
+) -> Vec<(Precision, Parallelism, Vec<f64>)> {
+    let mut out = Vec::new();
+    for precision in [Precision::Fxp16, Precision::Fxp32] {
+        let plan = Plan::new(&Workload {
+            precision,
+            ..w.clone()
+        });
+        for parallelism in Parallelism::ALL {
+            let p = plan.performance(&HwConfig {
+                parallelism,
+                ..hw.clone()
+            });
+            let kcycles = |phase: &Phase| {
+                let i = Phase::ALL
+                    .iter()
+                    .position(|x| x == phase)
+                    .expect("phase listed");
+                let ph = &p.phases[i];
+                ph.runs_per_iteration * ph.cycles as f64 / 1e3
+            };
+            let groups = PHASE_GROUPS
+                .iter()
+                .map(|(_, members)| members.iter().map(kcycles).sum())
+                .collect();
+            out.push((precision, parallelism, groups));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +322,39 @@ mod tests {
             Some(perf.accelerator_training_ips / 1000.0)
         );
         assert_eq!(s.efficiency_ratio_vs_cpu, Some(perf.ips_per_watt / 100.0));
+    }
+
+    #[test]
+    fn the_figure_data_covers_every_mode_and_every_phase_once() {
+        let p = presets::load("fixar-u50").unwrap();
+        let w = p.workload.clone().unwrap();
+        let mut grouped: Vec<Phase> = PHASE_GROUPS.iter().flat_map(|g| g.1.to_vec()).collect();
+        grouped.sort_by_key(|ph| Phase::ALL.iter().position(|x| x == ph));
+        assert_eq!(grouped, Phase::ALL.to_vec());
+        let configs = kcycles_per_phase_group(&w, &p.hw);
+        assert_eq!(configs.len(), 2 * Parallelism::ALL.len());
+        let (precision, mode, groups) = &configs[0];
+        let perf = Plan::new(&Workload {
+            precision: *precision,
+            ..w.clone()
+        })
+        .performance(&HwConfig {
+            parallelism: *mode,
+            ..p.hw.clone()
+        });
+        let total: f64 = groups.iter().sum();
+        assert!(
+            (total - perf.iteration_cycles / 1e3).abs() < 1e-6 * total,
+            "{total}"
+        );
+        let cores = ips_vs_cores(&w, &p.hw, Precision::Fxp16, 3);
+        assert_eq!(cores.len(), 3);
+        assert!(cores
+            .iter()
+            .all(|(_, pts)| pts.first().map(|p| p.0) == Some(1)));
+        let bits = ips_per_watt_vs_bits(&w, &p.hw);
+        assert!(bits
+            .iter()
+            .all(|(_, pts)| pts.iter().map(|p| p.0).eq([16, 32])));
     }
 }

@@ -86,6 +86,15 @@ pub(crate) fn model_error(e: ModelError) -> anyhow::Error {
     config_error(e.to_string())
 }
 
+/// A configuration error (`msg`) unless `ok`.
+fn require(ok: bool, msg: String) -> anyhow::Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(config_error(msg))
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Workload from an agent config
 
@@ -282,15 +291,14 @@ pub fn produce(args: &AccelArgs) -> anyhow::Result<AccelReport> {
     let mut preset = preset;
     let mut w = w;
     if let Some(batch) = args.host.batch {
-        if batch == 0 {
-            return Err(config_error("--batch 0: must be at least 1"));
-        }
+        require(batch > 0, "--batch 0: must be at least 1".into())?;
         w.batch = batch;
     }
     if let Some(ms) = args.host.env_ms {
-        if !(ms.is_finite() && ms >= 0.0) {
-            return Err(config_error(format!("--env-ms {ms}: must not be negative")));
-        }
+        require(
+            ms.is_finite() && ms >= 0.0,
+            format!("--env-ms {ms}: must not be negative"),
+        )?;
         preset.hw.host.env_ms = ms;
     }
     let sweep = match &args.sweep {
@@ -298,18 +306,14 @@ pub fn produce(args: &AccelArgs) -> anyhow::Result<AccelReport> {
         None => SweepSpec::default_for(&w, &preset.hw),
     };
     if let Some(watts) = args.cpu_watts {
-        if !(watts.is_finite() && watts > 0.0) {
-            return Err(config_error(format!(
-                "--cpu-watts {watts}: must be greater than zero"
-            )));
-        }
+        let msg = format!("--cpu-watts {watts}: must be greater than zero");
+        require(watts.is_finite() && watts > 0.0, msg)?;
     }
-    if !(args.cpu_seconds.is_finite() && args.cpu_seconds >= 0.0) {
-        return Err(config_error(format!(
-            "--cpu-seconds {}: must not be negative",
-            args.cpu_seconds
-        )));
-    }
+    let secs = args.cpu_seconds;
+    require(
+        secs.is_finite() && secs >= 0.0,
+        format!("--cpu-seconds {secs}: must not be negative"),
+    )?;
     tracing::info!(
         "estimating {} on {} ({} sweep points)",
         w.describe(),

@@ -18,14 +18,27 @@ macro_rules! cells {
     ($($e:expr),* $(,)?) => { vec![$($e.to_string()),*] };
 }
 
-/// A table in the report's style: columns aligned by letter (`l`/`r`), spaced rule.
-fn table(header: &[&str], align: &str) -> Table {
-    Table::new(header).aligned(align).spaced()
+/// A table in the report's style: `|`-separated header, columns aligned by letter
+/// (`l`/`r`), spaced rule.
+fn table(header: &str, align: &str) -> Table {
+    Table::new(&header.split('|').collect::<Vec<_>>())
+        .aligned(align)
+        .spaced()
+}
+
+/// `v` with `d` decimals.
+fn n(v: f64, d: usize) -> String {
+    format!("{v:.d$}")
 }
 
 /// `v` with `d` decimals, or `none`.
 fn opt(v: Option<f64>, d: usize, none: &str) -> String {
-    v.map_or(none.into(), |v| format!("{v:.d$}"))
+    v.map_or(none.into(), |v| n(v, d))
+}
+
+/// A fraction as a percentage with one decimal.
+fn pc(v: f64) -> String {
+    format!("{:.1}%", 100.0 * v)
 }
 
 /// The whole report.
@@ -72,14 +85,7 @@ pub fn render_md(r: &Study) -> String {
         None => s += &format!("{}\n{}\n", heading(2, "Per batch"), batch_table(&r.batches)),
     }
     let mut t = table(
-        &[
-            "precision",
-            "accelerator IPS",
-            "system IPS",
-            "inference IPS",
-            "power (W)",
-            "IPS/W",
-        ],
+        "precision|accelerator IPS|system IPS|inference IPS|power (W)|IPS/W",
         "lrrrrr",
     );
     for p in &r.precisions {
@@ -103,20 +109,7 @@ pub fn render_md(r: &Study) -> String {
         s += &phases(p);
     }
     if !r.simulator_checks.is_empty() {
-        let mut t = table(
-            &[
-                "phase",
-                "mode",
-                "GEMMs",
-                "MACs",
-                "simulated cycles",
-                "analytic cycles",
-                "simulated port accesses",
-                "analytic port accesses",
-                "bit-exact",
-            ],
-            "llrrrrrrl",
-        );
+        let mut t = table("phase|mode|GEMMs|MACs|simulated cycles|analytic cycles|simulated port accesses|analytic port accesses|bit-exact", "llrrrrrrl");
         for c in &r.simulator_checks {
             t.row(cells![
                 c.phase.name(),
@@ -162,17 +155,7 @@ pub fn render_md(r: &Study) -> String {
         }
     }
     let mut t = table(
-        &[
-            "cores",
-            "array",
-            "precision",
-            "batch",
-            "clock (MHz)",
-            "mode",
-            "accelerator IPS",
-            "IPS/W",
-            "power (W)",
-        ],
+        "cores|array|precision|batch|clock (MHz)|mode|accelerator IPS|IPS/W|power (W)",
         "rllrrlrrr",
     );
     for &i in &r.pareto_front {
@@ -184,9 +167,9 @@ pub fn render_md(r: &Study) -> String {
             d.batch,
             d.clock_mhz,
             d.parallelism.name(),
-            format!("{:.1}", p.accelerator_training_ips.unwrap_or(0.0)),
-            format!("{:.1}", p.ips_per_watt.unwrap_or(0.0)),
-            format!("{:.2}", p.power_w.unwrap_or(0.0))
+            n(p.accelerator_training_ips.unwrap_or(0.0), 1),
+            n(p.ips_per_watt.unwrap_or(0.0), 1),
+            n(p.power_w.unwrap_or(0.0), 2)
         ]);
     }
     let _ = write!(
@@ -219,85 +202,44 @@ pub fn render_md(r: &Study) -> String {
 
 fn headline(p: &Performance) -> String {
     let (t, w) = (&p.time_step, &p.power);
-    let mut table = table(&["figure", "value"], "lr");
+    let mut table = table("figure|value", "lr");
+    let time_step = [t.env_s, t.runtime_s, t.link_s, t.accelerator_s].map(|x| 1e3 * x);
     for (k, v) in [
-        (
-            "accelerator training IPS",
-            format!("{:.1}", p.accelerator_training_ips),
-        ),
-        (
-            "system training IPS",
-            format!("{:.1}", p.system_training_ips),
-        ),
-        (
-            "training IPS (alias of system)",
-            format!("{:.1}", p.training_ips),
-        ),
-        ("inference IPS", format!("{:.1}", p.inference_ips)),
-        ("card power, training (W)", format!("{:.2}", p.power_w)),
-        (
-            "IPS/W (accelerator IPS / card power)",
-            format!("{:.1}", p.ips_per_watt),
-        ),
-        (
-            "card power, inference only (W)",
-            format!("{:.2}", p.inference_power_w),
-        ),
-        (
-            "IPS/W, inference",
-            format!("{:.1}", p.inference_ips_per_watt),
-        ),
-        (
-            "MAC per trained sample",
-            format!("{:.0}", p.macs_per_sample),
-        ),
-        (
-            "accelerator time per step (us)",
-            format!("{:.2}", p.iteration_s * 1e6),
-        ),
+        ("accelerator training IPS", n(p.accelerator_training_ips, 1)),
+        ("system training IPS", n(p.system_training_ips, 1)),
+        ("training IPS (alias of system)", n(p.training_ips, 1)),
+        ("inference IPS", n(p.inference_ips, 1)),
+        ("card power, training (W)", n(p.power_w, 2)),
+        ("IPS/W (accelerator IPS / card power)", n(p.ips_per_watt, 1)),
+        ("card power, inference only (W)", n(p.inference_power_w, 2)),
+        ("IPS/W, inference", n(p.inference_ips_per_watt, 1)),
+        ("MAC per trained sample", n(p.macs_per_sample, 0)),
+        ("accelerator time per step (us)", n(p.iteration_s * 1e6, 2)),
         (
             "time step: env / runtime / link / accelerator (ms)",
-            format!(
-                "{:.2} / {:.2} / {:.3} / {:.2}",
-                1e3 * t.env_s,
-                1e3 * t.runtime_s,
-                1e3 * t.link_s,
-                1e3 * t.accelerator_s
-            ),
+            slashed(&time_step, &[2, 2, 3, 2]),
         ),
-        (
-            "PE utilization while computing",
-            format!("{:.1}%", 100.0 * p.training_utilization),
-        ),
-        (
-            "PE utilization over every cycle",
-            format!("{:.1}%", 100.0 * p.overall_utilization),
-        ),
-        (
-            "PE utilization, inference",
-            format!("{:.1}%", 100.0 * p.inference_utilization),
-        ),
+        ("PE utilization while computing", pc(p.training_utilization)),
+        ("PE utilization over every cycle", pc(p.overall_utilization)),
+        ("PE utilization, inference", pc(p.inference_utilization)),
         (
             "power: FPGA static / memory / host link / board (W)",
-            format!(
-                "{:.2} / {:.2} / {:.2} / {:.2}",
-                w.fpga_static_w, w.memory_w, w.host_link_w, w.board_w
+            slashed(
+                &[w.fpga_static_w, w.memory_w, w.host_link_w, w.board_w],
+                &[2; 4],
             ),
         ),
         (
             "power: clocked logic / activity / regulators (W)",
-            format!(
-                "{:.2} / {:.2} / {:.2}",
-                w.logic_w, w.activity_w, w.regulator_w
-            ),
+            slashed(&[w.logic_w, w.activity_w, w.regulator_w], &[2; 3]),
         ),
         (
             "energy per training sample (uJ)",
-            format!("{:.3}", p.energy_per_training_sample_j * 1e6),
+            n(p.energy_per_training_sample_j * 1e6, 3),
         ),
         (
             "energy per inference (uJ)",
-            format!("{:.3}", p.energy_per_inference_j * 1e6),
+            n(p.energy_per_inference_j * 1e6, 3),
         ),
     ] {
         table.row(cells![k, v]);
@@ -305,38 +247,39 @@ fn headline(p: &Performance) -> String {
     format!("{}\n{}\n", heading(2, "Headline"), table.to_markdown())
 }
 
+/// Values with their decimals, joined by ` / `.
+fn slashed(vs: &[f64], decimals: &[usize]) -> String {
+    let parts: Vec<String> = vs.iter().zip(decimals).map(|(&v, &d)| n(v, d)).collect();
+    parts.join(" / ")
+}
+
 /// The model per batch (with the CPU-GPU band the paper's speed-up implies, when there
 /// is one).
 fn batch_table(rows: &[BatchRow]) -> String {
     let band = rows.iter().any(|b| b.cpu_gpu_ips_range.is_some());
-    let mut header = vec!["batch", "accelerator IPS", "system IPS"];
-    if band {
-        header.push("CPU-GPU IPS implied by the paper's 1.8-4.8x");
-    }
-    header.extend([
-        "utilization",
-        "env (ms)",
-        "runtime (ms)",
-        "link (ms)",
-        "FPGA (ms)",
-    ]);
-    let mut t = table(&header, &"r".repeat(header.len()));
+    let (cpu_gpu, align) = match band {
+        true => ("|CPU-GPU IPS implied by the paper's 1.8-4.8x", "rrrrrrrrr"),
+        false => ("", "rrrrrrrr"),
+    };
+    let header = format!("batch|accelerator IPS|system IPS{cpu_gpu}|utilization|env (ms)|runtime (ms)|link (ms)|FPGA (ms)");
+    let mut t = table(&header, align);
     for b in rows {
         let mut row = cells![
             b.batch,
-            format!("{:.1}", b.accelerator_training_ips),
-            format!("{:.1}", b.system_training_ips)
+            n(b.accelerator_training_ips, 1),
+            n(b.system_training_ips, 1)
         ];
         if let Some((lo, hi)) = b.cpu_gpu_ips_range {
             row.push(format!("{lo:.0}-{hi:.0}"));
         }
-        row.extend(cells![
-            format!("{:.3}", b.training_utilization),
-            format!("{:.2}", b.env_ms),
-            format!("{:.2}", b.runtime_ms),
-            format!("{:.3}", b.link_ms),
-            format!("{:.2}", b.accelerator_ms)
-        ]);
+        let (u, env, rt, link, acc) = (
+            b.training_utilization,
+            b.env_ms,
+            b.runtime_ms,
+            b.link_ms,
+            b.accelerator_ms,
+        );
+        row.extend([n(u, 3), n(env, 2), n(rt, 2), n(link, 3), n(acc, 2)]);
         t.row(row);
     }
     t.to_markdown()
@@ -344,10 +287,7 @@ fn batch_table(rows: &[BatchRow]) -> String {
 
 /// Paper vs model (also the README's table).
 fn paper_md(c: &PaperComparison) -> String {
-    let mut rows = table(
-        &["figure", "paper", "model", "error", "tolerance", "within"],
-        "lrrrrl",
-    );
+    let mut rows = table("figure|paper|model|error|tolerance|within", "lrrrrl");
     for r in &c.rows {
         let d = if r.figure.starts_with("Table I") {
             0
@@ -367,14 +307,14 @@ fn paper_md(c: &PaperComparison) -> String {
     }
     let acc_header = format!("accelerator IPS, batch {}", c.headline_batch);
     let mut accounting = table(
-        &["accounting", "MAC per sample", &acc_header, "vs paper"],
+        &format!("accounting|MAC per sample|{acc_header}|vs paper"),
         "lrrr",
     );
     for a in &c.accounting {
         accounting.row(cells![
             a.accounting,
             format!("{:.3}M", a.macs_per_sample / 1e6),
-            format!("{:.1}", a.accelerator_training_ips),
+            n(a.accelerator_training_ips, 1),
             format!("{:+.1}%", a.error_pct)
         ]);
     }
@@ -385,10 +325,7 @@ fn paper_md(c: &PaperComparison) -> String {
             .collect();
         bullets(&items)
     };
-    let mut resources = table(
-        &["component", "LUT", "FF", "BRAM36", "URAM", "DSP"],
-        "lrrrrr",
-    );
+    let mut resources = table("component|LUT|FF|BRAM36|URAM|DSP", "lrrrrr");
     let mut components: Vec<&str> = Vec::new();
     for r in &c.resources {
         if !components.contains(&r.component.as_str()) {
@@ -419,7 +356,7 @@ fn paper_md(c: &PaperComparison) -> String {
         heading(3, "Accelerator IPS under mechanisms the paper does not describe"),
         readings(&c.alternatives),
         heading(3, &format!("Table II's \"peak\" of {:.1} IPS", c.table_peak_ips)),
-        c.rows.first().map_or(0.0, |r| r.paper),
+        c.paper_accelerator_ips().unwrap_or(0.0),
         readings(&c.table_peak_readings),
         heading(3, "Table I per component (paper / model)"),
         resources.to_markdown(),
@@ -427,34 +364,20 @@ fn paper_md(c: &PaperComparison) -> String {
 }
 
 fn phases(p: &Performance) -> String {
-    let mut t = table(
-        &[
-            "phase",
-            "runs/iter",
-            "mode",
-            "cycles",
-            "share",
-            "utilization",
-            "load stall",
-            "reduction",
-            "port accesses (hidden)",
-            "dynamic energy (uJ)",
-        ],
-        "lrlrrrrrrr",
-    );
+    let mut t = table("phase|runs/iter|mode|cycles|share|utilization|load stall|reduction|port accesses (hidden)|dynamic energy (uJ)", "lrlrrrrrrr");
     for ph in &p.phases {
         let share = ph.runs_per_iteration * ph.cycles as f64 / p.iteration_cycles;
         t.row(cells![
             ph.name,
-            format!("{:.2}", ph.runs_per_iteration),
+            n(ph.runs_per_iteration, 2),
             ph.mode,
             ph.cycles,
-            format!("{:.1}%", 100.0 * share),
-            format!("{:.1}%", 100.0 * ph.utilization),
+            pc(share),
+            pc(ph.utilization),
             ph.load_stall_cycles,
             ph.reduction_cycles,
             format!("{} ({})", ph.port_cycles, ph.hidden_cycles),
-            format!("{:.2}", ph.dynamic_energy_j * 1e6)
+            n(ph.dynamic_energy_j * 1e6, 2)
         ]);
     }
     format!(
@@ -468,7 +391,7 @@ fn phases(p: &Performance) -> String {
 fn resources(r: &Study) -> String {
     let (e, fit) = (&r.estimate, &r.estimate.fit);
     let res = &e.resources;
-    let mut t = table(&["resource", "used", "available", "utilization"], "lrrr");
+    let mut t = table("resource|used|available|utilization", "lrrr");
     let mut s = String::new();
     if let Ok(d) = presets::device(&fit.device) {
         for (name, used, avail, u) in [
@@ -478,14 +401,11 @@ fn resources(r: &Study) -> String {
             ("BRAM36", res.bram36, d.bram36, fit.bram_util),
             ("URAM", res.uram, d.uram, fit.uram_util),
         ] {
-            t.row(cells![name, used, avail, format!("{:.1}%", 100.0 * u)]);
+            t.row(cells![name, used, avail, pc(u)]);
         }
         s = format!("\nDevice figures: {}\n", d.source);
     }
-    let mut comps = table(
-        &["component", "LUT", "FF", "BRAM36", "URAM", "DSP"],
-        "lrrrrr",
-    );
+    let mut comps = table("component|LUT|FF|BRAM36|URAM|DSP", "lrrrrr");
     for c in &res.components {
         comps.row(cells![c.name, c.lut, c.ff, c.bram36, c.uram, c.dsp]);
     }
