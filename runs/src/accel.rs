@@ -11,8 +11,6 @@ mod plots;
 mod report;
 
 pub use accel_model::study::{CpuSide, Study as AccelReport};
-pub use plots::write_plots;
-pub use report::render_md;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,6 +24,8 @@ use agents::Preset as AgentPrecision;
 use anyhow::Context;
 
 use crate::failure::config_error;
+use plots::write_plots;
+use report::render_md;
 
 /// Default CPU power for the side-by-side, W per thread used: a 120 W, 8-core server
 /// part's TDP share for one core (stated in every report; `--cpu-watts` overrides).
@@ -254,6 +254,47 @@ pub fn measure_cpu_agent(
     Ok(cfg.batch_size as f64 * iters as f64 / secs)
 }
 
+/// Times the agent of workload `w` on this CPU in float32 and with its fixed point
+/// emulated (`--cpu-seconds` each); `None` when agents cannot build it.
+fn cpu_side(args: &AccelArgs, w: &Workload) -> anyhow::Result<Option<CpuSide>> {
+    let Some(float_cfg) = agent_config_for(w, AgentPrecision::Float32) else {
+        return Ok(None);
+    };
+    let (watts, why) = match args.cpu_watts {
+        Some(x) => (x, "--cpu-watts".to_string()),
+        None => (
+            DEFAULT_CPU_WATTS_PER_THREAD,
+            format!("default: {DEFAULT_CPU_WATTS_PER_THREAD} W per thread used, a 120 W 8-core server CPU's TDP share"),
+        ),
+    };
+    tracing::info!(
+        "timing the fixar agent on this CPU, float32, 1 thread, {:.1} s",
+        args.cpu_seconds
+    );
+    let ips = measure_cpu_agent(&float_cfg, w.obs_dim, w.act_dim, args.cpu_seconds)?;
+    let measured = format!(
+        "the fixar agents crate's {} in float32 (libtorch, 1 thread): per iteration one action inference, one replay sample of {} and one update (actor and targets every {}), replay filled with random transitions, environment not stepped",
+        w.algo.name(),
+        w.batch,
+        w.policy_delay()
+    );
+    let mut cpu = CpuSide::from_measured(ips, measured, 1, watts, why);
+    let fx = match w.precision {
+        Precision::Fxp16 => AgentPrecision::Fxp16,
+        Precision::Fxp32 => AgentPrecision::Fxp32,
+    };
+    if let Some(fx_cfg) = agent_config_for(w, fx) {
+        tracing::info!("timing the same agent with {} emulated", w.precision);
+        cpu.emulated_fixed_point_ips = Some(measure_cpu_agent(
+            &fx_cfg,
+            w.obs_dim,
+            w.act_dim,
+            args.cpu_seconds,
+        )?);
+    }
+    Ok(Some(cpu))
+}
+
 // ---------------------------------------------------------------------------------------
 // Commands
 
@@ -330,38 +371,11 @@ pub fn produce(args: &AccelArgs) -> anyhow::Result<AccelReport> {
         )));
     }
     if args.cpu_seconds > 0.0 {
-        match agent_config_for(&w, AgentPrecision::Float32) {
+        match cpu_side(args, &w)? {
+            Some(cpu) => report = report.with_cpu(cpu),
             None => report.notes.push(
                 "CPU side not measured: the agents crate builds one hidden-size list for actor and critics, this workload has two".into(),
             ),
-            Some(float_cfg) => {
-                let (watts, why) = match args.cpu_watts {
-                    Some(x) => (x, "--cpu-watts".to_string()),
-                    None => (
-                        DEFAULT_CPU_WATTS_PER_THREAD,
-                        format!("default: {DEFAULT_CPU_WATTS_PER_THREAD} W per thread used, a 120 W 8-core server CPU's TDP share"),
-                    ),
-                };
-                tracing::info!("timing the fixar agent on this CPU, float32, 1 thread, {:.1} s", args.cpu_seconds);
-                let ips = measure_cpu_agent(&float_cfg, w.obs_dim, w.act_dim, args.cpu_seconds)?;
-                let measured = format!(
-                    "the fixar agents crate's {} in float32 (libtorch, 1 thread): per iteration one action inference, one replay sample of {} and one update (actor and targets every {}), replay filled with random transitions, environment not stepped",
-                    w.algo.name(),
-                    w.batch,
-                    w.policy_delay()
-                );
-                let mut cpu = CpuSide::from_measured(ips, measured, 1, watts, why);
-                let fx = match w.precision {
-                    Precision::Fxp16 => AgentPrecision::Fxp16,
-                    Precision::Fxp32 => AgentPrecision::Fxp32,
-                };
-                if let Some(fx_cfg) = agent_config_for(&w, fx) {
-                    tracing::info!("timing the same agent with {} emulated", w.precision);
-                    cpu.emulated_fixed_point_ips =
-                        Some(measure_cpu_agent(&fx_cfg, w.obs_dim, w.act_dim, args.cpu_seconds)?);
-                }
-                report = report.with_cpu(cpu);
-            }
         }
     }
     let out = args
