@@ -33,8 +33,8 @@ pub struct CpuSide {
 }
 
 impl CpuSide {
-    /// The hook for any CPU measurement (the lead can pass the agents crate's measured
-    /// update rate here): samples through a training iteration per second.
+    /// Any CPU measurement: `training_ips` samples through a training iteration per
+    /// second at `power_w` watts (IPS/W follows).
     pub fn from_measured(
         training_ips: f64,
         measured: String,

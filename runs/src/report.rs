@@ -296,6 +296,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn alignment_rows_compact_or_spaced() {
+        let t = Table::new(&["a", "b"]).aligned("lr");
+        assert_eq!(t.to_markdown(), "| a | b |\n|---|---:|\n");
+        assert_eq!(t.spaced().to_markdown(), "| a | b |\n| --- | ---: |\n");
+    }
+
+    #[test]
     fn html_embeds_figures_and_escapes_text() {
         let dir = std::env::temp_dir().join(format!("fixar-report-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
