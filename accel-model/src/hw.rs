@@ -22,6 +22,13 @@ pub enum Parallelism {
 }
 
 impl Parallelism {
+    /// Every mode, in the order reports list them.
+    pub const ALL: [Parallelism; 3] = [
+        Parallelism::IntraLayer,
+        Parallelism::IntraBatch,
+        Parallelism::Adaptive,
+    ];
+
     pub fn parse(s: &str) -> Option<Parallelism> {
         match s.trim().to_ascii_lowercase().as_str() {
             "intra-layer" | "layer" => Some(Parallelism::IntraLayer),

@@ -30,12 +30,14 @@ pub mod error;
 pub mod estimate;
 pub mod host;
 pub mod hw;
+pub mod paper;
 pub mod plan;
 pub mod power;
 pub mod presets;
 pub mod resources;
 pub mod sim;
 mod sim_update;
+pub mod study;
 pub mod sweep;
 pub mod workload;
 

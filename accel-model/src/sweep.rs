@@ -86,11 +86,7 @@ impl SweepSpec {
             cores: vec![1, 2, 3, 4, 5, 6, 8],
             arrays: vec![(8, 8), (16, 16), (32, 32)],
             precisions: vec![Precision::Fxp16, Precision::Fxp32],
-            modes: vec![
-                Parallelism::IntraLayer,
-                Parallelism::IntraBatch,
-                Parallelism::Adaptive,
-            ],
+            modes: Parallelism::ALL.to_vec(),
             ..SweepSpec::single(w, hw)
         }
     }

@@ -1,32 +1,31 @@
-//! `fixar accel` and `fixar bench accel`: the accelerator model's report (accelerator and
+//! `fixar accel`: the accelerator model's report (accelerator and
 //! system IPS, card power, IPS/W, cycles and energy per phase, resources per component
 //! and fit, FXP32 vs FXP16, a sweep with its Pareto front, paper vs model for FIXAR's
 //! design, and this CPU side by side) as markdown or JSON on stdout plus report.md,
-//! report.json and plots in `--out`. The report lives in `accel/report.rs` (paper
-//! comparison in `accel/paper.rs`), the figures in `accel/plots.rs`.
+//! report.json and plots in `--out`. What is reported is computed by
+//! `accel_model::study` (paper vs model: `accel_model::paper`); here the flags, the
+//! workload from an agent config, the CPU measurement and the files. The markdown is
+//! `accel/report.rs`, the figures `accel/plots.rs`; `fixar bench accel` is in `bench`.
 
-mod paper;
 mod plots;
 mod report;
 
-pub use paper::{BatchRow, PaperComparison, PaperRow};
-pub use plots::write_plots;
-pub use report::{build_report, AccelReport, Calibration, PrecisionRow, REPORT_BATCHES};
+pub use accel_model::study::{CpuSide, Study as AccelReport};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use accel_model::plan::Plan;
 use accel_model::presets;
 use accel_model::sweep::SweepSpec;
-use accel_model::{Algo, HwConfig, MacAccounting, ModelError, Optimizer, Precision, Workload};
+use accel_model::{Algo, MacAccounting, ModelError, Optimizer, Precision, Workload};
 use agents::config::{Algo as AgentAlgo, OptimizerKind, TrainConfig};
 use agents::Preset as AgentPrecision;
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 
 use crate::failure::config_error;
+use plots::write_plots;
+use report::render_md;
 
 /// Default CPU power for the side-by-side, W per thread used: a 120 W, 8-core server
 /// part's TDP share for one core (stated in every report; `--cpu-watts` overrides).
@@ -83,19 +82,17 @@ pub struct HostArgs {
     pub env_ms: Option<f64>,
 }
 
-/// `fixar bench accel`
-#[derive(clap::Args, Debug)]
-pub struct BenchAccelArgs {
-    /// Seconds per measurement.
-    #[arg(long, default_value_t = 2.0)]
-    pub seconds: f64,
-    /// Hardware preset whose workload is evaluated.
-    #[arg(long, default_value = "fixar-u50")]
-    pub hw: String,
+pub(crate) fn model_error(e: ModelError) -> anyhow::Error {
+    config_error(e.to_string())
 }
 
-fn model_error(e: ModelError) -> anyhow::Error {
-    config_error(e.to_string())
+/// A configuration error (`msg`) unless `ok`.
+fn require(ok: bool, msg: String) -> anyhow::Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(config_error(msg))
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -203,43 +200,6 @@ pub fn agent_config_for(w: &Workload, precision: AgentPrecision) -> Option<Train
 // ---------------------------------------------------------------------------------------
 // The CPU side by side
 
-/// What this CPU measured for the same workload, and the ratios against the estimate.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CpuSide {
-    /// The same agent with fixed point emulated at the workload's precision (what fixar's
-    /// own training runs at here), samples per second; not the baseline for the ratios.
-    pub emulated_fixed_point_ips: Option<f64>,
-    /// What was timed (and what was not).
-    pub measured: String,
-    pub threads: usize,
-    pub training_ips: f64,
-    pub power_w: f64,
-    pub power_source: String,
-    pub ips_per_watt: f64,
-}
-
-impl CpuSide {
-    /// The hook for any CPU measurement (the lead can pass the agents crate's measured
-    /// update rate here): samples through a training iteration per second.
-    pub fn from_measured(
-        training_ips: f64,
-        measured: String,
-        threads: usize,
-        power_w: f64,
-        power_source: String,
-    ) -> CpuSide {
-        CpuSide {
-            emulated_fixed_point_ips: None,
-            measured,
-            threads,
-            training_ips,
-            power_w,
-            power_source,
-            ips_per_watt: training_ips / power_w,
-        }
-    }
-}
-
 /// Times the fixar agent's training iterations on this CPU, one thread: per iteration one
 /// action inference (`Agent::act`), one replay sample and one `Agent::update` (critic
 /// every call, actor and targets every `policy_frequency`-th), as the accelerator's
@@ -294,6 +254,47 @@ pub fn measure_cpu_agent(
     Ok(cfg.batch_size as f64 * iters as f64 / secs)
 }
 
+/// Times the agent of workload `w` on this CPU in float32 and with its fixed point
+/// emulated (`--cpu-seconds` each); `None` when agents cannot build it.
+fn cpu_side(args: &AccelArgs, w: &Workload) -> anyhow::Result<Option<CpuSide>> {
+    let Some(float_cfg) = agent_config_for(w, AgentPrecision::Float32) else {
+        return Ok(None);
+    };
+    let (watts, why) = match args.cpu_watts {
+        Some(x) => (x, "--cpu-watts".to_string()),
+        None => (
+            DEFAULT_CPU_WATTS_PER_THREAD,
+            format!("default: {DEFAULT_CPU_WATTS_PER_THREAD} W per thread used, a 120 W 8-core server CPU's TDP share"),
+        ),
+    };
+    tracing::info!(
+        "timing the fixar agent on this CPU, float32, 1 thread, {:.1} s",
+        args.cpu_seconds
+    );
+    let ips = measure_cpu_agent(&float_cfg, w.obs_dim, w.act_dim, args.cpu_seconds)?;
+    let measured = format!(
+        "the fixar agents crate's {} in float32 (libtorch, 1 thread): per iteration one action inference, one replay sample of {} and one update (actor and targets every {}), replay filled with random transitions, environment not stepped",
+        w.algo.name(),
+        w.batch,
+        w.policy_delay()
+    );
+    let mut cpu = CpuSide::from_measured(ips, measured, 1, watts, why);
+    let fx = match w.precision {
+        Precision::Fxp16 => AgentPrecision::Fxp16,
+        Precision::Fxp32 => AgentPrecision::Fxp32,
+    };
+    if let Some(fx_cfg) = agent_config_for(w, fx) {
+        tracing::info!("timing the same agent with {} emulated", w.precision);
+        cpu.emulated_fixed_point_ips = Some(measure_cpu_agent(
+            &fx_cfg,
+            w.obs_dim,
+            w.act_dim,
+            args.cpu_seconds,
+        )?);
+    }
+    Ok(Some(cpu))
+}
+
 // ---------------------------------------------------------------------------------------
 // Commands
 
@@ -301,7 +302,7 @@ pub fn measure_cpu_agent(
 pub fn run(args: &AccelArgs) -> anyhow::Result<ExitCode> {
     let report = produce(args)?;
     match args.format {
-        Format::Md => print!("{}", report.render_md()),
+        Format::Md => print!("{}", render_md(&report)),
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
     }
     Ok(ExitCode::SUCCESS)
@@ -331,15 +332,14 @@ pub fn produce(args: &AccelArgs) -> anyhow::Result<AccelReport> {
     let mut preset = preset;
     let mut w = w;
     if let Some(batch) = args.host.batch {
-        if batch == 0 {
-            return Err(config_error("--batch 0: must be at least 1"));
-        }
+        require(batch > 0, "--batch 0: must be at least 1".into())?;
         w.batch = batch;
     }
     if let Some(ms) = args.host.env_ms {
-        if !(ms.is_finite() && ms >= 0.0) {
-            return Err(config_error(format!("--env-ms {ms}: must not be negative")));
-        }
+        require(
+            ms.is_finite() && ms >= 0.0,
+            format!("--env-ms {ms}: must not be negative"),
+        )?;
         preset.hw.host.env_ms = ms;
     }
     let sweep = match &args.sweep {
@@ -347,25 +347,21 @@ pub fn produce(args: &AccelArgs) -> anyhow::Result<AccelReport> {
         None => SweepSpec::default_for(&w, &preset.hw),
     };
     if let Some(watts) = args.cpu_watts {
-        if !(watts.is_finite() && watts > 0.0) {
-            return Err(config_error(format!(
-                "--cpu-watts {watts}: must be greater than zero"
-            )));
-        }
+        let msg = format!("--cpu-watts {watts}: must be greater than zero");
+        require(watts.is_finite() && watts > 0.0, msg)?;
     }
-    if !(args.cpu_seconds.is_finite() && args.cpu_seconds >= 0.0) {
-        return Err(config_error(format!(
-            "--cpu-seconds {}: must not be negative",
-            args.cpu_seconds
-        )));
-    }
+    let secs = args.cpu_seconds;
+    require(
+        secs.is_finite() && secs >= 0.0,
+        format!("--cpu-seconds {secs}: must not be negative"),
+    )?;
     tracing::info!(
         "estimating {} on {} ({} sweep points)",
         w.describe(),
         preset.hw.name,
         sweep.points().len()
     );
-    let mut report = build_report(&preset, &w, source, &sweep, notes)?;
+    let mut report = AccelReport::new(&preset, &w, source, &sweep, notes).map_err(model_error)?;
     if report.estimate.performance.is_none() {
         return Err(config_error(format!(
             "`{}` does not fit {}: {}",
@@ -375,38 +371,11 @@ pub fn produce(args: &AccelArgs) -> anyhow::Result<AccelReport> {
         )));
     }
     if args.cpu_seconds > 0.0 {
-        match agent_config_for(&w, AgentPrecision::Float32) {
+        match cpu_side(args, &w)? {
+            Some(cpu) => report = report.with_cpu(cpu),
             None => report.notes.push(
                 "CPU side not measured: the agents crate builds one hidden-size list for actor and critics, this workload has two".into(),
             ),
-            Some(float_cfg) => {
-                let (watts, why) = match args.cpu_watts {
-                    Some(x) => (x, "--cpu-watts".to_string()),
-                    None => (
-                        DEFAULT_CPU_WATTS_PER_THREAD,
-                        format!("default: {DEFAULT_CPU_WATTS_PER_THREAD} W per thread used, a 120 W 8-core server CPU's TDP share"),
-                    ),
-                };
-                tracing::info!("timing the fixar agent on this CPU, float32, 1 thread, {:.1} s", args.cpu_seconds);
-                let ips = measure_cpu_agent(&float_cfg, w.obs_dim, w.act_dim, args.cpu_seconds)?;
-                let measured = format!(
-                    "the fixar agents crate's {} in float32 (libtorch, 1 thread): per iteration one action inference, one replay sample of {} and one update (actor and targets every {}), replay filled with random transitions, environment not stepped",
-                    w.algo.name(),
-                    w.batch,
-                    w.policy_delay()
-                );
-                let mut cpu = CpuSide::from_measured(ips, measured, 1, watts, why);
-                let fx = match w.precision {
-                    Precision::Fxp16 => AgentPrecision::Fxp16,
-                    Precision::Fxp32 => AgentPrecision::Fxp32,
-                };
-                if let Some(fx_cfg) = agent_config_for(&w, fx) {
-                    tracing::info!("timing the same agent with {} emulated", w.precision);
-                    cpu.emulated_fixed_point_ips =
-                        Some(measure_cpu_agent(&fx_cfg, w.obs_dim, w.act_dim, args.cpu_seconds)?);
-                }
-                report = report.with_cpu(cpu);
-            }
         }
     }
     let out = args
@@ -415,7 +384,7 @@ pub fn produce(args: &AccelArgs) -> anyhow::Result<AccelReport> {
         .unwrap_or_else(|| PathBuf::from("runs-out/accel").join(&preset.hw.name));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     report.plots = write_plots(&report, &w, &preset.hw, &out)?;
-    let md = report.render_md();
+    let md = render_md(&report);
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(out.join("report.md"), &md)
         .with_context(|| format!("writing {}/report.md", out.display()))?;
@@ -423,72 +392,4 @@ pub fn produce(args: &AccelArgs) -> anyhow::Result<AccelReport> {
         .with_context(|| format!("writing {}/report.json", out.display()))?;
     tracing::info!("wrote {}/report.md, report.json and plots", out.display());
     Ok(report)
-}
-
-/// Analytic-model evaluations per second on one thread (plan built once, hardware
-/// varied), and sweep points per second with rayon.
-pub fn bench(args: &BenchAccelArgs) -> anyhow::Result<ExitCode> {
-    if !(args.seconds.is_finite() && args.seconds > 0.0) {
-        return Err(config_error(format!(
-            "--seconds {}: must be greater than zero",
-            args.seconds
-        )));
-    }
-    let preset = presets::load(&args.hw).map_err(model_error)?;
-    let w = preset
-        .workload
-        .clone()
-        .ok_or_else(|| config_error(format!("preset `{}` has no [workload]", args.hw)))?;
-    let plan = Plan::new(&w);
-    let variants: Vec<HwConfig> = (1..=5)
-        .flat_map(|cores| {
-            plots::MODES.iter().map({
-                let hw = &preset.hw;
-                move |&parallelism| HwConfig {
-                    cores,
-                    parallelism,
-                    ..hw.clone()
-                }
-            })
-        })
-        .collect();
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
-    let (evals, secs, checksum) = pool.install(|| {
-        let start = Instant::now();
-        let mut evals = 0u64;
-        let mut checksum = 0.0;
-        while start.elapsed().as_secs_f64() < args.seconds {
-            for hw in &variants {
-                let e = plan.estimate(hw).map_err(model_error)?;
-                checksum += e.performance.map_or(0.0, |p| p.accelerator_training_ips);
-                evals += 1;
-            }
-        }
-        anyhow::Ok((evals, start.elapsed().as_secs_f64(), checksum))
-    })?;
-    let per_s = evals as f64 / secs;
-    let spec = SweepSpec {
-        cores: (1..=8).collect(),
-        arrays: vec![(4, 4), (8, 8), (16, 16), (32, 32)],
-        precisions: vec![Precision::Fxp16, Precision::Fxp32],
-        batches: vec![32, 64, 128, 256],
-        clocks_mhz: vec![150.0, 164.0, 200.0, 300.0],
-        modes: plots::MODES.to_vec(),
-    };
-    let start = Instant::now();
-    let pts = spec.run(&w, &preset.hw);
-    let sweep_secs = start.elapsed().as_secs_f64();
-    println!("workload: {}", w.describe());
-    println!("accel_model_evals_per_s_1_thread: {per_s:.0}");
-    println!("accel_model_goal_evals_per_s: 100000");
-    println!("accel_model_meets_goal: {}", per_s >= 100_000.0);
-    println!(
-        "sweep_points_per_s_rayon_{}_threads: {:.0} ({} points incl. planning and fit checks)",
-        rayon::current_num_threads(),
-        pts.len() as f64 / sweep_secs,
-        pts.len()
-    );
-    println!("peer: none (no analytical accelerator model among the peers in shared/bench)");
-    tracing::debug!("checksum {checksum}");
-    Ok(ExitCode::SUCCESS)
 }

@@ -24,6 +24,8 @@ pub struct Table {
     pub rows: Vec<Vec<String>>,
     /// Per column; missing columns are left-aligned.
     pub align: Vec<Align>,
+    /// The alignment row spaced like the others (`| --- | ---: |`) instead of `|---|---:|`.
+    pub spaced: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -62,6 +64,7 @@ impl Table {
             header,
             rows: Vec::new(),
             align: Vec::new(),
+            spaced: false,
         }
     }
 
@@ -78,14 +81,31 @@ impl Table {
         self
     }
 
+    /// Columns aligned by letter, `l` or `r` (`"lrr"`).
+    pub fn aligned(mut self, cols: &str) -> Self {
+        self.align = cols
+            .chars()
+            .map(|c| if c == 'r' { Align::Right } else { Align::Left })
+            .collect();
+        self
+    }
+
+    /// Writes the alignment row spaced (`| --- | ---: |`).
+    pub fn spaced(mut self) -> Self {
+        self.spaced = true;
+        self
+    }
+
     /// `| a | b |`, the alignment row, then one line per row.
     pub fn to_markdown(&self) -> String {
         let mut s = format!("| {} |\n|", self.header.join(" | "));
+        let sp = if self.spaced { " " } else { "" };
         for i in 0..self.header.len() {
-            s.push_str(match self.align.get(i).copied().unwrap_or_default() {
-                Align::Left => "---|",
-                Align::Right => "---:|",
-            });
+            let rule = match self.align.get(i).copied().unwrap_or_default() {
+                Align::Left => "---",
+                Align::Right => "---:",
+            };
+            let _ = write!(s, "{sp}{rule}{sp}|");
         }
         s.push('\n');
         for r in &self.rows {
@@ -274,6 +294,13 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alignment_rows_compact_or_spaced() {
+        let t = Table::new(&["a", "b"]).aligned("lr");
+        assert_eq!(t.to_markdown(), "| a | b |\n|---|---:|\n");
+        assert_eq!(t.spaced().to_markdown(), "| a | b |\n| --- | ---: |\n");
+    }
 
     #[test]
     fn html_embeds_figures_and_escapes_text() {

@@ -5,25 +5,25 @@
 
 use std::path::Path;
 
-use accel_model::plan::{Phase, Plan};
-use accel_model::{HwConfig, Parallelism, Performance, Precision, Workload};
+use accel_model::paper::BatchRow;
+use accel_model::study::{self, Study, PHASE_GROUPS};
+use accel_model::{HwConfig, Parallelism, Precision, Workload};
 
-use super::report::AccelReport;
 use crate::plot;
 
-pub(super) const MODES: [Parallelism; 3] = [
-    Parallelism::IntraLayer,
-    Parallelism::IntraBatch,
-    Parallelism::Adaptive,
-];
-
-fn perf_at(w: &Workload, hw: &HwConfig) -> Option<Performance> {
-    Plan::new(w).estimate(hw).ok().and_then(|e| e.performance)
+/// One series per mode from `(mode, points)` pairs.
+fn by_mode(curves: Vec<(Parallelism, Vec<(usize, f64)>)>) -> Vec<plot::Series> {
+    let series = curves.into_iter().map(|(mode, points)| plot::Series {
+        label: mode.name().to_string(),
+        points: points.iter().map(|&(x, y)| (x as f64, y)).collect(),
+        ..Default::default()
+    });
+    series.collect()
 }
 
-/// Writes the four figures into `dir`; returns their stems (relative to `dir`).
+/// Writes the figures into `dir`; returns their stems (relative to `dir`).
 pub fn write_plots(
-    report: &AccelReport,
+    report: &Study,
     w: &Workload,
     hw: &HwConfig,
     dir: &Path,
@@ -31,32 +31,13 @@ pub fn write_plots(
     let mut stems = batch_plots(report, dir)?;
     // IPS vs cores, per mode, one chart per precision (fitting points only).
     for precision in [Precision::Fxp16, Precision::Fxp32] {
-        let wl = Workload {
-            precision,
-            ..w.clone()
-        };
-        let mut limit = 0usize;
-        let series = MODES
+        let curves = study::ips_vs_cores(w, hw, precision, 8);
+        let limit = curves
             .iter()
-            .map(|&mode| plot::Series {
-                label: mode.name().to_string(),
-                points: (1..=8)
-                    .filter_map(|cores| {
-                        let p = perf_at(
-                            &wl,
-                            &HwConfig {
-                                cores,
-                                parallelism: mode,
-                                ..hw.clone()
-                            },
-                        )?;
-                        limit = limit.max(cores);
-                        Some((cores as f64, p.accelerator_training_ips))
-                    })
-                    .collect(),
-                ..Default::default()
-            })
-            .collect();
+            .flat_map(|c| &c.1)
+            .map(|p| p.0)
+            .max()
+            .unwrap_or(0);
         let stem = format!("ips_vs_cores_{}", precision.to_string().to_lowercase());
         plot::line_chart(
             &plot::LineChart {
@@ -66,7 +47,7 @@ pub fn write_plots(
                 ),
                 x_label: "AAP cores".into(),
                 y_label: "accelerator training IPS (samples/s)".into(),
-                series,
+                series: by_mode(curves),
                 vlines: vec![(limit as f64, format!("fit limit {limit}"))],
                 ..Default::default()
             },
@@ -74,106 +55,23 @@ pub fn write_plots(
         )?;
         stems.push(stem);
     }
-
-    // IPS/W vs bit width, per mode.
-    let series = MODES
-        .iter()
-        .map(|&mode| plot::Series {
-            label: mode.name().to_string(),
-            points: [Precision::Fxp16, Precision::Fxp32]
-                .iter()
-                .filter_map(|&precision| {
-                    let p = perf_at(
-                        &Workload {
-                            precision,
-                            ..w.clone()
-                        },
-                        &HwConfig {
-                            parallelism: mode,
-                            ..hw.clone()
-                        },
-                    )?;
-                    Some((precision.bits() as f64, p.ips_per_watt))
-                })
-                .collect(),
-            ..Default::default()
-        })
-        .collect();
     plot::line_chart(
         &plot::LineChart {
             title: format!("Training IPS/W vs datapath width ({} cores)", hw.cores),
             x_label: "bit width (bits)".into(),
             y_label: "training IPS/W (samples/s/W)".into(),
-            series,
+            series: by_mode(study::ips_per_watt_vs_bits(w, hw)),
             ..Default::default()
         },
         &dir.join("ipsw_vs_bits"),
     )?;
     stems.push("ipsw_vs_bits".to_string());
-
     // Stacked cycles per phase for each mode x precision.
-    let mut categories = Vec::new();
-    let mut per_config: Vec<Vec<f64>> = Vec::new();
-    for precision in [Precision::Fxp16, Precision::Fxp32] {
-        for mode in MODES {
-            let p = Plan::new(&Workload {
-                precision,
-                ..w.clone()
-            })
-            .performance(&HwConfig {
-                parallelism: mode,
-                ..hw.clone()
-            });
-            categories.push(format!("{} {precision}", mode.name()));
-            per_config.push(
-                p.phases
-                    .iter()
-                    .map(|ph| ph.runs_per_iteration * ph.cycles as f64 / 1e3)
-                    .collect(),
-            );
-        }
-    }
-    // Phases grouped so the stack stays readable (labels chosen to get distinct colours).
-    let groups: [(&str, &[Phase]); 8] = [
-        ("action inference", &[Phase::ActionInference]),
-        (
-            "target nets forward",
-            &[Phase::TargetActor, Phase::TargetCritic],
-        ),
-        (
-            "critic forward/backward",
-            &[Phase::CriticForward, Phase::CriticBackward],
-        ),
-        ("critic update", &[Phase::CriticUpdate]),
-        (
-            "actor forward/backward",
-            &[Phase::ActorForward, Phase::ActorBackward],
-        ),
-        ("actor update", &[Phase::ActorUpdate]),
-        ("target update", &[Phase::TargetUpdate]),
-        ("off-chip stalls", &[Phase::ReplayFetch]),
-    ];
-    let stacks = groups
+    let configs = study::kcycles_per_phase_group(w, hw);
+    let stacks = PHASE_GROUPS
         .iter()
-        .map(|(label, members)| {
-            let idx: Vec<usize> = members
-                .iter()
-                .map(|m| {
-                    Phase::ALL
-                        .iter()
-                        .position(|p| p == m)
-                        .expect("phase listed")
-                })
-                .collect();
-            (
-                label.to_string(),
-                per_config
-                    .iter()
-                    .map(|c| idx.iter().map(|&i| c[i]).sum())
-                    .collect(),
-            )
-        })
-        .collect();
+        .enumerate()
+        .map(|(g, (label, _))| (label.to_string(), configs.iter().map(|c| c.2[g]).collect()));
     plot::stacked_bars(
         &plot::StackedBars {
             title: format!(
@@ -182,8 +80,11 @@ pub fn write_plots(
             ),
             x_label: "parallelism and precision".into(),
             y_label: "kcycles per iteration".into(),
-            categories,
-            stacks,
+            categories: configs
+                .iter()
+                .map(|(p, m, _)| format!("{} {p}", m.name()))
+                .collect(),
+            stacks: stacks.collect(),
         },
         &dir.join("cycles_per_phase"),
     )?;
@@ -226,13 +127,14 @@ pub fn write_plots(
 }
 
 /// System and accelerator IPS against batch, and the time step's breakdown per batch.
-fn batch_plots(report: &AccelReport, dir: &Path) -> anyhow::Result<Vec<String>> {
+fn batch_plots(report: &Study, dir: &Path) -> anyhow::Result<Vec<String>> {
     let rows = &report.batches;
     if rows.is_empty() {
         return Ok(Vec::new());
     }
     let e = &report.estimate;
-    let xs = |f: fn(&super::paper::BatchRow) -> f64| -> Vec<(f64, f64)> {
+    let ys = |f: fn(&BatchRow) -> f64| -> Vec<f64> { rows.iter().map(f).collect() };
+    let xs = |f: fn(&BatchRow) -> f64| -> Vec<(f64, f64)> {
         rows.iter().map(|b| (b.batch as f64, f(b))).collect()
     };
     let mut series = vec![
@@ -263,23 +165,19 @@ fn batch_plots(report: &AccelReport, dir: &Path) -> anyhow::Result<Vec<String>> 
             band,
             ..Default::default()
         });
-        if let Some(r) = c
-            .rows
-            .iter()
-            .find(|r| r.figure.starts_with("accelerator IPS"))
-        {
-            hbands.push(plot::HBand {
-                label: format!("paper: accelerator {:.1} (+-10%)", r.paper),
-                lo: 0.9 * r.paper,
-                hi: 1.1 * r.paper,
-            });
+        for (what, paper) in [
+            ("accelerator", c.paper_accelerator_ips()),
+            ("system", c.paper_system_ips()),
+        ] {
+            if let Some(paper) = paper {
+                hbands.push(plot::HBand {
+                    label: format!("paper: {what} {paper:.1} (+-10%)"),
+                    lo: 0.9 * paper,
+                    hi: 1.1 * paper,
+                });
+            }
         }
-        if let Some(r) = c.rows.iter().find(|r| r.figure.starts_with("system IPS")) {
-            hbands.push(plot::HBand {
-                label: format!("paper: system {:.1} (+-10%)", r.paper),
-                lo: 0.9 * r.paper,
-                hi: 1.1 * r.paper,
-            });
+        if c.paper_system_ips().is_some() {
             vlines.push((c.headline_batch as f64, "headline batch".to_string()));
         }
     }
@@ -305,18 +203,9 @@ fn batch_plots(report: &AccelReport, dir: &Path) -> anyhow::Result<Vec<String>> 
             y_label: "ms per time step".into(),
             categories: rows.iter().map(|b| b.batch.to_string()).collect(),
             stacks: vec![
-                (
-                    "CPU: environment".into(),
-                    rows.iter().map(|b| b.env_ms).collect(),
-                ),
-                (
-                    "runtime + PCIe".into(),
-                    rows.iter().map(|b| b.runtime_ms + b.link_ms).collect(),
-                ),
-                (
-                    "FPGA".into(),
-                    rows.iter().map(|b| b.accelerator_ms).collect(),
-                ),
+                ("CPU: environment".into(), ys(|b| b.env_ms)),
+                ("runtime + PCIe".into(), ys(|b| b.runtime_ms + b.link_ms)),
+                ("FPGA".into(), ys(|b| b.accelerator_ms)),
             ],
         },
         &dir.join("time_breakdown"),

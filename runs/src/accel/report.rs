@@ -1,487 +1,423 @@
-//! The `fixar accel` report: the estimate with every figure's definition, the paper
-//! comparison (`paper.rs`), FXP32 vs FXP16, phases, the simulator's check of every phase,
-//! resources per component, the CPU side by side, the sweep's Pareto front, and what the
-//! preset fits and assumes; as JSON and as markdown.
+//! The `fixar accel` report as markdown, built from `crate::report`'s pieces: the
+//! estimate with every figure's definition, paper vs model, FXP32 vs FXP16, phases, the
+//! simulator's check of every phase, resources per component, the CPU side by side, the
+//! sweep's Pareto front, and what the preset fits and assumes. The figures and rows come
+//! from `accel_model::study` and `accel_model::paper`; this file only formats them.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use accel_model::plan::Plan;
-use accel_model::presets::{self, Preset};
-use accel_model::sweep::{pareto_front, SweepPoint, SweepSpec};
-use accel_model::{Estimate, Performance, Precision, Workload};
-use serde::{Deserialize, Serialize};
+use accel_model::paper::{BatchRow, PaperComparison};
+use accel_model::presets;
+use accel_model::study::Study;
+use accel_model::Performance;
 
-use super::paper::{self, BatchRow, PaperComparison};
-use super::{model_error, CpuSide};
+use crate::report::{bullets, heading, Table};
 
-/// Batch sizes every report evaluates (FIXAR's four).
-pub const REPORT_BATCHES: [usize; 4] = [64, 128, 256, 512];
-
-/// The paper's system IPS and IPS/W against this model at the headline batch (the short
-/// form of `paper`, kept for the pipeline's report).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Calibration {
-    pub source: String,
-    pub paper_training_ips: f64,
-    pub model_training_ips: f64,
-    pub training_ips_error_pct: f64,
-    pub paper_ips_per_watt: f64,
-    pub model_ips_per_watt: f64,
-    pub ips_per_watt_error_pct: f64,
+/// A row's cells from anything that displays.
+macro_rules! cells {
+    ($($e:expr),* $(,)?) => { vec![$($e.to_string()),*] };
 }
 
-/// One precision's headline figures for the same hardware.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PrecisionRow {
-    pub precision: Precision,
-    pub accelerator_training_ips: Option<f64>,
-    /// System IPS (the `training_ips` alias).
-    pub training_ips: Option<f64>,
-    pub inference_ips: Option<f64>,
-    pub power_w: Option<f64>,
-    pub ips_per_watt: Option<f64>,
-    pub fits: bool,
+/// A table in the report's style: `|`-separated header, columns aligned by letter
+/// (`l`/`r`), spaced rule.
+fn table(header: &str, align: &str) -> Table {
+    Table::new(&header.split('|').collect::<Vec<_>>())
+        .aligned(align)
+        .spaced()
 }
 
-/// The whole `fixar accel` report (JSON; the markdown renders the same fields).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct AccelReport {
-    #[serde(flatten)]
-    pub estimate: Estimate,
-    pub preset_description: String,
-    pub workload_source: String,
-    pub notes: Vec<String>,
-    pub calibration: Option<Calibration>,
-    /// Paper vs model, for a preset with published figures running its own workload.
-    pub paper: Option<PaperComparison>,
-    /// The model at each of [`REPORT_BATCHES`] (same hardware and workload).
-    pub batches: Vec<BatchRow>,
-    pub precisions: Vec<PrecisionRow>,
-    pub cpu: Option<CpuSide>,
-    /// Estimated accelerator training IPS / CPU training IPS.
-    pub speedup_vs_cpu: Option<f64>,
-    /// Estimated IPS/W / CPU IPS/W.
-    pub efficiency_ratio_vs_cpu: Option<f64>,
-    pub sweep: Vec<SweepPoint>,
-    /// Indices into `sweep` of the Pareto front (accelerator IPS vs IPS/W).
-    pub pareto_front: Vec<usize>,
-    /// Preset parameter -> the one paper figure it is fitted to.
-    pub fitted: BTreeMap<String, String>,
-    /// Preset parameter -> the reason for its assumed value.
-    pub assumptions: BTreeMap<String, String>,
-    /// Batch the simulator ran at (the workload's, capped to keep a report quick).
-    pub simulator_batch: usize,
-    /// The cycle-level simulator run on every phase of this configuration (random
-    /// operands): its cycles against the analytic model's, its outputs against the golden GEMM.
-    pub simulator_checks: Vec<accel_model::sim::PhaseCheck>,
-    pub plots: Vec<String>,
+/// `v` with `d` decimals.
+fn n(v: f64, d: usize) -> String {
+    format!("{v:.d$}")
 }
 
-fn pct(model: f64, paper: f64) -> f64 {
-    100.0 * (model - paper) / paper
+/// `v` with `d` decimals, or `none`.
+fn opt(v: Option<f64>, d: usize, none: &str) -> String {
+    v.map_or(none.into(), |v| n(v, d))
 }
 
-/// Everything but the CPU run and the files: preset + workload -> report.
-pub fn build_report(
-    preset: &Preset,
-    w: &Workload,
-    workload_source: String,
-    sweep: &SweepSpec,
-    notes: Vec<String>,
-) -> anyhow::Result<AccelReport> {
-    let plan = Plan::new(w);
-    let estimate = plan.estimate(&preset.hw).map_err(model_error)?;
-    let calibration = match (&preset.reference, &estimate.performance) {
-        (Some(r), Some(p))
-            if Some(w) == preset.workload.as_ref() && w.batch == r.headline_batch =>
-        {
-            Some(Calibration {
-                source: r.source.clone(),
-                paper_training_ips: r.system_training_ips,
-                model_training_ips: p.system_training_ips,
-                training_ips_error_pct: pct(p.system_training_ips, r.system_training_ips),
-                paper_ips_per_watt: r.ips_per_watt,
-                model_ips_per_watt: p.ips_per_watt,
-                ips_per_watt_error_pct: pct(p.ips_per_watt, r.ips_per_watt),
-            })
+/// A fraction as a percentage with one decimal.
+fn pc(v: f64) -> String {
+    format!("{:.1}%", 100.0 * v)
+}
+
+/// The whole report.
+pub fn render_md(r: &Study) -> String {
+    let e = &r.estimate;
+    let mut s = heading(
+        1,
+        &format!("Accelerator estimate: `{}` on {}", e.hw, e.device),
+    );
+    let _ = writeln!(s, "\n{}\n", r.preset_description);
+    let mut items = vec![
+        format!("Workload: {} (from {})", e.workload, r.workload_source),
+        format!(
+            "Hardware: {} AAP cores of {} PEs, {} MHz, {} parallelism (intra-layer splits {}), {}",
+            e.cores, e.array, e.clock_mhz, e.parallelism, e.intra_layer_split, e.precision
+        ),
+    ];
+    items.extend(r.notes.iter().map(|n| format!("Note: {n}")));
+    s += &bullets(&items);
+    s += "\n**Definitions.**\n\n";
+    s += &bullets(&[
+        &e.accelerator_training_ips_definition,
+        &e.system_training_ips_definition,
+        &e.training_ips_definition,
+        &e.training_utilization_definition,
+        &e.ips_per_watt_definition,
+        &e.inference_ips_definition,
+    ]);
+    s += "\n";
+    match &e.performance {
+        None => {
+            let _ = writeln!(
+                s,
+                "{}\nThe configuration does not fit {}: {}. No throughput is estimated for it.\n",
+                heading(2, "Does not fit"),
+                e.fit.device,
+                e.fit.exceeded.join("; ")
+            );
         }
-        _ => None,
-    };
-    let precisions = [Precision::Fxp32, Precision::Fxp16]
-        .into_iter()
-        .map(|precision| {
-            let e = Plan::new(&Workload {
-                precision,
-                ..w.clone()
-            })
-            .estimate(&preset.hw);
-            let perf = e.as_ref().ok().and_then(|e| e.performance.clone());
-            PrecisionRow {
-                precision,
-                accelerator_training_ips: perf.as_ref().map(|p| p.accelerator_training_ips),
-                training_ips: perf.as_ref().map(|p| p.system_training_ips),
-                inference_ips: perf.as_ref().map(|p| p.inference_ips),
-                power_w: perf.as_ref().map(|p| p.power_w),
-                ips_per_watt: perf.as_ref().map(|p| p.ips_per_watt),
-                fits: perf.is_some(),
-            }
-        })
-        .collect();
-    let points = sweep.run(w, &preset.hw);
-    let front = pareto_front(&points);
-    // Every phase, at a batch small enough for a debug build to step quickly.
-    let simulator_batch = w.batch.min(4 * preset.hw.cores);
-    let simulator_checks = if estimate.fit.fits {
-        let small = Plan::new(&Workload {
-            batch: simulator_batch,
-            ..w.clone()
-        });
-        accel_model::sim::check_iteration(&small, &preset.hw, 7)
-    } else {
-        Vec::new()
-    };
-    Ok(AccelReport {
-        estimate,
-        preset_description: preset.description.clone(),
-        workload_source,
-        notes,
-        calibration,
-        paper: paper::compare(preset, w),
-        batches: paper::batch_rows(preset, w, &REPORT_BATCHES),
-        precisions,
-        cpu: None,
-        speedup_vs_cpu: None,
-        efficiency_ratio_vs_cpu: None,
-        sweep: points,
-        pareto_front: front,
-        fitted: preset.fitted.clone(),
-        assumptions: preset.assumptions.clone(),
-        simulator_batch,
-        simulator_checks,
-        plots: Vec::new(),
-    })
-}
-
-impl AccelReport {
-    /// Adds the CPU side and the ratios.
-    pub fn with_cpu(mut self, cpu: CpuSide) -> Self {
-        if let Some(p) = &self.estimate.performance {
-            self.speedup_vs_cpu = Some(p.accelerator_training_ips / cpu.training_ips);
-            self.efficiency_ratio_vs_cpu = Some(p.ips_per_watt / cpu.ips_per_watt);
-        }
-        self.cpu = Some(cpu);
-        self
+        Some(p) => s += &headline(p),
     }
-
-    pub fn render_md(&self) -> String {
-        let e = &self.estimate;
-        let mut s = String::new();
-        let _ = writeln!(s, "# Accelerator estimate: `{}` on {}\n", e.hw, e.device);
-        let _ = writeln!(s, "{}\n", self.preset_description);
-        let _ = writeln!(
-            s,
-            "- Workload: {} (from {})\n- Hardware: {} AAP cores of {} PEs, {} MHz, {} parallelism (intra-layer splits {}), {}",
-            e.workload, self.workload_source, e.cores, e.array, e.clock_mhz, e.parallelism, e.intra_layer_split, e.precision
-        );
-        for n in &self.notes {
-            let _ = writeln!(s, "- Note: {n}");
-        }
-        let _ = writeln!(s, "\n**Definitions.**\n");
-        for d in [
-            &e.accelerator_training_ips_definition,
-            &e.system_training_ips_definition,
-            &e.training_ips_definition,
-            &e.training_utilization_definition,
-            &e.ips_per_watt_definition,
-            &e.inference_ips_definition,
-        ] {
-            let _ = writeln!(s, "- {d}");
-        }
-        let _ = writeln!(s);
-        match &e.performance {
-            None => {
-                let _ = writeln!(
-                    s,
-                    "## Does not fit\n\nThe configuration does not fit {}: {}. No throughput is estimated for it.\n",
-                    e.fit.device,
-                    e.fit.exceeded.join("; ")
-                );
-            }
-            Some(p) => render_headline(&mut s, p),
-        }
-        match &self.paper {
-            Some(c) => paper::render_md(c, &mut s),
-            None => render_batches(&mut s, &self.batches),
-        }
-        let _ = writeln!(s, "## FXP32 vs FXP16 (same hardware and workload)\n");
-        let _ = writeln!(s, "| precision | accelerator IPS | system IPS | inference IPS | power (W) | IPS/W |\n| --- | ---: | ---: | ---: | ---: | ---: |");
-        for r in &self.precisions {
-            let f = |v: Option<f64>, d: usize| {
-                v.map_or("does not fit".to_string(), |v| format!("{v:.d$}"))
-            };
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} |",
-                r.precision,
-                f(r.accelerator_training_ips, 1),
-                f(r.training_ips, 1),
-                f(r.inference_ips, 1),
-                f(r.power_w, 2),
-                f(r.ips_per_watt, 1)
-            );
-        }
-        if let Some(p) = &e.performance {
-            render_phases(&mut s, p);
-        }
-        if !self.simulator_checks.is_empty() {
-            let _ = writeln!(
-                s,
-                "\n## Cycle-level simulator on this configuration\n\nEvery phase of one iteration at batch {} with random operands: cycles against the analytic model (update passes: weight-port accesses too), GEMM outputs against `quant::golden_gemm`.\n",
-                self.simulator_batch
-            );
-            let _ = writeln!(s, "| phase | mode | GEMMs | MACs | simulated cycles | analytic cycles | simulated port accesses | analytic port accesses | bit-exact |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
-            for c in &self.simulator_checks {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    c.phase.name(),
-                    c.mode,
-                    c.gemms,
-                    c.macs,
-                    c.simulated_cycles,
-                    c.analytic_cycles,
-                    c.simulated_port_cycles,
-                    c.analytic_port_cycles,
-                    if c.bit_exact { "yes" } else { "NO" }
-                );
-            }
-        }
-        let r = &e.resources;
-        let fit = &e.fit;
-        let d = presets::device(&fit.device).ok();
-        let _ = writeln!(
-            s,
-            "\n## FPGA resources on {} ({})\n",
-            e.device,
-            if fit.fits { "fits" } else { "does NOT fit" }
-        );
-        let _ = writeln!(
-            s,
-            "| resource | used | available | utilization |\n| --- | ---: | ---: | ---: |"
-        );
-        if let Some(d) = d {
-            for (name, used, avail, u) in [
-                ("DSP", r.dsp, d.dsps, fit.dsp_util),
-                ("LUT", r.lut, d.luts, fit.lut_util),
-                ("FF", r.ff, d.ffs, fit.ff_util),
-                ("BRAM36", r.bram36, d.bram36, fit.bram_util),
-                ("URAM", r.uram, d.uram, fit.uram_util),
-            ] {
-                let _ = writeln!(s, "| {name} | {used} | {avail} | {:.1}% |", 100.0 * u);
-            }
-            let _ = writeln!(s, "\nDevice figures: {}", d.source);
-        }
-        let _ = writeln!(
-            s,
-            "\n| component | LUT | FF | BRAM36 | URAM | DSP |\n| --- | ---: | ---: | ---: | ---: | ---: |"
-        );
-        for c in &r.components {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} |",
-                c.name, c.lut, c.ff, c.bram36, c.uram, c.dsp
-            );
-        }
-        let _ = writeln!(s, "\n## This CPU, same workload\n");
-        match &self.cpu {
-            None => {
-                let _ = writeln!(s, "Not measured (`--cpu-seconds 0`).");
-            }
-            Some(c) => {
-                let _ = writeln!(
-                    s,
-                    "- Measured: {}\n- Threads: {}\n- Training IPS: {:.1}\n- CPU power: {:.1} W ({})\n- CPU IPS/W: {:.2}",
-                    c.measured, c.threads, c.training_ips, c.power_w, c.power_source, c.ips_per_watt
-                );
-                if let Some(fx) = c.emulated_fixed_point_ips {
-                    let _ = writeln!(
-                        s,
-                        "- The same agent with {} emulated bit-exactly on this CPU: {fx:.1} IPS (fixar's own training speed here; not the baseline)",
-                        self.estimate.precision
-                    );
-                }
-                if let (Some(x), Some(y)) = (self.speedup_vs_cpu, self.efficiency_ratio_vs_cpu) {
-                    let _ = writeln!(s, "- Estimated accelerator speed-up: {x:.1}x; efficiency ratio (IPS/W): {y:.1}x");
-                }
-            }
-        }
-        let fitting = self.sweep.iter().filter(|p| p.fits).count();
-        let _ = writeln!(
-            s,
-            "\n## Sweep\n\n{} design points ({} fit the device). Pareto front of accelerator training IPS vs IPS/W:\n",
-            self.sweep.len(),
-            fitting
-        );
-        let _ = writeln!(s, "| cores | array | precision | batch | clock (MHz) | mode | accelerator IPS | IPS/W | power (W) |\n| ---: | --- | --- | ---: | ---: | --- | ---: | ---: | ---: |");
-        for &i in &self.pareto_front {
-            let (p, d) = (&self.sweep[i], &self.sweep[i].point);
-            let _ = writeln!(
-                s,
-                "| {} | {}x{} | {} | {} | {} | {} | {:.1} | {:.1} | {:.2} |",
-                d.cores,
-                d.array.0,
-                d.array.1,
-                d.precision,
-                d.batch,
-                d.clock_mhz,
-                d.parallelism.name(),
-                p.accelerator_training_ips.unwrap_or(0.0),
-                p.ips_per_watt.unwrap_or(0.0),
-                p.power_w.unwrap_or(0.0)
-            );
-        }
-        if !self.fitted.is_empty() {
-            let _ = writeln!(s, "\n## Fitted parameters of the preset\n");
-            for (k, v) in &self.fitted {
-                let _ = writeln!(s, "- **{k}**: {v}");
-            }
-        }
-        if !self.assumptions.is_empty() {
-            let _ = writeln!(s, "\n## Assumptions of the preset\n");
-            for (k, v) in &self.assumptions {
-                let _ = writeln!(s, "- **{k}**: {v}");
-            }
-        }
-        if !self.plots.is_empty() {
-            let _ = writeln!(s, "\n## Plots\n");
-            for p in &self.plots {
-                let _ = writeln!(s, "- ![{p}]({p}.png) ([svg]({p}.svg))");
-            }
-        }
-        s
+    match &r.paper {
+        Some(c) => s += &paper_md(c),
+        None => s += &format!("{}\n{}\n", heading(2, "Per batch"), batch_table(&r.batches)),
     }
+    let mut t = table(
+        "precision|accelerator IPS|system IPS|inference IPS|power (W)|IPS/W",
+        "lrrrrr",
+    );
+    for p in &r.precisions {
+        let f = |v, d| opt(v, d, "does not fit");
+        t.row(cells![
+            p.precision,
+            f(p.accelerator_training_ips, 1),
+            f(p.training_ips, 1),
+            f(p.inference_ips, 1),
+            f(p.power_w, 2),
+            f(p.ips_per_watt, 1)
+        ]);
+    }
+    let _ = write!(
+        s,
+        "{}\n{}",
+        heading(2, "FXP32 vs FXP16 (same hardware and workload)"),
+        t.to_markdown()
+    );
+    if let Some(p) = &e.performance {
+        s += &phases(p);
+    }
+    if !r.simulator_checks.is_empty() {
+        let mut t = table("phase|mode|GEMMs|MACs|simulated cycles|analytic cycles|simulated port accesses|analytic port accesses|bit-exact", "llrrrrrrl");
+        for c in &r.simulator_checks {
+            t.row(cells![
+                c.phase.name(),
+                c.mode,
+                c.gemms,
+                c.macs,
+                c.simulated_cycles,
+                c.analytic_cycles,
+                c.simulated_port_cycles,
+                c.analytic_port_cycles,
+                if c.bit_exact { "yes" } else { "NO" }
+            ]);
+        }
+        let _ = write!(
+            s,
+            "\n{}\nEvery phase of one iteration at batch {} with random operands: cycles against the analytic model (update passes: weight-port accesses too), GEMM outputs against `quant::golden_gemm`.\n\n{}",
+            heading(2, "Cycle-level simulator on this configuration"),
+            r.simulator_batch,
+            t.to_markdown()
+        );
+    }
+    s += &resources(r);
+    let _ = write!(s, "\n{}\n", heading(2, "This CPU, same workload"));
+    match &r.cpu {
+        None => s += "Not measured (`--cpu-seconds 0`).\n",
+        Some(c) => {
+            let mut items = vec![
+                format!("Measured: {}", c.measured),
+                format!("Threads: {}", c.threads),
+                format!("Training IPS: {:.1}", c.training_ips),
+                format!("CPU power: {:.1} W ({})", c.power_w, c.power_source),
+                format!("CPU IPS/W: {:.2}", c.ips_per_watt),
+            ];
+            if let Some(fx) = c.emulated_fixed_point_ips {
+                items.push(format!("The same agent with {} emulated bit-exactly on this CPU: {fx:.1} IPS (fixar's own training speed here; not the baseline)", e.precision));
+            }
+            if let (Some(x), Some(y)) = (r.speedup_vs_cpu, r.efficiency_ratio_vs_cpu) {
+                items.push(format!(
+                    "Estimated accelerator speed-up: {x:.1}x; efficiency ratio (IPS/W): {y:.1}x"
+                ));
+            }
+            s += &bullets(&items);
+        }
+    }
+    let mut t = table(
+        "cores|array|precision|batch|clock (MHz)|mode|accelerator IPS|IPS/W|power (W)",
+        "rllrrlrrr",
+    );
+    for &i in &r.pareto_front {
+        let (p, d) = (&r.sweep[i], &r.sweep[i].point);
+        t.row(cells![
+            d.cores,
+            format!("{}x{}", d.array.0, d.array.1),
+            d.precision,
+            d.batch,
+            d.clock_mhz,
+            d.parallelism.name(),
+            n(p.accelerator_training_ips.unwrap_or(0.0), 1),
+            n(p.ips_per_watt.unwrap_or(0.0), 1),
+            n(p.power_w.unwrap_or(0.0), 2)
+        ]);
+    }
+    let _ = write!(
+        s,
+        "\n{}\n{} design points ({} fit the device). Pareto front of accelerator training IPS vs IPS/W:\n\n{}",
+        heading(2, "Sweep"),
+        r.sweep.len(),
+        r.sweep.iter().filter(|p| p.fits).count(),
+        t.to_markdown()
+    );
+    for (title, map) in [
+        ("Fitted parameters of the preset", &r.fitted),
+        ("Assumptions of the preset", &r.assumptions),
+    ] {
+        if !map.is_empty() {
+            let items: Vec<String> = map.iter().map(|(k, v)| format!("**{k}**: {v}")).collect();
+            let _ = write!(s, "\n{}\n{}", heading(2, title), bullets(&items));
+        }
+    }
+    if !r.plots.is_empty() {
+        let items: Vec<String> = r
+            .plots
+            .iter()
+            .map(|p| format!("![{p}]({p}.png) ([svg]({p}.svg))"))
+            .collect();
+        let _ = write!(s, "\n{}\n{}", heading(2, "Plots"), bullets(&items));
+    }
+    s
 }
 
-fn render_headline(s: &mut String, p: &Performance) {
-    let _ = writeln!(s, "## Headline\n\n| figure | value |\n| --- | ---: |");
-    let t = &p.time_step;
-    let w = &p.power;
-    let rows = [
-        (
-            "accelerator training IPS",
-            format!("{:.1}", p.accelerator_training_ips),
-        ),
-        (
-            "system training IPS",
-            format!("{:.1}", p.system_training_ips),
-        ),
-        (
-            "training IPS (alias of system)",
-            format!("{:.1}", p.training_ips),
-        ),
-        ("inference IPS", format!("{:.1}", p.inference_ips)),
-        ("card power, training (W)", format!("{:.2}", p.power_w)),
-        (
-            "IPS/W (accelerator IPS / card power)",
-            format!("{:.1}", p.ips_per_watt),
-        ),
-        (
-            "card power, inference only (W)",
-            format!("{:.2}", p.inference_power_w),
-        ),
-        (
-            "IPS/W, inference",
-            format!("{:.1}", p.inference_ips_per_watt),
-        ),
-        (
-            "MAC per trained sample",
-            format!("{:.0}", p.macs_per_sample),
-        ),
-        (
-            "accelerator time per step (us)",
-            format!("{:.2}", p.iteration_s * 1e6),
-        ),
+fn headline(p: &Performance) -> String {
+    let (t, w) = (&p.time_step, &p.power);
+    let mut table = table("figure|value", "lr");
+    let time_step = [t.env_s, t.runtime_s, t.link_s, t.accelerator_s].map(|x| 1e3 * x);
+    for (k, v) in [
+        ("accelerator training IPS", n(p.accelerator_training_ips, 1)),
+        ("system training IPS", n(p.system_training_ips, 1)),
+        ("training IPS (alias of system)", n(p.training_ips, 1)),
+        ("inference IPS", n(p.inference_ips, 1)),
+        ("card power, training (W)", n(p.power_w, 2)),
+        ("IPS/W (accelerator IPS / card power)", n(p.ips_per_watt, 1)),
+        ("card power, inference only (W)", n(p.inference_power_w, 2)),
+        ("IPS/W, inference", n(p.inference_ips_per_watt, 1)),
+        ("MAC per trained sample", n(p.macs_per_sample, 0)),
+        ("accelerator time per step (us)", n(p.iteration_s * 1e6, 2)),
         (
             "time step: env / runtime / link / accelerator (ms)",
-            format!(
-                "{:.2} / {:.2} / {:.3} / {:.2}",
-                1e3 * t.env_s,
-                1e3 * t.runtime_s,
-                1e3 * t.link_s,
-                1e3 * t.accelerator_s
-            ),
+            slashed(&time_step, &[2, 2, 3, 2]),
         ),
-        (
-            "PE utilization while computing",
-            format!("{:.1}%", 100.0 * p.training_utilization),
-        ),
-        (
-            "PE utilization over every cycle",
-            format!("{:.1}%", 100.0 * p.overall_utilization),
-        ),
-        (
-            "PE utilization, inference",
-            format!("{:.1}%", 100.0 * p.inference_utilization),
-        ),
+        ("PE utilization while computing", pc(p.training_utilization)),
+        ("PE utilization over every cycle", pc(p.overall_utilization)),
+        ("PE utilization, inference", pc(p.inference_utilization)),
         (
             "power: FPGA static / memory / host link / board (W)",
-            format!(
-                "{:.2} / {:.2} / {:.2} / {:.2}",
-                w.fpga_static_w, w.memory_w, w.host_link_w, w.board_w
+            slashed(
+                &[w.fpga_static_w, w.memory_w, w.host_link_w, w.board_w],
+                &[2; 4],
             ),
         ),
         (
             "power: clocked logic / activity / regulators (W)",
-            format!(
-                "{:.2} / {:.2} / {:.2}",
-                w.logic_w, w.activity_w, w.regulator_w
-            ),
+            slashed(&[w.logic_w, w.activity_w, w.regulator_w], &[2; 3]),
         ),
         (
             "energy per training sample (uJ)",
-            format!("{:.3}", p.energy_per_training_sample_j * 1e6),
+            n(p.energy_per_training_sample_j * 1e6, 3),
         ),
         (
             "energy per inference (uJ)",
-            format!("{:.3}", p.energy_per_inference_j * 1e6),
+            n(p.energy_per_inference_j * 1e6, 3),
         ),
-    ];
-    for (k, v) in rows {
-        let _ = writeln!(s, "| {k} | {v} |");
+    ] {
+        table.row(cells![k, v]);
     }
-    let _ = writeln!(s);
+    format!("{}\n{}\n", heading(2, "Headline"), table.to_markdown())
 }
 
-/// The model per batch for a preset without published figures.
-fn render_batches(s: &mut String, rows: &[BatchRow]) {
-    let _ = writeln!(s, "## Per batch\n");
-    paper::render_batch_table(rows, s);
-    let _ = writeln!(s);
+/// Values with their decimals, joined by ` / `.
+fn slashed(vs: &[f64], decimals: &[usize]) -> String {
+    let parts: Vec<String> = vs.iter().zip(decimals).map(|(&v, &d)| n(v, d)).collect();
+    parts.join(" / ")
 }
 
-fn render_phases(s: &mut String, p: &Performance) {
-    let _ = writeln!(
-        s,
-        "\n## Phases of one training iteration\n\nCycles and energy per run; `share` weights by runs per iteration.\n"
+/// The model per batch (with the CPU-GPU band the paper's speed-up implies, when there
+/// is one).
+fn batch_table(rows: &[BatchRow]) -> String {
+    let band = rows.iter().any(|b| b.cpu_gpu_ips_range.is_some());
+    let (cpu_gpu, align) = match band {
+        true => ("|CPU-GPU IPS implied by the paper's 1.8-4.8x", "rrrrrrrrr"),
+        false => ("", "rrrrrrrr"),
+    };
+    let header = format!("batch|accelerator IPS|system IPS{cpu_gpu}|utilization|env (ms)|runtime (ms)|link (ms)|FPGA (ms)");
+    let mut t = table(&header, align);
+    for b in rows {
+        let mut row = cells![
+            b.batch,
+            n(b.accelerator_training_ips, 1),
+            n(b.system_training_ips, 1)
+        ];
+        if let Some((lo, hi)) = b.cpu_gpu_ips_range {
+            row.push(format!("{lo:.0}-{hi:.0}"));
+        }
+        let (u, env, rt, link, acc) = (
+            b.training_utilization,
+            b.env_ms,
+            b.runtime_ms,
+            b.link_ms,
+            b.accelerator_ms,
+        );
+        row.extend([n(u, 3), n(env, 2), n(rt, 2), n(link, 3), n(acc, 2)]);
+        t.row(row);
+    }
+    t.to_markdown()
+}
+
+/// Paper vs model (also the README's table).
+fn paper_md(c: &PaperComparison) -> String {
+    let mut rows = table("figure|paper|model|error|tolerance|within", "lrrrrl");
+    for r in &c.rows {
+        let d = if r.figure.starts_with("Table I") {
+            0
+        } else if r.paper < 10.0 {
+            3
+        } else {
+            1
+        };
+        rows.row(cells![
+            r.figure,
+            format!("{:.d$}", r.paper),
+            opt(r.model, d, "-"),
+            r.error_pct.map_or("-".into(), |e| format!("{e:+.1}%")),
+            format!("±{:.0}%", r.tolerance_pct),
+            if r.within { "yes" } else { "NO" }
+        ]);
+    }
+    let acc_header = format!("accelerator IPS, batch {}", c.headline_batch);
+    let mut accounting = table(
+        &format!("accounting|MAC per sample|{acc_header}|vs paper"),
+        "lrrr",
     );
-    let _ = writeln!(s, "| phase | runs/iter | mode | cycles | share | utilization | load stall | reduction | port accesses (hidden) | dynamic energy (uJ) |\n| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for a in &c.accounting {
+        accounting.row(cells![
+            a.accounting,
+            format!("{:.3}M", a.macs_per_sample / 1e6),
+            n(a.accelerator_training_ips, 1),
+            format!("{:+.1}%", a.error_pct)
+        ]);
+    }
+    let readings = |v: &[(String, f64, f64)]| {
+        let items: Vec<String> = v
+            .iter()
+            .map(|(what, v, e)| format!("{what}: {v:.1} IPS ({e:+.1}%)"))
+            .collect();
+        bullets(&items)
+    };
+    let mut resources = table("component|LUT|FF|BRAM36|URAM|DSP", "lrrrrr");
+    let mut components: Vec<&str> = Vec::new();
+    for r in &c.resources {
+        if !components.contains(&r.component.as_str()) {
+            components.push(&r.component);
+        }
+    }
+    for comp in components {
+        let mut row = cells![comp];
+        row.extend(["LUT", "FF", "BRAM36", "URAM", "DSP"].map(|res| {
+            c.resources
+                .iter()
+                .find(|r| r.component == comp && r.resource == res)
+                .map_or("-".into(), |r| format!("{} / {}", r.paper, r.model))
+        }));
+        resources.row(row);
+    }
+    format!(
+        "{}\nSource: {}\n\n{}\n{}\n{}\n{}\nAt one MAC per PE per cycle ({:.1} GMAC/s peak) and the paper's utilization, its accelerator IPS implies {:.3}M MAC per sample.\n\n{}\n{}\n{}\n{}\nIt does not equal the accelerator's {:.1} IPS. Model figures that could be it (the text establishes none of them):\n\n{}\n{}\n{}\n",
+        heading(2, "Paper vs model"),
+        c.source,
+        rows.to_markdown(),
+        heading(3, "Per batch: accelerator, system, and the time step"),
+        batch_table(&c.batches),
+        heading(3, "Which per-sample MAC accounting the paper's IPS follows"),
+        c.peak_gmac_per_s,
+        c.implied_macs_per_sample / 1e6,
+        accounting.to_markdown(),
+        heading(3, "Accelerator IPS under mechanisms the paper does not describe"),
+        readings(&c.alternatives),
+        heading(3, &format!("Table II's \"peak\" of {:.1} IPS", c.table_peak_ips)),
+        c.paper_accelerator_ips().unwrap_or(0.0),
+        readings(&c.table_peak_readings),
+        heading(3, "Table I per component (paper / model)"),
+        resources.to_markdown(),
+    )
+}
+
+fn phases(p: &Performance) -> String {
+    let mut t = table("phase|runs/iter|mode|cycles|share|utilization|load stall|reduction|port accesses (hidden)|dynamic energy (uJ)", "lrlrrrrrrr");
     for ph in &p.phases {
         let share = ph.runs_per_iteration * ph.cycles as f64 / p.iteration_cycles;
-        let _ = writeln!(
-            s,
-            "| {} | {:.2} | {} | {} | {:.1}% | {:.1}% | {} | {} | {} ({}) | {:.2} |",
+        t.row(cells![
             ph.name,
-            ph.runs_per_iteration,
+            n(ph.runs_per_iteration, 2),
             ph.mode,
             ph.cycles,
-            100.0 * share,
-            100.0 * ph.utilization,
+            pc(share),
+            pc(ph.utilization),
             ph.load_stall_cycles,
             ph.reduction_cycles,
-            ph.port_cycles,
-            ph.hidden_cycles,
-            ph.dynamic_energy_j * 1e6
-        );
+            format!("{} ({})", ph.port_cycles, ph.hidden_cycles),
+            n(ph.dynamic_energy_j * 1e6, 2)
+        ]);
     }
+    format!(
+        "\n{}\nCycles and energy per run; `share` weights by runs per iteration.\n\n{}",
+        heading(2, "Phases of one training iteration"),
+        t.to_markdown()
+    )
+}
+
+/// FPGA resources: used against the device, then per component.
+fn resources(r: &Study) -> String {
+    let (e, fit) = (&r.estimate, &r.estimate.fit);
+    let res = &e.resources;
+    let mut t = table("resource|used|available|utilization", "lrrr");
+    let mut s = String::new();
+    if let Ok(d) = presets::device(&fit.device) {
+        for (name, used, avail, u) in [
+            ("DSP", res.dsp, d.dsps, fit.dsp_util),
+            ("LUT", res.lut, d.luts, fit.lut_util),
+            ("FF", res.ff, d.ffs, fit.ff_util),
+            ("BRAM36", res.bram36, d.bram36, fit.bram_util),
+            ("URAM", res.uram, d.uram, fit.uram_util),
+        ] {
+            t.row(cells![name, used, avail, pc(u)]);
+        }
+        s = format!("\nDevice figures: {}\n", d.source);
+    }
+    let mut comps = table("component|LUT|FF|BRAM36|URAM|DSP", "lrrrrr");
+    for c in &res.components {
+        comps.row(cells![c.name, c.lut, c.ff, c.bram36, c.uram, c.dsp]);
+    }
+    let title = format!(
+        "FPGA resources on {} ({})",
+        e.device,
+        if fit.fits { "fits" } else { "does NOT fit" }
+    );
+    format!(
+        "\n{}\n{}{s}\n{}",
+        heading(2, &title),
+        t.to_markdown(),
+        comps.to_markdown()
+    )
 }

@@ -5,8 +5,9 @@
 //! - [`env`]: native and bridged env stepping against Python Gymnasium.
 //! - [`quant`]: conversion and fake-quantization throughput against apytypes and
 //!   libtorch.
-//! - `accel`: analytic accelerator-model evaluations per second ([`crate::accel`]).
+//! - [`accel`]: analytic accelerator-model evaluations per second.
 
+pub mod accel;
 pub mod env;
 pub mod quant;
 pub mod td3;
@@ -19,7 +20,7 @@ pub enum BenchCommand {
     /// Native Pendulum-v1 and bridged MuJoCo stepping vs Python Gymnasium.
     Env(env::BenchEnvArgs),
     /// Analytic accelerator-model evaluations per second (goal: 100k on one core).
-    Accel(crate::accel::BenchAccelArgs),
+    Accel(accel::BenchAccelArgs),
     /// from_f64 values/s into ap_fixed<16,6,AP_RND_CONV,AP_SAT> vs apytypes; tensor
     /// fake-quant time vs libtorch's plain round/clamp.
     Quant(quant::BenchQuantArgs),
@@ -30,7 +31,7 @@ pub fn run(what: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
     match what {
         BenchCommand::Td3(args) => td3::run(&args),
         BenchCommand::Env(args) => env::bench(&args),
-        BenchCommand::Accel(args) => crate::accel::bench(&args),
+        BenchCommand::Accel(args) => accel::bench(&args),
         BenchCommand::Quant(args) => quant::bench(&args),
     }
 }

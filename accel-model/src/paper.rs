@@ -1,14 +1,13 @@
 //! "Paper vs model": a preset's published figures (its `[reference]`) beside what the
-//! model computes for the same design and workload — accelerator and system IPS per
+//! model computes for the same design and workload: accelerator and system IPS per
 //! batch, utilization, power, IPS/W, resources per component, the per-sample MAC
-//! accounting the paper's IPS follows, and the model's readings of a table's "peak".
-//! Nothing here feeds the model; it only runs it and compares.
+//! accounting the paper's IPS follows, and the model's readings of a table's "peak";
+//! each row with its error and verdict against the tolerance it is held to. Nothing here
+//! feeds the model; it only runs it and compares. `runs` renders these rows.
 
-use std::fmt::Write as _;
-
-use accel_model::plan::Plan;
-use accel_model::presets::Preset;
-use accel_model::{MacAccounting, Performance, Workload};
+use crate::plan::Plan;
+use crate::presets::Preset;
+use crate::{Estimate, MacAccounting, Performance, Workload};
 use serde::{Deserialize, Serialize};
 
 /// One figure: the paper's value, the model's, their difference and the tolerance the
@@ -21,6 +20,32 @@ pub struct PaperRow {
     pub error_pct: Option<f64>,
     pub tolerance_pct: f64,
     pub within: bool,
+}
+
+impl PaperRow {
+    /// A figure held to `tolerance_pct` percent of the paper's value (no model value:
+    /// not within).
+    pub fn relative(figure: String, paper: f64, model: Option<f64>, tolerance_pct: f64) -> Self {
+        let error_pct = model.map(|m| pct(m, paper));
+        PaperRow {
+            figure,
+            paper,
+            model,
+            error_pct,
+            tolerance_pct,
+            within: error_pct.is_some_and(|e| e.abs() <= tolerance_pct),
+        }
+    }
+
+    /// A figure held to an absolute `tolerance` (a fraction such as utilization); the
+    /// tolerance is reported as that percentage of the paper's value.
+    pub fn absolute(figure: String, paper: f64, model: f64, tolerance: f64) -> Self {
+        PaperRow {
+            tolerance_pct: 100.0 * tolerance / paper,
+            within: (model - paper).abs() <= tolerance,
+            ..PaperRow::relative(figure, paper, Some(model), 0.0)
+        }
+    }
 }
 
 /// The model at one batch size, with the time step it implies.
@@ -77,15 +102,30 @@ pub struct PaperComparison {
     pub table_peak_readings: Vec<(String, f64, f64)>,
 }
 
-fn pct(model: f64, paper: f64) -> f64 {
+/// The model's signed error against the paper, percent of the paper's figure.
+pub fn pct(model: f64, paper: f64) -> f64 {
     100.0 * (model - paper) / paper
 }
 
+impl PaperComparison {
+    /// The paper's accelerator training IPS (the same at every batch).
+    pub fn paper_accelerator_ips(&self) -> Option<f64> {
+        self.paper_figure("accelerator IPS")
+    }
+
+    /// The paper's system training IPS at the headline batch.
+    pub fn paper_system_ips(&self) -> Option<f64> {
+        self.paper_figure("system IPS")
+    }
+
+    fn paper_figure(&self, prefix: &str) -> Option<f64> {
+        let row = self.rows.iter().find(|r| r.figure.starts_with(prefix));
+        row.map(|r| r.paper)
+    }
+}
+
 fn perf(w: &Workload, preset: &Preset) -> Option<Performance> {
-    Plan::new(w)
-        .estimate(&preset.hw)
-        .ok()
-        .and_then(|e| e.performance)
+    crate::study::performance(w, &preset.hw)
 }
 
 /// The model at each batch in `batches` for `w` on the preset's hardware.
@@ -130,17 +170,7 @@ pub fn compare(preset: &Preset, w: &Workload) -> Option<PaperComparison> {
     };
     let head = perf(&at(r.headline_batch), preset)?;
     let batches = batch_rows(preset, own, &r.batches);
-    let row = |figure: String, paper: f64, model: Option<f64>, tol: f64| {
-        let error_pct = model.map(|m| pct(m, paper));
-        PaperRow {
-            figure,
-            paper,
-            model,
-            error_pct,
-            tolerance_pct: tol,
-            within: error_pct.is_some_and(|e| e.abs() <= tol),
-        }
-    };
+    let row = PaperRow::relative;
     let mut rows = Vec::new();
     for b in &batches {
         rows.push(row(
@@ -151,16 +181,13 @@ pub fn compare(preset: &Preset, w: &Workload) -> Option<PaperComparison> {
         ));
     }
     for b in &batches {
-        let mut u = row(
+        // Utilization is held to an absolute 0.1.
+        rows.push(PaperRow::absolute(
             format!("PE utilization, batch {}", b.batch),
             r.training_utilization,
-            Some(b.training_utilization),
-            0.0,
-        );
-        // Utilization is held to an absolute 0.1.
-        u.tolerance_pct = 100.0 * 0.1 / r.training_utilization;
-        u.within = (b.training_utilization - r.training_utilization).abs() <= 0.1;
-        rows.push(u);
+            b.training_utilization,
+            0.1,
+        ));
     }
     rows.push(row(
         format!("system IPS, batch {} (headline)", r.headline_batch),
@@ -184,7 +211,7 @@ pub fn compare(preset: &Preset, w: &Workload) -> Option<PaperComparison> {
     let mut resources = Vec::new();
     for c in &r.resources {
         let m = if c.name == "total" {
-            Some(accel_model::ComponentResources {
+            Some(crate::ComponentResources {
                 name: "total".into(),
                 lut: e.resources.lut,
                 ff: e.resources.ff,
@@ -263,7 +290,7 @@ pub fn compare(preset: &Preset, w: &Workload) -> Option<PaperComparison> {
         ));
     }
     let mut outputs = preset.clone();
-    outputs.hw.intra_layer_split = accel_model::IntraLayerSplit::Outputs;
+    outputs.hw.intra_layer_split = crate::IntraLayerSplit::Outputs;
     let alternatives = r
         .batches
         .iter()
@@ -291,130 +318,126 @@ pub fn compare(preset: &Preset, w: &Workload) -> Option<PaperComparison> {
     })
 }
 
-fn opt(v: Option<f64>, d: usize) -> String {
-    v.map_or("-".into(), |v| format!("{v:.d$}"))
+/// The paper's system IPS and IPS/W against this model at the headline batch (the short
+/// form of [`PaperComparison`], kept for the pipeline's report).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Calibration {
+    pub source: String,
+    pub paper_training_ips: f64,
+    pub model_training_ips: f64,
+    pub training_ips_error_pct: f64,
+    pub paper_ips_per_watt: f64,
+    pub model_ips_per_watt: f64,
+    pub ips_per_watt_error_pct: f64,
 }
 
-/// The model per batch as a markdown table (with the CPU-GPU band the paper's speed-up
-/// implies, when there is one).
-pub fn render_batch_table(rows: &[BatchRow], s: &mut String) {
-    let band = rows.iter().any(|b| b.cpu_gpu_ips_range.is_some());
-    let _ = writeln!(
-        s,
-        "| batch | accelerator IPS | system IPS |{} utilization | env (ms) | runtime (ms) | link (ms) | FPGA (ms) |\n| ---: | ---: | ---: |{} ---: | ---: | ---: | ---: | ---: |",
-        if band { " CPU-GPU IPS implied by the paper's 1.8-4.8x |" } else { "" },
-        if band { " ---: |" } else { "" }
-    );
-    for b in rows {
-        let cell = match b.cpu_gpu_ips_range {
-            Some((lo, hi)) => format!(" {lo:.0}-{hi:.0} |"),
-            None => String::new(),
-        };
-        let _ = writeln!(
-            s,
-            "| {} | {:.1} | {:.1} |{cell} {:.3} | {:.2} | {:.2} | {:.3} | {:.2} |",
-            b.batch,
-            b.accelerator_training_ips,
-            b.system_training_ips,
-            b.training_utilization,
-            b.env_ms,
-            b.runtime_ms,
-            b.link_ms,
-            b.accelerator_ms
-        );
-    }
+/// The calibration when `w` is the preset's own workload at the paper's headline batch
+/// and `e` (its estimate) fits.
+pub fn calibration(preset: &Preset, w: &Workload, e: &Estimate) -> Option<Calibration> {
+    let (r, p) = (preset.reference.as_ref()?, e.performance.as_ref()?);
+    (Some(w) == preset.workload.as_ref() && w.batch == r.headline_batch).then(|| Calibration {
+        source: r.source.clone(),
+        paper_training_ips: r.system_training_ips,
+        model_training_ips: p.system_training_ips,
+        training_ips_error_pct: pct(p.system_training_ips, r.system_training_ips),
+        paper_ips_per_watt: r.ips_per_watt,
+        model_ips_per_watt: p.ips_per_watt,
+        ips_per_watt_error_pct: pct(p.ips_per_watt, r.ips_per_watt),
+    })
 }
 
-/// The comparison as a markdown section (also the README's table).
-pub fn render_md(c: &PaperComparison, s: &mut String) {
-    let _ = writeln!(s, "## Paper vs model\n\nSource: {}\n", c.source);
-    let _ = writeln!(
-        s,
-        "| figure | paper | model | error | tolerance | within |\n| --- | ---: | ---: | ---: | ---: | --- |"
-    );
-    for r in &c.rows {
-        let d = if r.figure.starts_with("Table I") {
-            0
-        } else if r.paper < 10.0 {
-            3
-        } else {
-            1
-        };
-        let _ = writeln!(
-            s,
-            "| {} | {:.d$} | {} | {} | ±{:.0}% | {} |",
-            r.figure,
-            r.paper,
-            opt(r.model, d),
-            r.error_pct.map_or("-".into(), |e| format!("{e:+.1}%")),
-            r.tolerance_pct,
-            if r.within { "yes" } else { "NO" }
-        );
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::presets;
+
+    fn u50() -> Preset {
+        presets::load("fixar-u50").unwrap()
     }
-    let _ = writeln!(
-        s,
-        "\n### Per batch: accelerator, system, and the time step\n"
-    );
-    render_batch_table(&c.batches, s);
-    let _ = writeln!(
-        s,
-        "\n### Which per-sample MAC accounting the paper's IPS follows\n\nAt one MAC per PE per cycle ({:.1} GMAC/s peak) and the paper's utilization, its accelerator IPS implies {:.3}M MAC per sample.\n\n| accounting | MAC per sample | accelerator IPS, batch {} | vs paper |\n| --- | ---: | ---: | ---: |",
-        c.peak_gmac_per_s,
-        c.implied_macs_per_sample / 1e6,
-        c.headline_batch
-    );
-    for a in &c.accounting {
-        let _ = writeln!(
-            s,
-            "| {} | {:.3}M | {:.1} | {:+.1}% |",
-            a.accounting,
-            a.macs_per_sample / 1e6,
-            a.accelerator_training_ips,
-            a.error_pct
-        );
+
+    #[test]
+    fn the_papers_figures_are_fixars_u50_numbers() {
+        let r = u50().reference.unwrap();
+        assert!(r.source.contains("DAC 2021"));
+        assert_eq!(r.accelerator_training_ips, 53826.8);
+        assert_eq!(r.batches, vec![64, 128, 256, 512]);
+        assert_eq!((r.system_training_ips, r.headline_batch), (25293.3, 256));
+        assert_eq!(r.speedup_vs_cpu_gpu, [1.8, 4.8]);
+        assert_eq!(r.training_utilization, 0.924);
+        assert_eq!((r.power_w, r.ips_per_watt), (20.4, 2638.0));
+        assert_eq!(r.table_peak_ips, 38779.8);
+        let total = r.resources.iter().find(|c| c.name == "total").unwrap();
+        assert!(total.dsp > 0 && total.lut > 0);
     }
-    let _ = writeln!(
-        s,
-        "\n### Accelerator IPS under mechanisms the paper does not describe\n"
-    );
-    for (what, v, e) in &c.alternatives {
-        let _ = writeln!(s, "- {what}: {v:.1} IPS ({e:+.1}%)");
+
+    #[test]
+    fn rows_hold_relative_and_absolute_tolerances() {
+        assert_eq!(pct(110.0, 100.0), 10.0);
+        assert_eq!(pct(90.0, 100.0), -10.0);
+        let r = PaperRow::relative("x".into(), 100.0, Some(109.0), 10.0);
+        assert_eq!(r.error_pct, Some(9.0));
+        assert!(r.within);
+        assert!(!PaperRow::relative("x".into(), 100.0, Some(88.0), 10.0).within);
+        let none = PaperRow::relative("x".into(), 100.0, None, 10.0);
+        assert_eq!((none.error_pct, none.within), (None, false));
+        // Utilization: 0.8 against 0.924 is 13.4% off but within an absolute 0.13.
+        let u = PaperRow::absolute("u".into(), 0.924, 0.8, 0.13);
+        assert!(u.within);
+        assert!((u.tolerance_pct - 100.0 * 0.13 / 0.924).abs() < 1e-12);
+        assert!((u.error_pct.unwrap() - pct(0.8, 0.924)).abs() < 1e-12);
+        assert!(!PaperRow::absolute("u".into(), 0.924, 0.79, 0.13).within);
     }
-    let _ = writeln!(
-        s,
-        "\n### Table II's \"peak\" of {:.1} IPS\n\nIt does not equal the accelerator's {:.1} IPS. Model figures that could be it (the text establishes none of them):\n",
-        c.table_peak_ips,
-        c.rows.first().map_or(0.0, |r| r.paper)
-    );
-    for (what, v, e) in &c.table_peak_readings {
-        let _ = writeln!(s, "- {what}: {v:.1} IPS ({e:+.1}%)");
-    }
-    let _ = writeln!(
-        s,
-        "\n### Table I per component (paper / model)\n\n| component | LUT | FF | BRAM36 | URAM | DSP |\n| --- | ---: | ---: | ---: | ---: | ---: |"
-    );
-    let mut components: Vec<&str> = Vec::new();
-    for r in &c.resources {
-        if !components.contains(&r.component.as_str()) {
-            components.push(&r.component);
+
+    #[test]
+    fn the_comparison_covers_every_figure_for_the_presets_own_workload_only() {
+        let p = u50();
+        let own = p.workload.clone().unwrap();
+        let c = compare(
+            &p,
+            &Workload {
+                batch: 64,
+                ..own.clone()
+            },
+        )
+        .expect("own workload");
+        let r = p.reference.as_ref().unwrap();
+        assert_eq!(c.batches.len(), 4);
+        // 4 accelerator IPS + 4 utilization + system, power, IPS/W + Table I totals but FF.
+        assert_eq!(c.rows.len(), 4 + 4 + 3 + 4, "{:?}", c.rows);
+        for row in &c.rows {
+            let m = row.model.unwrap();
+            assert_eq!(row.error_pct, Some(pct(m, row.paper)), "{}", row.figure);
         }
-    }
-    for comp in components {
-        let cell = |res: &str| {
-            c.resources
-                .iter()
-                .find(|r| r.component == comp && r.resource == res)
-                .map_or("-".into(), |r| format!("{} / {}", r.paper, r.model))
-        };
-        let _ = writeln!(
-            s,
-            "| {comp} | {} | {} | {} | {} | {} |",
-            cell("LUT"),
-            cell("FF"),
-            cell("BRAM36"),
-            cell("URAM"),
-            cell("DSP")
+        assert_eq!(c.peak_gmac_per_s, 2.0 * 256.0 * 164e6 / 1e9);
+        assert_eq!(
+            c.implied_macs_per_sample,
+            2.0 * 256.0 * 164e6 * r.training_utilization / r.accelerator_training_ips
         );
+        assert_eq!(c.accounting.len(), 2);
+        assert_eq!(c.paper_accelerator_ips(), Some(r.accelerator_training_ips));
+        assert_eq!(c.paper_system_ips(), Some(r.system_training_ips));
+        assert_eq!(c.alternatives.len(), r.batches.len());
+        let other = Workload {
+            obs_dim: own.obs_dim + 1,
+            ..own
+        };
+        assert!(compare(&p, &other).is_none());
     }
-    let _ = writeln!(s);
+
+    #[test]
+    fn calibration_is_the_headline_batch_only() {
+        let p = u50();
+        let own = p.workload.clone().unwrap();
+        let e = Plan::new(&own).estimate(&p.hw).unwrap();
+        let c = calibration(&p, &own, &e).expect("headline batch");
+        let perf = e.performance.as_ref().unwrap();
+        assert_eq!(c.model_training_ips, perf.system_training_ips);
+        assert_eq!(
+            c.training_ips_error_pct,
+            pct(perf.system_training_ips, 25293.3)
+        );
+        let w64 = Workload { batch: 64, ..own };
+        let e64 = Plan::new(&w64).estimate(&p.hw).unwrap();
+        assert!(calibration(&p, &w64, &e64).is_none());
+    }
 }
