@@ -21,6 +21,11 @@ pub fn config_error(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(ConfigError(msg.into()))
 }
 
+/// A library error that means bad input (a flag, a config value) as a usage error.
+pub fn usage(e: impl fmt::Display) -> anyhow::Error {
+    config_error(e.to_string())
+}
+
 /// The error and its causes on one line (`a: b: c`), each cause once: library errors
 /// often spell their source into their own message, and `{:#}` would repeat it.
 pub fn describe(err: &anyhow::Error) -> String {

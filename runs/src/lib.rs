@@ -3,7 +3,6 @@
 
 pub mod accel;
 pub mod bench;
-pub mod config;
 pub mod env_cmd;
 pub mod export;
 pub mod failure;

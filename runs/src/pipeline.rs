@@ -59,7 +59,8 @@ pub fn run(args: &PipelineArgs) -> Result<ExitCode> {
     // Check every stage's input before anything is created.
     let mut sets = set_strings(&spec.set);
     sets.push("precision=\"fxp32\"".into());
-    let (cfg, resolved) = crate::config::load(Some(&train_path), &sets)?;
+    let (cfg, resolved) =
+        agents::config::load(Some(&train_path), &sets).map_err(crate::failure::usage)?;
     let seeds = crate::train::parse_seeds(&spec.seeds)?;
     let mut qat_argv: Vec<String> = vec![
         "qat".into(),

@@ -10,11 +10,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use agents::config::TrainConfig;
+pub use agents::trainer::{AcrossSeeds, Summary};
 use agents::trainer::{Progress, SeedResult, Trainer};
 use anyhow::{anyhow, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::failure::config_error;
 use crate::plot::{line_chart, LineChart, Series};
@@ -60,32 +60,9 @@ pub fn keep_freed_memory() {
     }
 }
 
-/// `0..5`, `0,3,7` or `2`.
+/// `0..5`, `0,3,7` or `2`; a bad list is a usage error naming `--seeds`.
 pub fn parse_seeds(s: &str) -> Result<Vec<u64>> {
-    let bad = |why: &str| {
-        config_error(format!(
-            "--seeds {s}: {why} (expected e.g. 0..5, 0,3,7 or 2)"
-        ))
-    };
-    let seeds: Vec<u64> = if let Some((a, b)) = s.split_once("..") {
-        let a: u64 = a.trim().parse().map_err(|_| bad("not a range"))?;
-        let b: u64 = b.trim().parse().map_err(|_| bad("not a range"))?;
-        (a..b).collect()
-    } else {
-        s.split(',')
-            .map(|x| x.trim().parse::<u64>().map_err(|_| bad("not a seed list")))
-            .collect::<Result<_>>()?
-    };
-    if seeds.is_empty() {
-        return Err(bad("no seeds"));
-    }
-    let mut sorted = seeds.clone();
-    sorted.sort();
-    sorted.dedup();
-    if sorted.len() != seeds.len() {
-        return Err(bad("a seed appears twice"));
-    }
-    Ok(seeds)
+    agents::trainer::parse_seeds(s).map_err(|e| config_error(format!("--seeds {e}")))
 }
 
 /// Trains one seed in `seed_dir`: resumes from its checkpoint when there is one (a
@@ -108,44 +85,6 @@ pub fn train_run(
     t.run(None, progress)
         .map_err(|e| anyhow!("seed {seed}: {e}"))?
         .ok_or_else(|| anyhow!("seed {seed}: stopped before the end"))
-}
-
-/// Mean and standard deviation (population, ddof 0) over seeds.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AcrossSeeds {
-    pub mean: f64,
-    pub std: f64,
-    pub n: usize,
-}
-
-impl AcrossSeeds {
-    pub fn of(xs: &[f64]) -> Self {
-        let (mean, std) = agents::stats::mean_std(xs).unwrap_or((f64::NAN, f64::NAN));
-        AcrossSeeds {
-            mean,
-            std,
-            n: xs.len(),
-        }
-    }
-}
-
-/// `summary.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
-    pub algo: String,
-    pub env_id: String,
-    pub precision: String,
-    pub gemm: String,
-    pub mode: String,
-    pub total_timesteps: u64,
-    pub eval_episodes: u32,
-    /// Per seed: final eval return (mean over the last evaluation's episodes), steps,
-    /// updates, wall time, updates/s.
-    pub seeds: Vec<SeedResult>,
-    /// Across seeds: mean and std (ddof 0) of the final eval returns.
-    pub final_eval_return: AcrossSeeds,
-    pub libtorch_threads_per_seed: i32,
-    pub parallel_seeds: usize,
 }
 
 fn bar_style() -> ProgressStyle {
@@ -223,20 +162,7 @@ pub fn train_seeds(
     if !failures.is_empty() {
         return Err(anyhow!("{}", failures.join("\n")));
     }
-    let finals: Vec<f64> = ok.iter().map(|r| r.final_eval_return).collect();
-    let summary = Summary {
-        algo: format!("{:?}", cfg.algo).to_lowercase(),
-        env_id: cfg.env_id.clone(),
-        precision: cfg.precision.to_string(),
-        gemm: format!("{:?}", cfg.gemm).to_lowercase(),
-        mode: format!("{:?}", cfg.mode).to_lowercase(),
-        total_timesteps: cfg.total_timesteps,
-        eval_episodes: cfg.eval_episodes,
-        seeds: ok,
-        final_eval_return: AcrossSeeds::of(&finals),
-        libtorch_threads_per_seed: 1,
-        parallel_seeds: jobs,
-    };
+    let summary = Summary::of(cfg, ok, jobs);
     let path = dir.join(rundir::SUMMARY);
     std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
         .with_context(|| format!("writing {}", path.display()))?;
@@ -318,7 +244,8 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             .config
             .as_deref()
             .ok_or_else(|| config_error("fixar train needs --config FILE (or --resume DIR)"))?;
-        let (cfg, resolved) = crate::config::load(Some(path), &args.sets)?;
+        let (cfg, resolved) =
+            agents::config::load(Some(path), &args.sets).map_err(crate::failure::usage)?;
         let seeds = parse_seeds(&args.seeds)?;
         let dir = args.out.clone().unwrap_or_else(|| default_out(path, &cfg));
         rundir::check_fresh(&dir, args.force)?;
@@ -374,11 +301,5 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn across_seeds_is_mean_and_population_std() {
-        let a = AcrossSeeds::of(&[-100.0, -200.0]);
-        assert_eq!((a.mean, a.std, a.n), (-150.0, 50.0, 2));
     }
 }

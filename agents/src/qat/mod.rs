@@ -69,8 +69,8 @@ pub use derive::{derive_formats, FormatTable, RangeTable};
 pub use engine::{progress_units, run_ladder, seed_dirs};
 pub use ladder::{parse_widths, Ladder, Rung, DEFAULT_WIDTHS};
 pub use verdict::{
-    choose, mean_std, narrowest_within, Chosen, Reference, RungResult, Scale, SeedOutcome,
-    Strategy, Tolerance,
+    choose, mean_std, narrowest_within, ptq_verdict, Chosen, Reference, RungResult, Scale,
+    SeedOutcome, Strategy, Tolerance,
 };
 
 use crate::precision::{TensorClass, TrainMode};

@@ -254,6 +254,54 @@ pub fn narrowest_within(
     choose(&mine, reference, tol).map(|r| r.rung.width)
 }
 
+/// Where PTQ falls off while QAT still holds, said plainly (or that it does not happen).
+pub fn ptq_verdict(results: &[RungResult], reference: f64, tol: &Tolerance) -> Option<String> {
+    let ptq = results.iter().any(|r| r.strategy == Strategy::Ptq);
+    let qat: Vec<Strategy> = Strategy::ALL
+        .into_iter()
+        .filter(|s| s.retrains() && results.iter().any(|r| r.strategy == *s))
+        .collect();
+    if !ptq || qat.is_empty() {
+        return None;
+    }
+    let holds = |st: Strategy, w: u32| {
+        results.iter().any(|r| {
+            r.strategy == st
+                && r.rung.width == w
+                && r.failure().is_none()
+                && r.mean_std().is_some_and(|(m, _)| tol.holds(reference, m))
+        })
+    };
+    let mut widths: Vec<u32> = results
+        .iter()
+        .filter(|r| r.strategy == Strategy::Ptq)
+        .map(|r| r.rung.width)
+        .collect();
+    widths.sort_unstable_by(|a, b| b.cmp(a));
+    let falloff = widths.iter().copied().find(|&w| !holds(Strategy::Ptq, w));
+    Some(match falloff {
+        None => "PTQ holds at every width of the ladder: retraining buys nothing here.".into(),
+        Some(w) => {
+            let holding: Vec<&str> = qat
+                .iter()
+                .filter(|&&st| holds(st, w))
+                .map(|st| st.name())
+                .collect();
+            if holding.is_empty() {
+                format!(
+                    "PTQ falls off at {w} bits, and no QAT strategy holds there either: at this \
+                     budget retraining does not recover what PTQ loses."
+                )
+            } else {
+                format!(
+                    "PTQ falls off at {w} bits while QAT still holds there ({}).",
+                    holding.join(", ")
+                )
+            }
+        }
+    })
+}
+
 /// `<run>/qat/chosen.json`: where `fixar export` finds the quantized actor.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Chosen {

@@ -19,6 +19,7 @@
 mod control;
 mod persist;
 mod record;
+mod summary;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,7 @@ use crate::precision::{FormatValue, TensorClass};
 use crate::replay::ReplayBuffer;
 pub use persist::{build_agent, load_agent, save_agent};
 use record::{Recorder, EPISODES, EVAL, METRICS, QUANT};
+pub use summary::{parse_seeds, AcrossSeeds, SeedsError, Summary};
 
 /// Why a run stopped early.
 #[derive(Debug, thiserror::Error)]

@@ -30,6 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
 
 use super::median;
+pub use agents::td3::{update_gemms as td3_update_gemms, GemmRole};
 
 use crate::failure::config_error;
 
@@ -70,56 +71,6 @@ const BATCH: usize = 256;
 const POLICY_FREQUENCY: u64 = 2;
 /// Untimed updates before each round (the peer's script warms up with 50).
 const WARM_UP: usize = 50;
-
-/// Where a GEMM sits in a layer: forward `b + x W`, weight gradient `x^T dz`, input
-/// error `dz W^T`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum GemmRole {
-    Forward,
-    WeightGrad,
-    InputError,
-}
-
-/// The GEMMs of one TD3 update with their average count per update, keyed by (role,
-/// batch, fan-in, fan-out) of the layer.
-pub fn td3_update_gemms(
-    obs: usize,
-    act: usize,
-    hidden: &[usize],
-    batch: usize,
-    policy_frequency: u64,
-) -> BTreeMap<(GemmRole, usize, usize, usize), f64> {
-    let layers = |input: usize, output: usize| -> Vec<(usize, usize)> {
-        let mut s = vec![input];
-        s.extend(hidden);
-        s.push(output);
-        s.windows(2).map(|w| (w[0], w[1])).collect()
-    };
-    let actor = layers(obs, act);
-    let critic = layers(obs + act, 1);
-    let mut g: BTreeMap<(GemmRole, usize, usize, usize), f64> = BTreeMap::new();
-    let mut add = |role, net: &[(usize, usize)], weight: f64, skip_first: bool| {
-        for (i, &(k, n)) in net.iter().enumerate() {
-            if !(skip_first && i == 0) {
-                *g.entry((role, batch, k, n)).or_default() += weight;
-            }
-        }
-    };
-    let a = 1.0 / policy_frequency as f64;
-    // Critic step: target actor, two target critics, two critics forward and backward.
-    add(GemmRole::Forward, &actor, 1.0, false);
-    add(GemmRole::Forward, &critic, 4.0, false);
-    add(GemmRole::WeightGrad, &critic, 2.0, false);
-    add(GemmRole::InputError, &critic, 2.0, true);
-    // Actor step: actor and critic 1 forward, critic 1 input errors down to the action,
-    // actor weight gradients and input errors.
-    add(GemmRole::Forward, &actor, a, false);
-    add(GemmRole::Forward, &critic, a, false);
-    add(GemmRole::InputError, &critic, a, false);
-    add(GemmRole::WeightGrad, &actor, a, false);
-    add(GemmRole::InputError, &actor, a, true);
-    g
-}
 
 /// Seconds per call of libtorch's f32 GEMM for one (role, batch, k, n), as the MLP
 /// issues it (addmm, x^T mm dz, dz mm W^T), averaged over at least 30 ms.

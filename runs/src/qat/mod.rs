@@ -19,7 +19,7 @@ use agents::qat::{
 };
 use anyhow::{Context, Result};
 
-use crate::failure::config_error;
+use crate::failure::{config_error, usage};
 use table::{MdContext, QatPaths};
 
 /// Which range observer sizes the formats (`agents::qat::ObserverKind`).
@@ -131,11 +131,6 @@ pub fn parse_strategies(s: &str) -> Result<Vec<Strategy>> {
         }
     }
     Ok(out)
-}
-
-/// A plan error from the library is a usage error here (exit 2).
-fn usage(e: QatError) -> anyhow::Error {
-    config_error(e.to_string())
 }
 
 impl QatArgs {

@@ -1,14 +1,36 @@
-//! Training configs: a TOML file plus `--set key=value` overrides, read strictly.
-//!
-//! Every error is a configuration error (exit 2) naming the file (or the `--set`), the
-//! key and what was expected: unknown keys, wrong types and invalid values alike.
+//! Training configs as users write them: a TOML file plus `key=value` overrides (the
+//! CLI's `--set`), read strictly. Every error names the file (or the override), the key
+//! and what was expected: unknown keys, wrong types and invalid values alike.
 
 use std::path::Path;
 
-use agents::config::TrainConfig;
-use anyhow::Result;
+use super::TrainConfig;
 
-use crate::failure::config_error;
+/// A config that cannot be read; the message names the file or override, the key and
+/// what was expected. Every variant is a usage error.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("reading config {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// An override that is not `KEY=VALUE`, or that names a key inside a non-table.
+    #[error("--set {set}: {reason}")]
+    Set { set: String, reason: String },
+    /// The file or the merged config does not deserialize, or a value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+type Result<T> = std::result::Result<T, ConfigFileError>;
+
+fn set_error(set: &str, reason: impl Into<String>) -> ConfigFileError {
+    ConfigFileError::Set {
+        set: set.to_string(),
+        reason: reason.into(),
+    }
+}
 
 /// The dotted key whose line holds byte offset `pos` of a TOML document (table headers
 /// above it give the prefix), for naming keys in serde's errors.
@@ -52,10 +74,10 @@ fn parse(text: &str) -> std::result::Result<TrainConfig, (Option<String>, String
 pub fn parse_set(s: &str) -> Result<(String, toml::Value)> {
     let (k, v) = s
         .split_once('=')
-        .ok_or_else(|| config_error(format!("--set {s}: expected KEY=VALUE")))?;
+        .ok_or_else(|| set_error(s, "expected KEY=VALUE"))?;
     let (k, v) = (k.trim(), v.trim());
     if k.is_empty() {
-        return Err(config_error(format!("--set {s}: empty key")));
+        return Err(set_error(s, "empty key"));
     }
     let value = toml::from_str::<toml::Table>(&format!("v = {v}"))
         .ok()
@@ -88,28 +110,33 @@ fn insert(table: &mut toml::Table, key: &str, value: toml::Value, set: &str) -> 
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         t = e
             .as_table_mut()
-            .ok_or_else(|| config_error(format!("--set {set}: `{p}` is not a table")))?;
+            .ok_or_else(|| set_error(set, format!("`{p}` is not a table")))?;
     }
     t.insert(last, value);
     Ok(())
 }
 
-/// Reads `path`, applies the `--set` overrides in order, and returns the checked config
-/// and the resolved TOML text (what the run directory records).
+/// Reads `path` (or the defaults), applies the `key=value` overrides in order, and
+/// returns the checked config and the resolved TOML text (what a run directory records).
 pub fn load(path: Option<&Path>, sets: &[String]) -> Result<(TrainConfig, String)> {
     let (name, text) = match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| config_error(format!("reading config {}: {e}", p.display())))?;
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigFileError::Read {
+                path: p.display().to_string(),
+                source,
+            })?;
             (p.display().to_string(), text)
         }
         None => ("<defaults>".to_string(), String::new()),
     };
-    let mut table: toml::Table = toml::from_str(&text)
-        .map_err(|e| config_error(format!("config {name}: {}", e.to_string().trim())))?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
+        ConfigFileError::Invalid(format!("config {name}: {}", e.to_string().trim()))
+    })?;
     if let Err((key, msg)) = parse(&text) {
         let key = key.map_or(String::new(), |k| format!("key `{k}`: "));
-        return Err(config_error(format!("config {name}: {key}{msg}")));
+        return Err(ConfigFileError::Invalid(format!(
+            "config {name}: {key}{msg}"
+        )));
     }
     let mut applied = Vec::new();
     for s in sets {
@@ -118,7 +145,7 @@ pub fn load(path: Option<&Path>, sets: &[String]) -> Result<(TrainConfig, String
         applied.push((split_key(&k).join("."), s.clone()));
     }
     let merged = toml::to_string(&table)
-        .map_err(|e| config_error(format!("config {name} with --set: {e}")))?;
+        .map_err(|e| ConfigFileError::Invalid(format!("config {name} with --set: {e}")))?;
     let cfg = parse(&merged).map_err(|(key, msg)| {
         let culprit = key
             .as_ref()
@@ -130,12 +157,12 @@ pub fn load(path: Option<&Path>, sets: &[String]) -> Result<(TrainConfig, String
             })
             .map_or_else(|| "--set".to_string(), |(_, s)| format!("--set {s}"));
         let key = key.map_or(String::new(), |k| format!("key `{k}`: "));
-        config_error(format!("config {name}, {culprit}: {key}{msg}"))
+        ConfigFileError::Invalid(format!("config {name}, {culprit}: {key}{msg}"))
     })?;
     cfg.validate()
-        .map_err(|e| config_error(format!("config {name}: {e}")))?;
+        .map_err(|e| ConfigFileError::Invalid(format!("config {name}: {e}")))?;
     let resolved = toml::to_string_pretty(&cfg).map_err(|e| {
-        config_error(format!(
+        ConfigFileError::Invalid(format!(
             "config {name}: cannot write the resolved config: {e}"
         ))
     })?;
@@ -145,7 +172,6 @@ pub fn load(path: Option<&Path>, sets: &[String]) -> Result<(TrainConfig, String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::failure::exit_code;
 
     fn write(name: &str, text: &str) -> std::path::PathBuf {
         let p =
@@ -163,7 +189,7 @@ mod tests {
             msg.contains(&p.display().to_string()) && msg.contains("batch_sise"),
             "{msg}"
         );
-        assert_eq!(exit_code(&e), 2);
+        assert!(matches!(e, ConfigFileError::Invalid(_)), "{e:?}");
 
         let p = write(
             "type",
@@ -196,7 +222,7 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(cfg.precision, agents::Preset::Fxp32);
+        assert_eq!(cfg.precision, crate::Preset::Fxp32);
         assert_eq!(cfg.hidden, vec![64, 64]);
         assert!(cfg.formats.all.weight.is_some());
         assert!(resolved.contains("precision = \"fxp32\""), "{resolved}");
@@ -209,7 +235,9 @@ mod tests {
             msg.contains("--set precision=fxp8") && msg.contains("precision"),
             "{msg}"
         );
-        assert_eq!(exit_code(&e), 2);
+        assert!(matches!(e, ConfigFileError::Invalid(_)), "{e:?}");
+        let e = load(Some(&p), &["hidden".into()]).unwrap_err();
+        assert_eq!(e.to_string(), "--set hidden: expected KEY=VALUE");
         let msg = format!(
             "{:#}",
             load(Some(&p), &["batch_size=-3".into()]).unwrap_err()

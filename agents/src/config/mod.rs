@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod file;
+pub use file::{load, parse_set, ConfigFileError};
+
 use crate::noise::ExplorationNoise;
 use crate::optim::OptimizerConfig;
 use crate::precision::{FormatsConfig, Gemm, PrecisionSpec, Preset, TrainMode};
