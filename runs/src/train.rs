@@ -60,6 +60,18 @@ pub fn keep_freed_memory() {
     }
 }
 
+/// An `env_id` that neither a native port nor Python Gymnasium knows is a config error
+/// naming the key, found before the run directory is created.
+fn check_env_id(config: &Path, id: &str) -> Result<()> {
+    match envs::make(id) {
+        Err(e @ envs::EnvError::UnknownId { .. }) => Err(config_error(format!(
+            "config {}: key `env_id`: {e}",
+            config.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// `0..5`, `0,3,7` or `2`; a bad list is a usage error naming `--seeds`.
 pub fn parse_seeds(s: &str) -> Result<Vec<u64>> {
     agents::trainer::parse_seeds(s).map_err(|e| config_error(format!("--seeds {e}")))
@@ -249,6 +261,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         let seeds = parse_seeds(&args.seeds)?;
         let dir = args.out.clone().unwrap_or_else(|| default_out(path, &cfg));
         rundir::check_fresh(&dir, args.force)?;
+        check_env_id(path, &cfg.env_id)?;
         if args.force {
             rundir::clear_run(&dir)?;
         }

@@ -218,3 +218,28 @@ fn a_closed_stdout_loses_nothing_of_the_run() {
         assert_eq!(read(&piped), read(&plain), "seed_0/{f}");
     }
 }
+
+#[test]
+fn absurd_config_values_and_unknown_env_ids_exit_2_naming_the_key_and_create_nothing() {
+    let dir = Scratch::new("absurd");
+    let cfg = config(&dir, 400);
+    for (set, key) in [
+        ("hidden=[100000000000]", "`hidden`"),
+        ("learning_rate=inf", "`learning_rate`"),
+        ("gamma=nan", "`gamma`"),
+        ("env_id=NoSuchEnv-v9", "`env_id`"),
+    ] {
+        let out = dir.join(format!("run-{}", set.len()));
+        let r = train(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--set",
+            set,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, Some(2), "{set}: {}", r.stderr);
+        assert!(r.stderr.contains(key), "{set}: {}", r.stderr);
+        assert!(!out.exists(), "{set}: the run directory was created");
+    }
+}

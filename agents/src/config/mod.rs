@@ -39,6 +39,18 @@ pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
+/// Widest hidden layer a config may ask for (64x CleanRL's 256).
+pub const MAX_HIDDEN_UNITS: usize = 1 << 14;
+/// Most weights in one hidden-to-hidden layer (2^26: half a GB of f64 with its
+/// optimizer state), so a typo cannot ask libtorch for terabytes.
+pub const MAX_LAYER_WEIGHTS: usize = 1 << 26;
+/// Largest replay buffer (2^27 transitions; MuJoCo runs use 10^6).
+pub const MAX_BUFFER_SIZE: usize = 1 << 27;
+/// Largest minibatch.
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
+/// Most evaluation episodes per evaluation.
+pub const MAX_EVAL_EPISODES: u32 = 100_000;
+
 /// Everything one training run needs besides the seed. Defaults: CleanRL's
 /// `td3_continuous_action.py` (see `../shared/design/agents.md`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -183,7 +195,10 @@ impl TrainConfig {
         }
     }
 
-    /// Value checks serde cannot express; each message names the key.
+    /// Value checks serde cannot express; each message names the key and the limit.
+    /// Checked before anything is allocated: non-finite numbers, and sizes whose
+    /// networks or replay buffer could not be allocated (a hidden layer of 10^11 units
+    /// used to abort the process inside libtorch).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut bad = Vec::new();
         let mut need = |ok: bool, msg: &str| {
@@ -202,11 +217,71 @@ impl TrainConfig {
             "`hidden` must list positive widths",
         );
         need(
-            (0.0..=1.0).contains(&self.gamma),
+            self.gamma.is_finite() && (0.0..=1.0).contains(&self.gamma),
             "`gamma` must be in [0, 1]",
         );
         need(self.tau > 0.0 && self.tau <= 1.0, "`tau` must be in (0, 1]");
-        need(self.learning_rate > 0.0, "`learning_rate` must be positive");
+        need(
+            self.learning_rate.is_finite() && self.learning_rate > 0.0,
+            "`learning_rate` must be a positive finite number",
+        );
+        for (key, lr) in [
+            ("actor_learning_rate", self.actor_learning_rate),
+            ("critic_learning_rate", self.critic_learning_rate),
+        ] {
+            if let Some(lr) = lr {
+                need(
+                    lr.is_finite() && lr > 0.0,
+                    &format!("`{key}` must be a positive finite number, got {lr}"),
+                );
+            }
+        }
+        for (key, v) in [
+            ("adam_beta1", self.adam_beta1),
+            ("adam_beta2", self.adam_beta2),
+            ("momentum", self.momentum),
+        ] {
+            need(
+                (0.0..1.0).contains(&v),
+                &format!("`{key}` must be in [0, 1), got {v}"),
+            );
+        }
+        for (key, v) in [
+            ("adam_eps", self.adam_eps),
+            ("exploration_noise", self.exploration_noise),
+            ("ou_theta", self.ou_theta),
+            ("ou_sigma", self.ou_sigma),
+            ("ou_dt", self.ou_dt),
+            ("policy_noise", self.policy_noise),
+            ("noise_clip", self.noise_clip),
+        ] {
+            need(
+                v.is_finite() && v >= 0.0,
+                &format!("`{key}` must be a finite number >= 0, got {v}"),
+            );
+        }
+        need(
+            self.hidden.iter().all(|&h| h <= MAX_HIDDEN_UNITS),
+            &format!("`hidden` widths must be at most {MAX_HIDDEN_UNITS} units"),
+        );
+        need(
+            self.hidden
+                .windows(2)
+                .all(|w| w[0].saturating_mul(w[1]) <= MAX_LAYER_WEIGHTS),
+            &format!("`hidden`: a layer may hold at most {MAX_LAYER_WEIGHTS} weights"),
+        );
+        need(
+            self.buffer_size <= MAX_BUFFER_SIZE,
+            &format!("`buffer_size` must be at most {MAX_BUFFER_SIZE} transitions"),
+        );
+        need(
+            self.batch_size <= MAX_BATCH_SIZE,
+            &format!("`batch_size` must be at most {MAX_BATCH_SIZE}"),
+        );
+        need(
+            self.eval_episodes <= MAX_EVAL_EPISODES,
+            &format!("`eval_episodes` must be at most {MAX_EVAL_EPISODES}"),
+        );
         need(
             self.policy_frequency > 0,
             "`policy_frequency` must be positive",
@@ -239,5 +314,51 @@ impl TrainConfig {
         } else {
             Err(ConfigError { problems: bad })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(cfg: TrainConfig) -> String {
+        cfg.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn absurd_and_non_finite_values_are_refused_naming_the_key_and_the_limit() {
+        let p = problems(TrainConfig {
+            hidden: vec![100_000_000_000],
+            ..Default::default()
+        });
+        assert!(p.contains("`hidden`") && p.contains("16384"), "{p}");
+        let p = problems(TrainConfig {
+            hidden: vec![10_000, 10_000],
+            ..Default::default()
+        });
+        assert!(p.contains("at most 67108864 weights"), "{p}");
+        let p = problems(TrainConfig {
+            learning_rate: f64::INFINITY,
+            ..Default::default()
+        });
+        assert!(p.contains("`learning_rate`"), "{p}");
+        let p = problems(TrainConfig {
+            gamma: f64::NAN,
+            tau: f64::NAN,
+            critic_learning_rate: Some(-1.0),
+            exploration_noise: f64::NAN,
+            buffer_size: usize::MAX,
+            ..Default::default()
+        });
+        for key in [
+            "`gamma`",
+            "`tau`",
+            "`critic_learning_rate`",
+            "`exploration_noise`",
+            "`buffer_size`",
+        ] {
+            assert!(p.contains(key), "{key}: {p}");
+        }
+        assert!(TrainConfig::default().validate().is_ok());
     }
 }
