@@ -2,8 +2,10 @@
 //! tensor bytes, written atomically (temp file, fsync, rename), so a kill never leaves
 //! a half-written checkpoint where the last good one was.
 //!
-//! Layout: `FIXARCK1`, u64 LE header length, header JSON `{meta, tensors: [{name, kind,
-//! shape, offset, len}]}`, then the tensor bytes.
+//! Layout (version 2): `FIXARCK2`, u64 LE header length, header JSON `{meta, tensors:
+//! [{name, kind, shape, offset, len}]}`, the tensor bytes, then a u32 LE CRC-32 of
+//! everything before it, so a truncated or altered file is refused by name instead of
+//! restoring wrong weights. Version 1 files (`FIXARCK1`, no checksum) still read.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -15,7 +17,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-const MAGIC: &[u8; 8] = b"FIXARCK1";
+const MAGIC: &[u8; 8] = b"FIXARCK2";
+const MAGIC_V1: &[u8; 8] = b"FIXARCK1";
+/// What every version's magic starts with.
+const MAGIC_STEM: &[u8; 7] = b"FIXARCK";
 
 /// What can go wrong writing or reading a checkpoint; every message names the file or
 /// the field.
@@ -30,6 +35,17 @@ pub enum CheckpointError {
     NotACheckpoint { path: PathBuf },
     #[error("{path}: truncated checkpoint header")]
     TruncatedHeader { path: PathBuf },
+    #[error(
+        "{path}: checksum mismatch (stored {stored:08x}, computed {computed:08x}): the file is \
+         damaged (truncated or altered); resume from an intact copy or start the seed again"
+    )]
+    Corrupt {
+        path: PathBuf,
+        stored: u32,
+        computed: u32,
+    },
+    #[error("{path}: checkpoint format version `{version}` is not one this fixar reads (1, 2)")]
+    UnsupportedVersion { path: PathBuf, version: String },
     #[error("{path}: bad checkpoint header: {source}")]
     BadHeader {
         path: PathBuf,
@@ -142,10 +158,13 @@ impl CheckpointWriter {
         let tmp = path.with_extension("tmp");
         {
             let mut f = fs::File::create(&tmp)?;
-            f.write_all(MAGIC)?;
-            f.write_all(&(json.len() as u64).to_le_bytes())?;
-            f.write_all(&json)?;
-            f.write_all(&self.data)?;
+            let len = (json.len() as u64).to_le_bytes();
+            let mut crc = crc32fast::Hasher::new();
+            for part in [&MAGIC[..], &len, &json, &self.data] {
+                crc.update(part);
+                f.write_all(part)?;
+            }
+            f.write_all(&crc.finalize().to_le_bytes())?;
             f.sync_all()?;
         }
         fs::rename(&tmp, path)?;
@@ -171,9 +190,36 @@ impl CheckpointReader {
             path: path_buf(),
             source,
         })?;
-        if bytes.len() < 16 || &bytes[..8] != MAGIC {
+        if bytes.len() < 16 || &bytes[..7] != MAGIC_STEM {
             return Err(CheckpointError::NotACheckpoint { path: path_buf() });
         }
+        let bytes = match &bytes[..8] {
+            m if m == MAGIC => {
+                let body = bytes.len().saturating_sub(4).max(16);
+                let stored = match bytes.get(body..) {
+                    Some(t) if t.len() == 4 => u32::from_le_bytes(t.try_into().expect("4 bytes")),
+                    _ => return Err(CheckpointError::TruncatedHeader { path: path_buf() }),
+                };
+                let computed = crc32fast::hash(&bytes[..body]);
+                if stored != computed {
+                    return Err(CheckpointError::Corrupt {
+                        path: path_buf(),
+                        stored,
+                        computed,
+                    });
+                }
+                let mut bytes = bytes;
+                bytes.truncate(body);
+                bytes
+            }
+            m if m == MAGIC_V1 => bytes,
+            m => {
+                return Err(CheckpointError::UnsupportedVersion {
+                    path: path_buf(),
+                    version: String::from_utf8_lossy(&m[7..]).into_owned(),
+                })
+            }
+        };
         let n = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
         let end = 16usize.checked_add(n).filter(|&e| e <= bytes.len());
         let end = end.ok_or_else(|| CheckpointError::TruncatedHeader { path: path_buf() })?;
@@ -282,6 +328,60 @@ mod tests {
         let mut back = r.meta::<RngState>("rng").unwrap().restore().unwrap();
         assert_eq!(back.gen::<u64>(), rng.gen::<u64>());
         assert!(r.tensor("nope").is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn truncated_altered_and_foreign_version_files_are_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("fixar-ck-bad-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.bin");
+        let mut w = CheckpointWriter::default();
+        w.meta("seed", 7u64).unwrap();
+        w.f32s("v", &[0.5; 64]).unwrap();
+        w.write_atomic(&path).unwrap();
+        let good = fs::read(&path).unwrap();
+        assert!(CheckpointReader::read(&path).is_ok());
+        let at = |bytes: &[u8]| {
+            fs::write(&path, bytes).unwrap();
+            CheckpointReader::read(&path).map(|_| ()).unwrap_err()
+        };
+        // Every truncation, and a flip of any one bit, is an error naming the file.
+        for cut in [
+            0,
+            7,
+            15,
+            16,
+            40,
+            good.len() / 2,
+            good.len() - 5,
+            good.len() - 1,
+        ] {
+            let e = at(&good[..cut]);
+            assert!(e.to_string().contains("c.bin"), "cut {cut}: {e}");
+        }
+        for i in (0..good.len()).step_by(7) {
+            let mut b = good.clone();
+            b[i] ^= 0x10;
+            let e = at(&b);
+            assert!(e.to_string().contains("c.bin"), "byte {i}: {e}");
+        }
+        let mut b = good.clone();
+        b[good.len() - 100] ^= 1; // inside the tensor bytes: only the checksum sees it
+        assert!(matches!(at(&b), CheckpointError::Corrupt { .. }));
+        let mut b = good.clone();
+        b[7] = b'9';
+        let e = at(&b);
+        assert!(
+            matches!(e, CheckpointError::UnsupportedVersion { .. }),
+            "{e}"
+        );
+        // A version 1 file (no checksum) still reads.
+        let mut v1 = good[..good.len() - 4].to_vec();
+        v1[7] = b'1';
+        fs::write(&path, &v1).unwrap();
+        let r = CheckpointReader::read(&path).unwrap();
+        assert_eq!(r.meta::<u64>("seed").unwrap(), 7);
         fs::remove_dir_all(&dir).unwrap();
     }
 }
