@@ -80,3 +80,36 @@ pub fn chosen_path(run: &Path) -> PathBuf {
 pub fn rung_dir(qat: &Path, strategy: &str, width: u32) -> PathBuf {
     qat.join(format!("{strategy}_w{width}"))
 }
+
+/// Reading or writing one of these files failed: the message names what was done and
+/// the path, and the cause stays its source.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{what} {}", .path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing {}", .path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl FileError {
+    /// `.map_err(FileError::io("reading", path))`.
+    pub fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FileError {
+        let path = path.to_path_buf();
+        move |source| FileError::Io { what, path, source }
+    }
+
+    /// `.map_err(FileError::json(path))`.
+    pub fn json(path: &Path) -> impl FnOnce(serde_json::Error) -> FileError {
+        let path = path.to_path_buf();
+        move |source| FileError::Json { path, source }
+    }
+}

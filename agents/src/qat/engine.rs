@@ -19,19 +19,16 @@ use super::{
     Scale, ScaleKind, Tolerance, FORWARD_CLASSES,
 };
 use crate::checkpoint::CheckpointReader;
-use crate::layout;
+use crate::layout::{self, FileError};
 use crate::learned_point::{calibrate_actor, NetworkPoints};
 use crate::precision::{LayerFormats, TensorClass, TrainMode};
 use crate::trainer::Trainer;
 
 type Result<T> = std::result::Result<T, QatError>;
 
-fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> QatError + 'a {
-    move |source| QatError::Io {
-        what,
-        path: path.to_path_buf(),
-        source,
-    }
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> QatError {
+    let f = FileError::io(what, path);
+    move |source| QatError::File(f(source))
 }
 
 /// The seed directories of a run: every direct subdirectory with a checkpoint, with the
@@ -77,11 +74,7 @@ fn copy_seed_files(src: &Path, dst: &Path) -> Result<()> {
     for f in layout::SEED_FILES {
         let s = src.join(f);
         if s.is_file() {
-            std::fs::copy(&s, dst.join(f)).map_err(|source| QatError::Io {
-                what: "copying into",
-                path: dst.join(f),
-                source,
-            })?;
+            std::fs::copy(&s, dst.join(f)).map_err(io("copying into", &dst.join(f)))?;
         }
     }
     Ok(())

@@ -208,19 +208,8 @@ pub enum QatError {
         #[source]
         source: envs::EnvError,
     },
-    #[error("{what} {}", .path.display())]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("parsing {}", .path.display())]
-    Json {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    File(#[from] crate::layout::FileError),
     /// What the ladder was doing when `source` happened.
     #[error("{context}")]
     Context {

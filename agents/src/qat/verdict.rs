@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::derive::{table_spec, FormatTable};
 use super::ladder::Rung;
 use super::QatError;
-use crate::layout;
+use crate::layout::{self, FileError};
 use crate::pow2::MultiplierCount;
 use crate::precision::ClassSpec;
 pub use crate::stats::mean_std;
@@ -367,12 +367,8 @@ impl Chosen {
     /// Reads `<run>/qat/chosen.json`.
     pub fn load(run_dir: &Path) -> Result<Chosen, QatError> {
         let p = layout::chosen_path(run_dir);
-        let text = std::fs::read_to_string(&p).map_err(|source| QatError::Io {
-            what: "reading",
-            path: p.clone(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|source| QatError::Json { path: p, source })
+        let text = std::fs::read_to_string(&p).map_err(FileError::io("reading", &p))?;
+        Ok(serde_json::from_str(&text).map_err(FileError::json(&p))?)
     }
 }
 

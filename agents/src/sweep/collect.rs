@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{SweepError, SweepSpec, Trial, TrialResult};
-use crate::layout;
+use crate::layout::{self, FileError};
 
 /// The expanded grid as written to `sweep.json`, so `collect` knows what to expect.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -19,8 +19,13 @@ pub struct GridRecord {
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SweepError {
-    let path = path.to_path_buf();
-    move |source| SweepError::Io { what, path, source }
+    let f = FileError::io(what, path);
+    move |source| SweepError::File(f(source))
+}
+
+fn json(path: &Path) -> impl FnOnce(serde_json::Error) -> SweepError {
+    let f = FileError::json(path);
+    move |source| SweepError::File(f(source))
 }
 
 /// Writes `sweep.json` (identical in every process of the same sweep).
@@ -37,10 +42,7 @@ pub fn write_grid(out: &Path, spec: &SweepSpec) -> Result<(), SweepError> {
 /// a reader sees the whole file or none.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), SweepError> {
     let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(value).map_err(|source| SweepError::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = serde_json::to_string_pretty(value).map_err(json(path))?;
     std::fs::write(&tmp, text).map_err(io("writing", &tmp))?;
     std::fs::rename(&tmp, path).map_err(io("renaming into", path))
 }
@@ -100,10 +102,7 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Collected, SweepError> {
                 grid: grid_path.clone(),
                 source,
             })?;
-        let grid: GridRecord = serde_json::from_str(&text).map_err(|source| SweepError::Json {
-            path: grid_path.clone(),
-            source,
-        })?;
+        let grid: GridRecord = serde_json::from_str(&text).map_err(json(&grid_path))?;
         match &c.grid {
             None => c.grid = Some(grid),
             Some(g) if *g == grid => {}
@@ -132,11 +131,7 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Collected, SweepError> {
                 continue;
             }
             let text = std::fs::read_to_string(&file).map_err(io("reading", &file))?;
-            let r: TrialResult =
-                serde_json::from_str(&text).map_err(|source| SweepError::Json {
-                    path: file.clone(),
-                    source,
-                })?;
+            let r: TrialResult = serde_json::from_str(&text).map_err(json(&file))?;
             *seen.entry(r.trial.id.clone()).or_default() += 1;
             if seen[&r.trial.id] == 1 {
                 c.results.push(r);

@@ -98,26 +98,15 @@ pub enum SweepError {
         name: String,
         first: String,
     },
-    #[error("{what} {}", .path.display())]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("parsing {}", .path.display())]
-    Json {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    File(#[from] crate::layout::FileError),
 }
 
 impl SweepError {
     /// Whether the user's input is wrong (a sweep file, a shard, a trial's config, a
     /// directory that is not a sweep's) rather than something failing at run time.
     pub fn is_usage(&self) -> bool {
-        !matches!(self, SweepError::Io { .. } | SweepError::Json { .. })
+        !matches!(self, SweepError::File(_))
     }
 }
 
