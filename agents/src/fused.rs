@@ -60,6 +60,22 @@ pub(crate) trait Store:
         fmt: &FxFormat,
         rng: Option<&mut StochasticSource>,
     ) -> QuantStats;
+    /// `dst = cast(src)` from f64 values (exact GEMM results): into f64 directly, into
+    /// f32 through f64 and one rounding of the grid value, as quant does for f32.
+    fn cast_f64(
+        src: &[f64],
+        dst: &mut [Self],
+        fmt: &FxFormat,
+        rng: Option<&mut StochasticSource>,
+    ) -> QuantStats;
+    /// `dst = cast(self's slice)` into storage of type `T` (dispatch on the source type:
+    /// a GEMM result is f32 on the `fast` path, f64 on the `exact` one).
+    fn cast_to<T: Store>(
+        src: &[Self],
+        dst: &mut [T],
+        fmt: &FxFormat,
+        rng: Option<&mut StochasticSource>,
+    ) -> QuantStats;
 }
 
 impl Store for f64 {
@@ -95,6 +111,24 @@ impl Store for f64 {
     ) -> QuantStats {
         quant::fake_quant_slice_widen(src, dst, fmt, rng)
     }
+    #[inline(always)]
+    fn cast_f64(
+        src: &[f64],
+        dst: &mut [f64],
+        fmt: &FxFormat,
+        rng: Option<&mut StochasticSource>,
+    ) -> QuantStats {
+        fake_quant_slice(src, dst, fmt, rng)
+    }
+    #[inline(always)]
+    fn cast_to<T: Store>(
+        src: &[f64],
+        dst: &mut [T],
+        fmt: &FxFormat,
+        rng: Option<&mut StochasticSource>,
+    ) -> QuantStats {
+        T::cast_f64(src, dst, fmt, rng)
+    }
 }
 
 impl Store for f32 {
@@ -105,6 +139,7 @@ impl Store for f32 {
     fn to_f32(self) -> f32 {
         self
     }
+
     #[inline(always)]
     fn zero_if(self, zero: bool) -> f32 {
         f32::from_bits(self.to_bits() & !(zero as u32).wrapping_neg())
@@ -129,6 +164,32 @@ impl Store for f32 {
         rng: Option<&mut StochasticSource>,
     ) -> QuantStats {
         fake_quant_slice(src, dst, fmt, rng)
+    }
+    fn cast_f64(
+        src: &[f64],
+        dst: &mut [f32],
+        fmt: &FxFormat,
+        mut rng: Option<&mut StochasticSource>,
+    ) -> QuantStats {
+        let mut stats = QuantStats::default();
+        let mut buf = [0f64; CH];
+        for (x, o) in src.chunks(CH).zip(dst.chunks_mut(CH)) {
+            let b = &mut buf[..x.len()];
+            stats.merge(&fake_quant_slice(x, b, fmt, rng.as_deref_mut()));
+            for (o, &v) in o.iter_mut().zip(b.iter()) {
+                *o = v as f32;
+            }
+        }
+        stats
+    }
+    #[inline(always)]
+    fn cast_to<T: Store>(
+        src: &[f32],
+        dst: &mut [T],
+        fmt: &FxFormat,
+        rng: Option<&mut StochasticSource>,
+    ) -> QuantStats {
+        T::cast_f32(src, dst, fmt, rng)
     }
 }
 
@@ -183,11 +244,11 @@ fn cast_into<T: Store>(
     }
 }
 
-/// `dst = cast(src)` from f32 values, chunk by chunk; `post(start, chunk)` may rewrite
-/// each cast chunk of `dst` while it is in L1.
+/// `dst = cast(src)` from GEMM results (f32 or f64), chunk by chunk; `post(start,
+/// chunk)` may rewrite each cast chunk of `dst` while it is in L1.
 #[inline(always)]
-fn cast_f32_chunked<T: Store>(
-    src: &[f32],
+fn cast_gemm_chunked<G: Store, T: Store>(
+    src: &[G],
     dst: &mut [T],
     fmt: &FxFormat,
     mut rng: Option<&mut StochasticSource>,
@@ -195,7 +256,7 @@ fn cast_f32_chunked<T: Store>(
     mut post: impl FnMut(usize, &mut [T]),
 ) {
     for (c, (x, chunk)) in src.chunks(CH).zip(dst.chunks_mut(CH)).enumerate() {
-        stats.merge(&T::cast_f32(x, chunk, fmt, rng.as_deref_mut()));
+        stats.merge(&G::cast_to(x, chunk, fmt, rng.as_deref_mut()));
         post(c * CH, chunk);
     }
 }
@@ -241,10 +302,10 @@ fn rng_for<'a>(
     (fmt.rounding == quant::Rounding::Stochastic).then_some(source)
 }
 
-/// Forward after the GEMM: `z = cast(z32)` into `z`; with `relu`, also
-/// `a = max(0, z)` into `a` and its f32 rounding into `a32`.
-pub(crate) fn preact<T: Store>(
-    z32: &[f32],
+/// Forward after the GEMM (its result `z32` in f32 or f64): `z = cast(z32)` into `z`;
+/// with `relu`, also `a = max(0, z)` into `a` and its f32 rounding into `a32`.
+pub(crate) fn preact<G: Store, T: Store>(
+    z32: &[G],
     fmt: &FxFormat,
     source: &mut StochasticSource,
     stats: &mut QuantStats,
@@ -254,7 +315,7 @@ pub(crate) fn preact<T: Store>(
     simd(
         #[inline(always)]
         || {
-            cast_f32_chunked(z32, z, fmt, rng_for(fmt, source), stats, |s, q| {
+            cast_gemm_chunked(z32, z, fmt, rng_for(fmt, source), stats, |s, q| {
                 if let Some((a, a32)) = relu.as_mut() {
                     let a = &mut a[s..s + q.len()];
                     for (o, &v) in a.iter_mut().zip(q.iter()) {
@@ -272,30 +333,31 @@ pub(crate) fn preact<T: Store>(
     )
 }
 
-/// Forward of a hidden ReLU layer whose pre-activation and f64 activation nobody keeps
-/// (target networks, lean layers): only `a32 = f32(max(0, cast(z32)))`, the next GEMM's
-/// operand. Up to 50 bits the grid value is an f64, so its f32 rounding is the f32
+/// Forward of a hidden ReLU layer whose pre-activation and storage activation nobody
+/// keeps (target networks, lean layers): only `a32 = G(max(0, cast(z32)))`, the next
+/// GEMM's operand in the GEMM's type `G` (f32 on the `fast` path, f64 = storage on the
+/// `exact` one). Up to 50 bits the grid value is an f64, so its f32 rounding is the f32
 /// cast's own result (quant rounds once to the element type) and ReLU commutes with
 /// that rounding (monotone, 0 stays 0): the cast then goes straight into `a32`.
-pub(crate) fn preact_relu_f32<T: Store>(
-    z32: &[f32],
+pub(crate) fn preact_relu<T: Store, G: Store>(
+    z32: &[G],
     fmt: &FxFormat,
     source: &mut StochasticSource,
     stats: &mut QuantStats,
-    a32: &mut [f32],
+    a32: &mut [G],
 ) {
     simd(
         #[inline(always)]
         || {
             let mut rng = rng_for(fmt, source);
             if fmt.width <= 50 {
-                let mut q = [0f32; CH];
+                let mut q = [G::ZERO; CH];
                 for (x, o) in z32.chunks(CH).zip(a32.chunks_mut(CH)) {
                     let q = &mut q[..x.len()];
                     stats.merge(&fake_quant_slice(x, q, fmt, rng.as_deref_mut()));
                     for (o, &v) in o.iter_mut().zip(q.iter()) {
                         // max(0, v), NaN passing (from another buffer: see `error`).
-                        *o = v.zero_if(v < 0.0);
+                        *o = v.zero_if(v < G::ZERO);
                     }
                 }
                 return;
@@ -303,19 +365,19 @@ pub(crate) fn preact_relu_f32<T: Store>(
             let mut q = [T::ZERO; CH];
             for (x, o) in z32.chunks(CH).zip(a32.chunks_mut(CH)) {
                 let q = &mut q[..x.len()];
-                stats.merge(&T::cast_f32(x, q, fmt, rng.as_deref_mut()));
+                stats.merge(&G::cast_to(x, q, fmt, rng.as_deref_mut()));
                 for (o, &v) in o.iter_mut().zip(q.iter()) {
-                    *o = (if v < T::ZERO { T::ZERO } else { v }).to_f32();
+                    *o = G::of_scalar((if v < T::ZERO { T::ZERO } else { v }).to_f64());
                 }
             }
         },
     )
 }
 
-/// `dst = cast(src)` (f32 GEMM result into storage), e.g. weight gradients straight into
-/// the flat gradient tensor.
-pub(crate) fn cast_f32_into<T: Store>(
-    src: &[f32],
+/// `dst = cast(src)` (a GEMM result, f32 or f64, into storage), e.g. weight gradients
+/// straight into the flat gradient tensor.
+pub(crate) fn cast_gemm_into<G: Store, T: Store>(
+    src: &[G],
     fmt: &FxFormat,
     source: &mut StochasticSource,
     stats: &mut QuantStats,
@@ -323,7 +385,7 @@ pub(crate) fn cast_f32_into<T: Store>(
 ) {
     simd(
         #[inline(always)]
-        || cast_f32_chunked(src, dst, fmt, rng_for(fmt, source), stats, |_, _| {}),
+        || cast_gemm_chunked(src, dst, fmt, rng_for(fmt, source), stats, |_, _| {}),
     )
 }
 
@@ -364,8 +426,8 @@ pub(crate) fn sums_are_exact<T: Store>(fmt: &FxFormat, rows: usize) -> bool {
 /// layer's ReLU backward, whose cast is the identity); then `out`'s parts. The cast
 /// goes to an L1 buffer and every later step reads one buffer and writes another (a
 /// masked update in place compiles to masked stores, slow on AMD cores).
-pub(crate) fn error<T: Store, Z: Store>(
-    dx32: &[f32],
+pub(crate) fn error<G: Store, T: Store, Z: Store>(
+    dx32: &[G],
     fmt: &FxFormat,
     source: &mut StochasticSource,
     stats: &mut QuantStats,
@@ -383,7 +445,7 @@ pub(crate) fn error<T: Store, Z: Store>(
             for (c, x) in dx32.chunks(CH).enumerate() {
                 let (s, n) = (c * CH, x.len());
                 let b = &mut cast[..n];
-                stats.merge(&T::cast_f32(x, b, fmt, rng.as_deref_mut()));
+                stats.merge(&G::cast_to(x, b, fmt, rng.as_deref_mut()));
                 let v: &[T] = match relu_z {
                     Some(z) => {
                         let m = &mut masked[..n];

@@ -105,6 +105,9 @@ fn exact_mode_equals_golden_integer_gemm_forward_and_backward() {
                 }
             }
         });
+        // The unfused path keeps every layer's caches for inspection; the fused `exact`
+        // path equals it bit for bit (`fused_kernels_equal_the_unfused_path_bit_for_bit`).
+        spec_net.set_fused(false);
         let m = &mut spec_net;
         let x = randn(8, 4, 3, Kind::Double) * 3.0;
         let y = m.forward(&x);
@@ -280,10 +283,23 @@ fn fused_kernels_equal_the_unfused_path_bit_for_bit() {
     let mut custom = PrecisionSpec::preset(Preset::Fxp16);
     custom.formats.all.error = Some("ap_fixed<16,2,AP_RND,AP_SAT>".parse().unwrap());
     custom.formats.all.preact = Some("ap_fixed<16,3,AP_RND_CONV,AP_SAT>".parse().unwrap());
+    // `exact` GEMMs in f64: fxp16, the custom formats, and 24-bit activations with 32-bit
+    // errors, whose weight-gradient products (23 + 31 + 6 bits) take the limb path.
+    let exact = |mut s: PrecisionSpec| {
+        s.gemm = Gemm::Exact;
+        s
+    };
+    let mut wide_grads = exact(PrecisionSpec::preset(Preset::Fxp16));
+    wide_grads.formats.all.error = Some("ap_fixed<32,4>".parse().unwrap());
+    wide_grads.formats.all.preact = Some("ap_fixed<24,8>".parse().unwrap());
+    wide_grads.formats.all.activation = Some("ap_fixed<24,8>".parse().unwrap());
     let specs = [
         PrecisionSpec::preset(Preset::Fxp32),
         PrecisionSpec::preset(Preset::Fxp16),
-        custom,
+        custom.clone(),
+        exact(PrecisionSpec::preset(Preset::Fxp16)),
+        exact(custom),
+        wide_grads,
     ];
     for spec in specs {
         let build = |fused: bool, name: &str, out: Activation| {
@@ -292,6 +308,10 @@ fn fused_kernels_equal_the_unfused_path_bit_for_bit() {
             let mut m = Mlp::new(name, &sizes, out, &spec, &mut rng, 11)
                 .with_optimizer(OptimizerConfig::adam(3e-3));
             m.set_fused(fused);
+            if spec.gemm == Gemm::Exact {
+                // The fused path really runs: every forward and error GEMM is exact in f64.
+                assert!(m.exact_in_f64(), "{name}: {:?}", spec.formats);
+            }
             let mut t = m.target_copy(&format!("{name}_target"), &spec, 12);
             t.set_fused(fused);
             (m, t)
@@ -348,7 +368,12 @@ fn fused_kernels_equal_the_unfused_path_bit_for_bit() {
         }
         assert_eq!(runs[0].len(), runs[1].len());
         for (i, (a, b)) in runs[0].iter().zip(&runs[1]).enumerate() {
-            assert!(a == b, "{:?}: trace entry {i} differs", spec.preset);
+            assert!(
+                a == b,
+                "{:?} {:?}: trace entry {i} differs",
+                spec.preset,
+                spec.gemm
+            );
         }
     }
 }

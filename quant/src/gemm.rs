@@ -25,6 +25,32 @@ pub(crate) fn accumulator_bits(xf: &FxFormat, wf: &FxFormat, k: usize) -> u32 {
     xf.width + wf.width + ceil_log2(k)
 }
 
+/// Magnitude bits of a code of `f`: |code| <= 2^(width - 1) when signed, < 2^width when not.
+fn code_mag_bits(f: &FxFormat) -> u32 {
+    f.width - f.signed as u32
+}
+
+/// Whether `cast(x W + b)` over values on these formats' grids (`x` m×k, `w` k×n, `b` n)
+/// is computed exactly by an f64 GEMM in any order of summation, with or without fused
+/// multiply-adds: every product and partial sum (the bias aligned to the finer of the two
+/// grids) is an integer multiple of one grid step with magnitude at most 2^53, which
+/// f64 represents exactly, and the step stays a normal f64. Then one f64 GEMM followed
+/// by the exact cast of each f64 result equals [`golden_gemm`] bit for bit. For example
+/// 16-bit operands satisfy it up to k = 2^21; FXP32 weights with 16-bit activations
+/// (48 bits of product) up to k = 32.
+pub fn f64_gemm_is_exact(xf: &FxFormat, wf: &FxFormat, k: usize, bias: Option<&FxFormat>) -> bool {
+    let acc_frac = xf.frac_bits() as i64 + wf.frac_bits() as i64;
+    let frac = bias.map_or(acc_frac, |b| acc_frac.max(b.frac_bits() as i64));
+    let acc_bits = (code_mag_bits(xf) + code_mag_bits(wf) + ceil_log2(k)) as i64 + frac - acc_frac;
+    let bits = match bias {
+        None => acc_bits,
+        // |acc| + |b| <= 2 * max(|acc|, |b|).
+        Some(b) => acc_bits.max(code_mag_bits(b) as i64 + frac - b.frac_bits() as i64) + 1,
+    };
+    // The step 2^-frac and the largest magnitude 2^(bits - frac) are normal f64 numbers.
+    bits <= 53 && frac <= 1000 && bits - frac <= 1000
+}
+
 /// A bias term per output column: sign, magnitude and exponent of `b[j]`.
 pub(crate) struct Bias {
     parts: Vec<(bool, u128)>,

@@ -195,11 +195,49 @@ fn limb_gemm(
     Some(acc)
 }
 
+/// [`exact_linear`] through one f64 GEMM on the grid values, where
+/// [`f64_gemm_is_exact`](crate::f64_gemm_is_exact) proves every product and partial sum
+/// exact and every input is finite (`None` otherwise, for the limb path to take over):
+/// the GEMM result is then the exact accumulator, and its cast is the exact cast.
+fn f64_linear(
+    x: &Tensor,
+    xf: &FxFormat,
+    w: &Tensor,
+    wf: &FxFormat,
+    b: Option<(&Tensor, &FxFormat)>,
+    out: &FxFormat,
+) -> Option<(Tensor, QuantStats)> {
+    let k = x.size()[1] as usize;
+    // Outputs wider than 53 bits are not all f64 values (the limb path rounds their f32
+    // results once from the code).
+    if out.width > 53 || !crate::f64_gemm_is_exact(xf, wf, k, b.map(|(_, f)| f)) {
+        return None;
+    }
+    // Onto the grids in f64 (inputs off the grid round with their format's mode, as
+    // their codes do on the other path).
+    let on_grid = |t: &Tensor, f: &FxFormat| {
+        let (q, st) = fake_quant(&t.to_kind(Kind::Double), f, None);
+        (st.nan == 0 && st.inf == 0).then_some(q)
+    };
+    let xq = on_grid(x, xf)?;
+    let wq = on_grid(w, wf)?;
+    let acc = match b {
+        Some((bt, bf)) => on_grid(bt, bf)?.addmm(&xq, &wq),
+        None => xq.mm(&wq),
+    };
+    let (y, stats) = fake_quant(&acc, out, None);
+    // One rounding from the grid value (exact in f64 here) to x's kind.
+    Some((y.to_kind(x.kind()).to_device(x.device()), stats))
+}
+
 /// `cast(x w + b)` computed exactly, as integer hardware would: `x` (m×k) and `w` (k×n)
 /// hold values on the grids of `xf` and `wf` (off-grid values are first rounded with
 /// their format's mode), `b` (n) on its format's. Returns values of `out`'s grid in
-/// `x`'s kind (m×n) and the counts of the output cast. Widths up to 32 use f64 GEMMs on
-/// 16-bit limbs (exact, recombined in i128); wider formats use [`golden_gemm`](crate::golden_gemm).
+/// `x`'s kind (m×n) and the counts of the output cast. Chosen per call from the formats
+/// and k: one f64 GEMM on the grid values where [`f64_gemm_is_exact`](crate::f64_gemm_is_exact)
+/// holds (e.g. every 16-bit GEMM of a network), else f64 GEMMs on 16-bit limbs of the
+/// codes (exact, recombined in i128) up to 32 bits; wider formats use
+/// [`golden_gemm`](crate::golden_gemm).
 /// Outputs whose row of `x`, column of `w` or bias is NaN/infinite
 /// are NaN, and those inputs are counted in `nan`/`inf`.
 ///
@@ -219,6 +257,12 @@ pub fn exact_linear(
         "exact_linear: shapes {xs:?} x {ws:?} do not multiply"
     );
     let (m, k, n) = (xs[0] as usize, xs[1] as usize, ws[1] as usize);
+    if let Some(b) = b {
+        assert_eq!(b.0.size(), vec![n as i64], "exact_linear: bias shape");
+    }
+    if let Some(done) = f64_linear(x, xf, w, wf, b, out) {
+        return done;
+    }
     let mut stats = QuantStats::default();
     let xc = tensor_codes(x, xf, &mut stats);
     let wc = tensor_codes(w, wf, &mut stats);

@@ -120,6 +120,93 @@ proptest! {
     }
 }
 
+/// Codes of `f` from a seeded source, a quarter of them at the format's extremes (so
+/// accumulators reach their bound and outputs saturate or wrap).
+fn extreme_codes(f: &FxFormat, len: usize, seed: u64) -> Vec<i64> {
+    let mut s = StochasticSource::new(seed);
+    let any = f.with_modes(Rounding::Trn, Overflow::Wrap);
+    let lo = if f.signed && f.overflow == Overflow::SatSym {
+        f.raw_min() + 1
+    } else {
+        f.raw_min()
+    };
+    (0..len)
+        .map(|_| {
+            let word = s.next_word();
+            match word % 8 {
+                0 => lo,
+                1 => f.raw_max(),
+                _ => quant::cast((word >> 3) as i64, &FxFormat::signed(64, 64).unwrap(), &any)
+                    .clamp(lo, f.raw_max()),
+            }
+        })
+        .collect()
+}
+
+fn any_narrow_format() -> impl Strategy<Value = FxFormat> {
+    (any::<bool>(), 2..=32u32, -8i32..40, 0..7usize, 0..4usize).prop_map(|(s, w, i, q, o)| {
+        FxFormat::new(s, w, i, Rounding::ALL[q], Overflow::ALL[o]).unwrap()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// The GEMM the training path uses (one f64 GEMM where `f64_gemm_is_exact`, limbs
+    /// otherwise) against the golden integer GEMM: widths 2..32, k up to 4096, outputs
+    /// narrow enough to saturate and wrap.
+    #[test]
+    fn exact_linear_equals_golden_gemm_up_to_k_4096(
+        xf in any_narrow_format(), wf in any_narrow_format(), bf in any_narrow_format(),
+        out in any_narrow_format(), m in 1usize..4, k in 1usize..=4096, n in 1usize..4,
+        seed in any::<u64>(), with_bias in any::<bool>(),
+    ) {
+        let (xc, wc, bc) = (
+            extreme_codes(&xf, m * k, seed ^ 1),
+            extreme_codes(&wf, k * n, seed ^ 2),
+            extreme_codes(&bf, n, seed ^ 3),
+        );
+        let vals = |c: &[i64], f: &FxFormat| c.iter().map(|&r| to_f64(r, f)).collect::<Vec<f64>>();
+        let x = Tensor::from_slice(&vals(&xc, &xf)).view([m as i64, k as i64]);
+        let w = Tensor::from_slice(&vals(&wc, &wf)).view([k as i64, n as i64]);
+        let b = Tensor::from_slice(&vals(&bc, &bf));
+        let bias = with_bias.then_some((&b, &bf));
+        let (y, stats) = exact_linear(&x, &xf, &w, &wf, bias, &out);
+        let (want, want_stats) = golden_gemm_with_stats(
+            &xc, &xf, &wc, &wf, with_bias.then_some((bc.as_slice(), &bf)), m, k, n, &out);
+        let got: Vec<f64> = Vec::try_from(y.view(-1)).unwrap();
+        for (g, r) in got.iter().zip(&want) {
+            prop_assert_eq!(g.to_bits(), to_f64(*r, &out).to_bits(), "{} x {} k={} -> {}", xf, wf, k, out);
+        }
+        prop_assert_eq!(stats, want_stats);
+    }
+}
+
+#[test]
+fn the_f64_bound_is_tight_enough_to_matter_and_safe_at_its_edge() {
+    let f16: FxFormat = "ap_fixed<16,6>".parse().unwrap();
+    let f32_: FxFormat = "ap_fixed<32,8>".parse().unwrap();
+    // 16-bit operands: 15 + 15 + log2(k) bits.
+    assert!(quant::f64_gemm_is_exact(&f16, &f16, 1 << 23, None));
+    assert!(!quant::f64_gemm_is_exact(&f16, &f16, (1 << 23) + 1, None));
+    // FXP32 weights with 16-bit activations need limbs beyond k = 2^7.
+    assert!(quant::f64_gemm_is_exact(&f16, &f32_, 128, None));
+    assert!(!quant::f64_gemm_is_exact(&f16, &f32_, 400, None));
+    // A bias on a finer grid than the products widens the sum.
+    let fine: FxFormat = "ap_fixed<32,-20>".parse().unwrap();
+    assert!(!quant::f64_gemm_is_exact(&f16, &f16, 256, Some(&fine)));
+    // At the edge (|acc| = 2^53 exactly) a plain f64 GEMM still equals the golden one.
+    let u: FxFormat = "ap_ufixed<26,26,AP_TRN,AP_WRAP>".parse().unwrap();
+    let wide: FxFormat = "ap_ufixed<64,64,AP_TRN,AP_WRAP>".parse().unwrap();
+    assert!(quant::f64_gemm_is_exact(&u, &u, 2, None));
+    let top = u.raw_max();
+    let x = Tensor::from_slice(&[to_f64(top, &u), 1.0]).view([1, 2]);
+    let w = Tensor::from_slice(&[to_f64(top, &u), 3.0]).view([2, 1]);
+    let (y, _) = exact_linear(&x, &u, &w, &u, None, &wide);
+    let want = quant::golden_gemm(&[top, 1], &u, &[top, 3], &u, None, 1, 2, 1, &wide);
+    assert_eq!(from_f64(y.double_value(&[0, 0]), &wide).unwrap(), want[0]);
+}
+
 #[test]
 fn exact_linear_is_exact_where_a_float_gemm_is_not() {
     // 32-bit operands, k = 64: products need 64 bits, beyond f64's 53.

@@ -4,7 +4,7 @@
 //! path (`super::fused`) equals bit for bit, and the only fixed-point path that feeds the
 //! range observers. Runs under `tch::no_grad`.
 
-use quant::tensor::exact_linear;
+use quant::tensor::{exact_linear, QuantStats};
 use quant::FxFormat;
 use tch::{Kind, Tensor};
 
@@ -15,9 +15,10 @@ use crate::precision::{Gemm, TensorClass};
 impl Mlp {
     pub(super) fn forward_fixed(&mut self, x: &Tensor, cache: bool) -> Tensor {
         if self.fusable() {
-            return match self.kind {
-                Kind::Double => self.forward_fused::<f64>(x, cache),
-                _ => self.forward_fused::<f32>(x, cache),
+            return match (self.kind, self.params32.is_some()) {
+                (Kind::Double, true) => self.forward_fused::<f64, f32>(x, cache),
+                (Kind::Double, false) => self.forward_fused::<f64, f64>(x, cache),
+                _ => self.forward_fused::<f32, f32>(x, cache),
             };
         }
         let observe = self.observe;
@@ -97,9 +98,14 @@ impl Mlp {
         input_grad: bool,
     ) -> Option<Tensor> {
         if self.fusable() {
-            return match self.kind {
-                Kind::Double => self.backward_fused::<f64>(delta_out, param_grads, input_grad),
-                _ => self.backward_fused::<f32>(delta_out, param_grads, input_grad),
+            return match (self.kind, self.params32.is_some()) {
+                (Kind::Double, true) => {
+                    self.backward_fused::<f64, f32>(delta_out, param_grads, input_grad)
+                }
+                (Kind::Double, false) => {
+                    self.backward_fused::<f64, f64>(delta_out, param_grads, input_grad)
+                }
+                _ => self.backward_fused::<f32, f32>(delta_out, param_grads, input_grad),
             };
         }
         let observe = self.observe;
@@ -145,18 +151,11 @@ impl Mlp {
             if param_grads {
                 let (gw, gb) = match exact {
                     Some((xf, ef, gf, _)) => {
-                        let (gw, s1) = exact_linear(&x.tr().contiguous(), &xf, &dz, &ef, None, &gf);
-                        let ones = Tensor::ones([1, dz.size()[0]], (kind, dz.device()));
-                        let one = FxFormat::new(true, 2, 2, gf.rounding, gf.overflow)
-                            .expect("ap_fixed<2,2> holds 1 exactly");
-                        let (gb, s2) = exact_linear(&ones, &one, &dz, &ef, None, &gf);
                         if observe {
                             observe_into(&mut l.ranges[TensorClass::Grad.index()], &x.tr().mm(&dz));
                         }
                         let st = &mut l.stats[TensorClass::Grad.index()];
-                        st.merge(&s1);
-                        st.merge(&s2);
-                        (gw, gb.view([-1]))
+                        exact_param_grads(&x, &xf, &dz, &ef, &gf, st)
                     }
                     None => match (&x32, &dz32) {
                         (Some(x32), Some(dz32)) => {
@@ -216,4 +215,25 @@ impl Mlp {
         }
         Some(d)
     }
+}
+
+/// The exact weight and bias gradients `cast(x^T dz)` and `cast(sum over the batch of
+/// dz)` into `gf` (through `exact_linear`; the bias as a GEMM with a row of ones), with
+/// their cast counts added to `stats`.
+pub(super) fn exact_param_grads(
+    x: &Tensor,
+    xf: &FxFormat,
+    dz: &Tensor,
+    ef: &FxFormat,
+    gf: &FxFormat,
+    stats: &mut QuantStats,
+) -> (Tensor, Tensor) {
+    let (gw, s1) = exact_linear(&x.tr().contiguous(), xf, dz, ef, None, gf);
+    let ones = Tensor::ones([1, dz.size()[0]], (dz.kind(), dz.device()));
+    let one =
+        FxFormat::new(true, 2, 2, gf.rounding, gf.overflow).expect("ap_fixed<2,2> holds 1 exactly");
+    let (gb, s2) = exact_linear(&ones, &one, dz, ef, None, gf);
+    stats.merge(&s1);
+    stats.merge(&s2);
+    (gw, gb.view([-1]))
 }

@@ -10,10 +10,19 @@
 
 use tch::{Kind, Tensor};
 
+use quant::FxFormat;
+
+use super::fixed::exact_param_grads;
 use super::{holds, Activation, Layer, Mlp};
 use crate::fused::{self, Store};
 use crate::params::segments;
-use crate::precision::TensorClass;
+use crate::precision::{Gemm, TensorClass};
+
+/// Whether a layer's weight- and bias-gradient products over a batch of `rows` are exact
+/// in f64 (`x^T dz` with k = rows, and the column sums of `dz`).
+pub(super) fn exact_grad_gemms(xf: &FxFormat, ef: &FxFormat, rows: usize) -> bool {
+    quant::f64_gemm_is_exact(xf, ef, rows, None) && fused::sums_are_exact::<f64>(ef, rows)
+}
 
 /// Whether `layer`'s ReLU backward is fused into `above`'s error kernel (`Mlp::backward_fused`)
 /// with the mask read from `layer`'s f32 activation instead of its pre-activation: the
@@ -34,7 +43,11 @@ fn relu_backward_from_activation(layer: &Layer, above: &Layer) -> bool {
 impl Mlp {
     /// `forward_fixed` with the fused kernels (see `fusable`); the same values, counts
     /// and stochastic draws.
-    pub(super) fn forward_fused<T: Store>(&mut self, x: &Tensor, cache: bool) -> Tensor {
+    ///
+    /// `G` is the GEMMs' type: f32 (f32 storage, or f64 storage with its f32 shadow:
+    /// `fast`), or f64 on f64 storage (`exact`: every GEMM is exact in f64, see
+    /// `Mlp::fusable`).
+    pub(super) fn forward_fused<T: Store, G: Store>(&mut self, x: &Tensor, cache: bool) -> Tensor {
         let kind = self.kind;
         let shadow = self.params32.is_some();
         let opts = (kind, tch::Device::Cpu);
@@ -81,13 +94,13 @@ impl Mlp {
                     l.z = None;
                     l.a = None;
                 }
-                let a32 = Tensor::empty(z32.size(), (Kind::Float, tch::Device::Cpu));
+                let a32 = Tensor::empty(z32.size(), (G::KIND, tch::Device::Cpu));
                 // SAFETY: z32 and a32 are distinct fresh contiguous tensors.
                 unsafe {
                     let st = &mut l.stats[TensorClass::Preact.index()];
-                    let z32s = std::slice::from_raw_parts(z32.data_ptr() as *const f32, n);
-                    let a32s = fused::slice_mut::<f32>(&a32);
-                    fused::preact_relu_f32::<T>(z32s, &pre, &mut self.source, st, a32s);
+                    let z32s = fused::slice::<G>(&z32);
+                    let a32s = fused::slice_mut::<G>(&a32);
+                    fused::preact_relu::<T, G>(z32s, &pre, &mut self.source, st, a32s);
                 }
                 l.stats[TensorClass::Activation.index()].elements += n as u64;
                 if shadow {
@@ -119,7 +132,7 @@ impl Mlp {
                     )),
                     _ => None,
                 };
-                let z32s = std::slice::from_raw_parts(z32.data_ptr() as *const f32, n);
+                let z32s = fused::slice::<G>(&z32);
                 fused::preact(z32s, &pre, &mut self.source, st, zs, act);
             }
             let a = if passes {
@@ -143,7 +156,7 @@ impl Mlp {
 
     /// `backward_fixed` with the fused kernels (see `fusable`); the same values, counts
     /// and stochastic draws.
-    pub(super) fn backward_fused<T: Store>(
+    pub(super) fn backward_fused<T: Store, G: Store>(
         &mut self,
         delta_out: &Tensor,
         param_grads: bool,
@@ -189,25 +202,41 @@ impl Mlp {
             let dzg = dz32.as_ref().unwrap_or(&dz);
             if param_grads {
                 let xg = x32.as_ref().unwrap_or(&x);
-                let gw32 = xg.tr().mm(dzg).contiguous();
                 let gf = l.formats.get(TensorClass::Grad).expect("fusable");
-                // SAFETY: gw32 is a fresh tensor; l.gw is a contiguous view into the flat
-                // gradients that nothing else reads or writes here.
-                unsafe {
-                    let src =
-                        std::slice::from_raw_parts(gw32.data_ptr() as *const f32, gw32.numel());
-                    let dst = fused::slice_mut::<T>(&l.gw);
+                let x_fmt = match below.last() {
+                    Some(b) => b.formats.get(TensorClass::Activation),
+                    None => l.formats.get(TensorClass::Input),
+                };
+                let ef = l.formats.get(TensorClass::Error).expect("fusable");
+                let rows = dz.size()[0] as usize;
+                if self.gemm == Gemm::Exact
+                    && !exact_grad_gemms(&x_fmt.expect("fusable"), &ef, rows)
+                {
+                    // The batch is too large for one exact f64 GEMM: the limb path.
                     let st = &mut l.stats[TensorClass::Grad.index()];
-                    fused::cast_f32_into(src, &gf, &mut self.source, st, dst);
-                }
-                let gb =
-                    dz_sums.unwrap_or_else(|| dz.sum_dim_intlist([0i64].as_slice(), false, kind));
-                // SAFETY: gb is a fresh tensor; l.gb is a contiguous view into the flat
-                // gradients that nothing else reads or writes here.
-                unsafe {
-                    let st = &mut l.stats[TensorClass::Grad.index()];
-                    let (src, dst) = (fused::slice::<T>(&gb), fused::slice_mut::<T>(&l.gb));
-                    fused::cast_into_storage(src, &gf, &mut self.source, st, dst);
+                    let (gw, gb) =
+                        exact_param_grads(&x, &x_fmt.expect("fusable"), &dz, &ef, &gf, st);
+                    l.gw.copy_(&gw);
+                    l.gb.copy_(&gb);
+                } else {
+                    let gw32 = xg.tr().mm(dzg).contiguous();
+                    // SAFETY: gw32 is a fresh tensor; l.gw is a contiguous view into the
+                    // flat gradients that nothing else reads or writes here.
+                    unsafe {
+                        let src = fused::slice::<G>(&gw32);
+                        let dst = fused::slice_mut::<T>(&l.gw);
+                        let st = &mut l.stats[TensorClass::Grad.index()];
+                        fused::cast_gemm_into(src, &gf, &mut self.source, st, dst);
+                    }
+                    let gb = dz_sums
+                        .unwrap_or_else(|| dz.sum_dim_intlist([0i64].as_slice(), false, kind));
+                    // SAFETY: gb is a fresh tensor; l.gb is a contiguous view into the flat
+                    // gradients that nothing else reads or writes here.
+                    unsafe {
+                        let st = &mut l.stats[TensorClass::Grad.index()];
+                        let (src, dst) = (fused::slice::<T>(&gb), fused::slice_mut::<T>(&l.gb));
+                        fused::cast_into_storage(src, &gf, &mut self.source, st, dst);
+                    }
                 }
             }
             if i == 0 && !input_grad {
@@ -244,7 +273,7 @@ impl Mlp {
             // SAFETY: dx32, out, out32 and out_sums are distinct fresh tensors; the layer
             // below's cached pre-activation or this layer's input is only read.
             unsafe {
-                let src = std::slice::from_raw_parts(dx32.data_ptr() as *const f32, m);
+                let src = fused::slice::<G>(&dx32);
                 let st = &mut l.stats[TensorClass::Error.index()];
                 let o = fused::ErrorOut {
                     d: out.as_ref().map(|t| fused::slice_mut::<T>(t)),
@@ -257,10 +286,11 @@ impl Mlp {
                         fused::error(src, &ef, &mut self.source, st, zb, o)
                     }
                     Some(None) => {
-                        let ab = Some(fused::slice::<f32>(a32));
+                        // The lean layer's activation: the GEMM operand, of the GEMM's type.
+                        let ab = Some(fused::slice::<G>(a32));
                         fused::error(src, &ef, &mut self.source, st, ab, o)
                     }
-                    None => fused::error::<T, T>(src, &ef, &mut self.source, st, None, o),
+                    None => fused::error::<G, T, T>(src, &ef, &mut self.source, st, None, o),
                 }
             }
             let out = out.unwrap_or_default();

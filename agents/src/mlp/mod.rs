@@ -92,10 +92,10 @@ pub struct Mlp {
 }
 
 /// Storage type for `layers`: f64 when some format is wider than f32's 24-bit
-/// significand, else f32.
-fn storage_kind(layers: &[Layer]) -> Kind {
+/// significand or the GEMMs are `exact` (they run in f64 on the stored values), else f32.
+fn storage_kind(layers: &[Layer], gemm: Gemm) -> Kind {
     let widest = layers.iter().map(|l| l.formats.max_width()).max();
-    if widest.unwrap_or(0) > 24 {
+    if widest.unwrap_or(0) > 24 || (gemm == Gemm::Exact && widest.is_some_and(|w| w > 0)) {
         Kind::Double
     } else {
         Kind::Float
@@ -200,7 +200,7 @@ impl Mlp {
         precision: &PrecisionSpec,
         stochastic_seed: u64,
     ) -> Self {
-        let kind = storage_kind(&layers);
+        let kind = storage_kind(&layers, precision.gemm);
         let params = params.to_kind(kind);
         let mut net = Mlp {
             name: name.to_string(),
@@ -391,7 +391,7 @@ impl Mlp {
     }
 
     fn after_format_change(&mut self) {
-        let kind = storage_kind(&self.layers);
+        let kind = storage_kind(&self.layers, self.gemm);
         if kind != self.kind {
             self.kind = kind;
             self.params = self.params.detach().to_kind(kind);
@@ -480,23 +480,62 @@ impl Mlp {
         y
     }
 
-    /// Whether the fused kernels apply: pure fixed point with `fast` GEMMs, every class
-    /// of every layer fixed point, no range observation, f32 storage or f64 storage with
-    /// its f32 shadow.
+    /// Whether the fused kernels apply: pure fixed point, every class of every layer
+    /// fixed point, no range observation, and either `fast` GEMMs (f32 storage, or f64
+    /// storage with its f32 shadow) or `exact` GEMMs that f64 computes exactly (see
+    /// [`Mlp::exact_in_f64`]).
     fn fusable(&self) -> bool {
         self.fused
             && !self.observe
             && self.mode == TrainMode::Fixed
-            && self.gemm == Gemm::Fast
             && self
                 .layers
                 .iter()
                 .all(|l| l.formats.0.iter().all(Option::is_some))
-            && match self.kind {
-                Kind::Float => self.params32.is_none(),
-                Kind::Double => self.params32.is_some(),
+            && match (self.gemm, self.kind) {
+                (Gemm::Fast, Kind::Float) => self.params32.is_none(),
+                (Gemm::Fast, Kind::Double) => self.params32.is_some(),
+                (Gemm::Exact, Kind::Double) => self.exact_in_f64(),
                 _ => false,
             }
+    }
+
+    /// Whether every forward and error GEMM of this network is exact as one f64 GEMM
+    /// on the stored grid values (`quant::f64_gemm_is_exact` on its formats and depth),
+    /// with deterministic rounding on the GEMM outputs (the exact path rounds them
+    /// without drawing stochastic words) and every hidden identity layer's incoming
+    /// error already on its own error grid (the exact path reads it on that grid).
+    /// Then the fused kernels compute `exact` training in f64, bit for bit what
+    /// `quant::exact_linear` computes; weight-gradient products depend on the batch
+    /// and are checked per call. This holds for every 16-bit preset.
+    pub fn exact_in_f64(&self) -> bool {
+        let n = self.layers.len();
+        let fmt = |l: &Layer, c| l.formats.get(c);
+        self.layers.iter().enumerate().all(|(i, l)| {
+            let xf = if i == 0 {
+                fmt(l, TensorClass::Input)
+            } else {
+                fmt(&self.layers[i - 1], TensorClass::Activation)
+            };
+            let (Some(xf), Some(wf), Some(bf), Some(ef)) = (
+                xf,
+                fmt(l, TensorClass::Weight),
+                fmt(l, TensorClass::Bias),
+                fmt(l, TensorClass::Error),
+            ) else {
+                return false;
+            };
+            let deterministic = [TensorClass::Preact, TensorClass::Error, TensorClass::Grad]
+                .iter()
+                .all(|&c| fmt(l, c).is_some_and(|f| f.rounding != quant::Rounding::Stochastic));
+            let identity_ok = l.activation != Activation::Identity
+                || i + 1 == n
+                || holds(Some(ef), fmt(&self.layers[i + 1], TensorClass::Error));
+            deterministic
+                && identity_ok
+                && quant::f64_gemm_is_exact(&xf, &wf, l.in_dim, Some(&bf))
+                && quant::f64_gemm_is_exact(&ef, &wf, l.out_dim, None)
+        })
     }
 
     /// Turns the fused kernels off (or back on): for tests that compare both paths.
