@@ -43,7 +43,6 @@ pub(crate) trait Store:
     const ZERO: Self;
     /// Significand bits (with the implicit one).
     const MANTISSA: u32;
-    fn to_f32(self) -> f32;
     /// +0 where `zero` holds, else the value, as a bit mask. Write the result to another
     /// buffer than the one read: an in-place update compiles to masked stores, slow on
     /// AMD cores.
@@ -82,10 +81,6 @@ impl Store for f64 {
     const KIND: Kind = Kind::Double;
     const ZERO: f64 = 0.0;
     const MANTISSA: u32 = 53;
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        self as f32
-    }
     #[inline(always)]
     fn zero_if(self, zero: bool) -> f64 {
         f64::from_bits(self.to_bits() & !(zero as u64).wrapping_neg())
@@ -135,10 +130,6 @@ impl Store for f32 {
     const KIND: Kind = Kind::Float;
     const ZERO: f32 = 0.0;
     const MANTISSA: u32 = 24;
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        self
-    }
 
     #[inline(always)]
     fn zero_if(self, zero: bool) -> f32 {
@@ -310,7 +301,7 @@ pub(crate) fn preact<G: Store, T: Store>(
     source: &mut StochasticSource,
     stats: &mut QuantStats,
     z: &mut [T],
-    mut relu: Option<(&mut [T], Option<&mut [f32]>)>,
+    mut relu: Option<(&mut [T], Option<&mut [G]>)>,
 ) {
     simd(
         #[inline(always)]
@@ -324,7 +315,7 @@ pub(crate) fn preact<G: Store, T: Store>(
                     }
                     if let Some(a32) = a32.as_deref_mut() {
                         for (o, &v) in a32[s..s + q.len()].iter_mut().zip(a.iter()) {
-                            *o = v.to_f32();
+                            *o = G::of_scalar(v.to_f64());
                         }
                     }
                 }
@@ -403,11 +394,11 @@ pub(crate) fn cast_into_storage<T: Store>(
 }
 
 /// Where the error kernel's results go (any subset).
-pub(crate) struct ErrorOut<'a, T> {
+pub(crate) struct ErrorOut<'a, T, G> {
     /// The errors in storage.
     pub d: Option<&'a mut [T]>,
     /// Their f32 rounding (the next GEMMs' operand).
-    pub d32: Option<&'a mut [f32]>,
+    pub d32: Option<&'a mut [G]>,
     /// The sums down each column of a row-major matrix with `.1` columns: the layer
     /// below's bias gradient before its cast. Only where [`sums_are_exact`] holds, so
     /// that any order of addition (libtorch's reduction's included) gives these values.
@@ -432,7 +423,7 @@ pub(crate) fn error<G: Store, T: Store, Z: Store>(
     source: &mut StochasticSource,
     stats: &mut QuantStats,
     relu_z: Option<&[Z]>,
-    mut out: ErrorOut<'_, T>,
+    mut out: ErrorOut<'_, T, G>,
 ) {
     simd(
         #[inline(always)]
@@ -461,7 +452,7 @@ pub(crate) fn error<G: Store, T: Store, Z: Store>(
                 }
                 if let Some(d32) = out.d32.as_deref_mut() {
                     for (o, &e) in d32[s..s + n].iter_mut().zip(v) {
-                        *o = e.to_f32();
+                        *o = G::of_scalar(e.to_f64());
                     }
                 }
                 if let Some((sums, cols)) = out.col_sums.as_mut() {
@@ -542,13 +533,13 @@ impl<'a> Segment<'a> {
 /// formats must not round stochastically (the caller checks): the parameter casts are
 /// then the only ones drawing words, in segment and element order as the unfused step.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn adam_step<T: Store>(
+pub(crate) fn adam_step<T: Store, S: Store>(
     segs: &mut [Segment<'_>],
     g: &[T],
     m: &mut [T],
     s: &mut [T],
     p: &mut [T],
-    mut p32: Option<&mut [f32]>,
+    mut p32: Option<&mut [S]>,
     (w1, w2): (f64, f64),
     (c1, c2): (f64, f64),
     eps_of: &dyn Fn(FxFormat) -> f64,
@@ -603,7 +594,7 @@ pub(crate) fn adam_step<T: Store>(
                     seg.stats(class).merge(&st);
                     if let Some(p32) = p32.as_deref_mut() {
                         for (o, &v) in p32[c * CH..c * CH + n].iter_mut().zip(p.iter()) {
-                            *o = v.to_f32();
+                            *o = S::of_scalar(v.to_f64());
                         }
                     }
                 }
@@ -653,11 +644,11 @@ pub(crate) fn adam_apply_float<T: Store>(m: &[T], s: &[T], p: &mut [T], (k, e): 
 
 /// Polyak averaging of one segment: `p = cast_own(lerp(p, src, tau))` and the f32
 /// shadow. `tau` must be below 0.5.
-pub(crate) fn soft_update<T: Store>(
+pub(crate) fn soft_update<T: Store, S: Store>(
     seg: &mut Segment<'_>,
     src: &[T],
     p: &mut [T],
-    p32: Option<&mut [f32]>,
+    p32: Option<&mut [S]>,
     tau: f64,
     source: &mut StochasticSource,
 ) {
@@ -683,7 +674,7 @@ pub(crate) fn soft_update<T: Store>(
                 |st, q| {
                     if let Some(p32) = p32.as_deref_mut() {
                         for (o, &v) in p32[st..st + q.len()].iter_mut().zip(q.iter()) {
-                            *o = v.to_f32();
+                            *o = S::of_scalar(v.to_f64());
                         }
                     }
                 },

@@ -91,10 +91,10 @@ impl Optimizer {
             self.step_float(&mut net);
         } else if self.fusable(&net) {
             match net.kind {
-                Kind::Double => self.step_fused::<f64>(&mut net),
-                _ => self.step_fused::<f32>(&mut net),
+                Kind::Double => self.step_fused::<f64, f32>(&mut net),
+                _ => self.step_fused::<f32, f64>(&mut net),
             }
-            // The fused step wrote the f32 shadow itself.
+            // The fused step wrote the shadow itself.
             return;
         } else {
             self.step_fixed(&mut net);
@@ -126,7 +126,8 @@ impl Optimizer {
     /// `step_fixed` for Adam with the fused kernels (`crate::fused`): the same values,
     /// counts and stochastic draws, in one pass over the flat tensors (moments, the
     /// correctly rounded root of v, state casts, update and parameters per L1 chunk).
-    fn step_fused<T: Store>(&mut self, net: &mut ParamView<'_>) {
+    /// `S` is the shadow's type (unused without one).
+    fn step_fused<T: Store, S: Store>(&mut self, net: &mut ParamView<'_>) {
         let OptimizerConfig::Adam {
             lr,
             beta1,
@@ -152,7 +153,7 @@ impl Optimizer {
                 fused::slice_mut::<T>(&self.m),
                 fused::slice_mut::<T>(&self.s),
                 fused::slice_mut::<T>(&params),
-                p32.as_ref().map(|t| fused::slice_mut::<f32>(t)),
+                p32.as_ref().map(|t| fused::slice_mut::<S>(t)),
                 (1.0 - beta1, 1.0 - beta2),
                 (lr / bc1, 1.0 / bc2.sqrt()),
                 &|opt| adam_eps(eps, Some(opt)),

@@ -283,8 +283,9 @@ fn fused_kernels_equal_the_unfused_path_bit_for_bit() {
     let mut custom = PrecisionSpec::preset(Preset::Fxp16);
     custom.formats.all.error = Some("ap_fixed<16,2,AP_RND,AP_SAT>".parse().unwrap());
     custom.formats.all.preact = Some("ap_fixed<16,3,AP_RND_CONV,AP_SAT>".parse().unwrap());
-    // `exact` GEMMs in f64: fxp16, the custom formats, and 24-bit activations with 32-bit
-    // errors, whose weight-gradient products (23 + 31 + 6 bits) take the limb path.
+    // `exact` GEMMs in f64: fxp16 and the custom formats (f32 storage, f64 GEMM copy of
+    // the weights), and 24-bit activations with 32-bit errors (f64 storage), whose
+    // weight-gradient products (23 + 31 + 6 bits) take the limb path.
     let exact = |mut s: PrecisionSpec| {
         s.gemm = Gemm::Exact;
         s
@@ -293,7 +294,11 @@ fn fused_kernels_equal_the_unfused_path_bit_for_bit() {
     wide_grads.formats.all.error = Some("ap_fixed<32,4>".parse().unwrap());
     wide_grads.formats.all.preact = Some("ap_fixed<24,8>".parse().unwrap());
     wide_grads.formats.all.activation = Some("ap_fixed<24,8>".parse().unwrap());
+    // 24-bit errors on f32 storage: the bias gradient's column sums need f64.
+    let mut wide_errors = exact(PrecisionSpec::preset(Preset::Fxp16));
+    wide_errors.formats.all.error = Some("ap_fixed<24,2>".parse().unwrap());
     let specs = [
+        wide_errors,
         PrecisionSpec::preset(Preset::Fxp32),
         PrecisionSpec::preset(Preset::Fxp16),
         custom.clone(),

@@ -30,6 +30,7 @@
 
 pub mod c;
 pub mod hls;
+mod policy;
 pub mod tanh;
 mod trained;
 mod vectors;
@@ -44,6 +45,7 @@ use quant::{FxFormat, Rounding};
 
 use crate::mlp::Activation;
 use crate::precision::TensorClass;
+pub use policy::ExactPolicy;
 pub use tanh::{tanh_table, TanhError, TanhTable, MAX_TANH_FRAC_BITS};
 pub use vectors::test_inputs;
 

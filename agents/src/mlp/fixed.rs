@@ -18,6 +18,7 @@ impl Mlp {
             return match (self.kind, self.params32.is_some()) {
                 (Kind::Double, true) => self.forward_fused::<f64, f32>(x, cache),
                 (Kind::Double, false) => self.forward_fused::<f64, f64>(x, cache),
+                (_, true) => self.forward_fused::<f32, f64>(x, cache),
                 _ => self.forward_fused::<f32, f32>(x, cache),
             };
         }
@@ -105,6 +106,7 @@ impl Mlp {
                 (Kind::Double, false) => {
                     self.backward_fused::<f64, f64>(delta_out, param_grads, input_grad)
                 }
+                (_, true) => self.backward_fused::<f32, f64>(delta_out, param_grads, input_grad),
                 _ => self.backward_fused::<f32, f32>(delta_out, param_grads, input_grad),
             };
         }

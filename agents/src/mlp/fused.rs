@@ -70,7 +70,7 @@ impl Mlp {
         for (idx, l) in self.layers.iter_mut().enumerate() {
             let z32 = match &l.w32 {
                 Some((w32, b32)) => {
-                    let x32 = h32.take().unwrap_or_else(|| h.to_kind(Kind::Float));
+                    let x32 = h32.take().unwrap_or_else(|| h.to_kind(G::KIND));
                     let z32 = b32.addmm(&x32, w32);
                     h32 = Some(x32);
                     z32
@@ -115,8 +115,7 @@ impl Mlp {
             let z = Tensor::empty(z32.size(), opts);
             let (a, a32) = if relu {
                 let a = Tensor::empty(z32.size(), opts);
-                let a32 =
-                    shadow.then(|| Tensor::empty(z32.size(), (Kind::Float, tch::Device::Cpu)));
+                let a32 = shadow.then(|| Tensor::empty(z32.size(), (G::KIND, tch::Device::Cpu)));
                 (Some(a), a32)
             } else {
                 (None, None)
@@ -128,7 +127,7 @@ impl Mlp {
                 let act = match (&a, &a32) {
                     (Some(a), a32) => Some((
                         fused::slice_mut::<T>(a),
-                        a32.as_ref().map(|t| fused::slice_mut::<f32>(t)),
+                        a32.as_ref().map(|t| fused::slice_mut::<G>(t)),
                     )),
                     _ => None,
                 };
@@ -195,7 +194,7 @@ impl Mlp {
                             l.cast(TensorClass::Error, dz, false, &mut self.source)
                         }
                     };
-                    let dz32 = shadow.then(|| dz.to_kind(Kind::Float));
+                    let dz32 = shadow.then(|| dz.to_kind(G::KIND));
                     (dz, dz32, None)
                 }
             };
@@ -228,14 +227,29 @@ impl Mlp {
                         let st = &mut l.stats[TensorClass::Grad.index()];
                         fused::cast_gemm_into(src, &gf, &mut self.source, st, dst);
                     }
-                    let gb = dz_sums
-                        .unwrap_or_else(|| dz.sum_dim_intlist([0i64].as_slice(), false, kind));
-                    // SAFETY: gb is a fresh tensor; l.gb is a contiguous view into the flat
-                    // gradients that nothing else reads or writes here.
-                    unsafe {
-                        let st = &mut l.stats[TensorClass::Grad.index()];
-                        let (src, dst) = (fused::slice::<T>(&gb), fused::slice_mut::<T>(&l.gb));
-                        fused::cast_into_storage(src, &gf, &mut self.source, st, dst);
+                    // Exact GEMMs sum the bias gradient in f64 where the storage type
+                    // cannot hold every partial sum (exact there: `exact_grad_gemms`).
+                    let wide_sum = self.gemm == Gemm::Exact
+                        && dz_sums.is_none()
+                        && !fused::sums_are_exact::<T>(&ef, rows);
+                    let st = &mut l.stats[TensorClass::Grad.index()];
+                    if wide_sum {
+                        let gb = dz.sum_dim_intlist([0i64].as_slice(), false, Kind::Double);
+                        // SAFETY: gb is a fresh tensor; l.gb is a contiguous view into the
+                        // flat gradients that nothing else reads or writes here.
+                        unsafe {
+                            let (src, dst) =
+                                (fused::slice::<f64>(&gb), fused::slice_mut::<T>(&l.gb));
+                            fused::cast_gemm_into(src, &gf, &mut self.source, st, dst);
+                        }
+                    } else {
+                        let gb = dz_sums
+                            .unwrap_or_else(|| dz.sum_dim_intlist([0i64].as_slice(), false, kind));
+                        // SAFETY: as above.
+                        unsafe {
+                            let (src, dst) = (fused::slice::<T>(&gb), fused::slice_mut::<T>(&l.gb));
+                            fused::cast_into_storage(src, &gf, &mut self.source, st, dst);
+                        }
                     }
                 }
             }
@@ -267,7 +281,7 @@ impl Mlp {
             let keep = relu_below.is_none() || !shadow || (param_grads && !sums);
             let out = keep.then(|| Tensor::empty(size.as_slice(), opts));
             let out32 = (relu_below.is_some() && shadow)
-                .then(|| Tensor::empty(size.as_slice(), (Kind::Float, tch::Device::Cpu)));
+                .then(|| Tensor::empty(size.as_slice(), (G::KIND, tch::Device::Cpu)));
             let out_sums = sums.then(|| Tensor::empty([cols as i64], opts));
             let m = dx32.numel();
             // SAFETY: dx32, out, out32 and out_sums are distinct fresh tensors; the layer
@@ -277,7 +291,7 @@ impl Mlp {
                 let st = &mut l.stats[TensorClass::Error.index()];
                 let o = fused::ErrorOut {
                     d: out.as_ref().map(|t| fused::slice_mut::<T>(t)),
-                    d32: out32.as_ref().map(|t| fused::slice_mut::<f32>(t)),
+                    d32: out32.as_ref().map(|t| fused::slice_mut::<G>(t)),
                     col_sums: out_sums.as_ref().map(|t| (fused::slice_mut::<T>(t), cols)),
                 };
                 match relu_below.as_ref().map(|b| b.z.as_ref()) {
@@ -307,7 +321,8 @@ impl Mlp {
     }
 
     /// `soft_update_from`'s fixed-point branch with the fused kernel (see `fusable`).
-    pub(super) fn soft_update_fused<T: Store>(&mut self, src: &Tensor, tau: f64) {
+    /// `S` is the shadow's type (unused without one).
+    pub(super) fn soft_update_fused<T: Store, S: Store>(&mut self, src: &Tensor, tau: f64) {
         let mut view = self.param_view();
         let params = view.params.shallow_clone();
         let p32 = view.shadow.as_deref().map(Tensor::shallow_clone);
@@ -319,7 +334,7 @@ impl Mlp {
         unsafe {
             let src = fused::slice::<T>(src);
             let p = fused::slice_mut::<T>(&params);
-            let mut p32 = p32.as_ref().map(|t| fused::slice_mut::<f32>(t));
+            let mut p32 = p32.as_ref().map(|t| fused::slice_mut::<S>(t));
             for mut seg in segs {
                 fused::soft_update(&mut seg, src, p, p32.as_deref_mut(), tau, source);
             }

@@ -92,10 +92,10 @@ pub struct Mlp {
 }
 
 /// Storage type for `layers`: f64 when some format is wider than f32's 24-bit
-/// significand or the GEMMs are `exact` (they run in f64 on the stored values), else f32.
-fn storage_kind(layers: &[Layer], gemm: Gemm) -> Kind {
+/// significand, else f32.
+fn storage_kind(layers: &[Layer]) -> Kind {
     let widest = layers.iter().map(|l| l.formats.max_width()).max();
-    if widest.unwrap_or(0) > 24 || (gemm == Gemm::Exact && widest.is_some_and(|w| w > 0)) {
+    if widest.unwrap_or(0) > 24 {
         Kind::Double
     } else {
         Kind::Float
@@ -200,7 +200,7 @@ impl Mlp {
         precision: &PrecisionSpec,
         stochastic_seed: u64,
     ) -> Self {
-        let kind = storage_kind(&layers, precision.gemm);
+        let kind = storage_kind(&layers);
         let params = params.to_kind(kind);
         let mut net = Mlp {
             name: name.to_string(),
@@ -314,8 +314,15 @@ impl Mlp {
     }
 
     fn rebuild_views(&mut self) {
-        let shadow = self.kind == Kind::Double && self.gemm == Gemm::Fast;
-        self.params32 = shadow.then(|| self.params.to_kind(Kind::Float));
+        // The GEMMs' copy of the parameters where their type is not the storage's: f32
+        // for `fast` GEMMs on f64 storage, f64 for `exact` GEMMs on f32 storage (exact
+        // there, see `exact_in_f64`); unfused `exact` GEMMs read the storage.
+        let shadow = match (self.gemm, self.kind) {
+            (Gemm::Fast, Kind::Double) => Some(Kind::Float),
+            (Gemm::Exact, Kind::Float) if !self.is_float() => Some(Kind::Double),
+            _ => None,
+        };
+        self.params32 = shadow.map(|k| self.params.to_kind(k));
         for l in &mut self.layers {
             let (k, n) = (l.in_dim as i64, l.out_dim as i64);
             l.w = self.params.narrow(0, l.w_off as i64, k * n).view([k, n]);
@@ -391,7 +398,7 @@ impl Mlp {
     }
 
     fn after_format_change(&mut self) {
-        let kind = storage_kind(&self.layers, self.gemm);
+        let kind = storage_kind(&self.layers);
         if kind != self.kind {
             self.kind = kind;
             self.params = self.params.detach().to_kind(kind);
@@ -495,7 +502,8 @@ impl Mlp {
             && match (self.gemm, self.kind) {
                 (Gemm::Fast, Kind::Float) => self.params32.is_none(),
                 (Gemm::Fast, Kind::Double) => self.params32.is_some(),
-                (Gemm::Exact, Kind::Double) => self.exact_in_f64(),
+                (Gemm::Exact, Kind::Float) => self.params32.is_some() && self.exact_in_f64(),
+                (Gemm::Exact, Kind::Double) => self.params32.is_none() && self.exact_in_f64(),
                 _ => false,
             }
     }
@@ -583,8 +591,8 @@ impl Mlp {
         } else if self.fusable() && tau.abs() < 0.5 {
             let src = online.params.detach().to_kind(self.kind).contiguous();
             match self.kind {
-                Kind::Double => self.soft_update_fused::<f64>(&src, tau),
-                _ => self.soft_update_fused::<f32>(&src, tau),
+                Kind::Double => self.soft_update_fused::<f64, f32>(&src, tau),
+                _ => self.soft_update_fused::<f32, f64>(&src, tau),
             }
             // The fused kernel wrote the f32 shadow itself.
             return;

@@ -29,6 +29,7 @@ use envs::{Env, EnvError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use tch::Tensor;
 
 use crate::checkpoint::{CheckpointError, CheckpointReader, CheckpointWriter, RngState};
 use crate::config::{Algo, TrainConfig};
@@ -113,6 +114,40 @@ pub struct SeedResult {
     /// Gradient updates per second of time spent inside updates only.
     pub update_only_per_s: f64,
     pub eval_curve: Vec<EvalResult>,
+    /// The arithmetic of the evaluation episodes: `exact integer` (the exported actor's
+    /// integer inference, `deploy::ExactPolicy`), `float` (a float actor), or
+    /// `emulated: <why the actor does not deploy>` (the training forward).
+    #[serde(default)]
+    pub eval_arithmetic: String,
+    /// How the networks' GEMMs ran (`exact`, `fast`, or per network when they differ).
+    #[serde(default)]
+    pub gemm: String,
+    /// With `fast` GEMMs: the fraction of cast GEMM outputs (forward, weight gradient,
+    /// back-propagated error; actor and first critic, on one replay batch at the end of
+    /// training) whose code differs from the exact GEMM's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_gemm_mismatch: Option<f64>,
+}
+
+/// How the evaluation episodes act (see [`SeedResult::eval_arithmetic`]).
+enum EvalPolicy {
+    /// Not chosen yet (before the first evaluation).
+    Unset,
+    Float,
+    Exact(Box<crate::deploy::ExactPolicy>),
+    /// The actor does not deploy (the reason); the training forward acts.
+    Emulated(String),
+}
+
+impl EvalPolicy {
+    fn describe(&self) -> String {
+        match self {
+            EvalPolicy::Unset => String::new(),
+            EvalPolicy::Float => "float".into(),
+            EvalPolicy::Exact(_) => "exact integer".into(),
+            EvalPolicy::Emulated(why) => format!("emulated: {why}"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -142,6 +177,12 @@ struct LoopState {
     elapsed_s: f64,
     update_s: f64,
     finished: bool,
+    /// See [`SeedResult::eval_arithmetic`] (of the last evaluation).
+    #[serde(default)]
+    eval_arithmetic: String,
+    /// See [`SeedResult::fast_gemm_mismatch`] (measured when the run finishes).
+    #[serde(default)]
+    fast_gemm_mismatch: Option<f64>,
 }
 
 /// A well-mixed 64-bit seed for stream `k` of run seed `seed` (SplitMix64 finaliser).
@@ -160,6 +201,7 @@ const SALT_EVAL_EPISODE: u64 = 2;
 const SALT_INIT: u64 = 3;
 const SALT_LOOP: u64 = 4;
 const SALT_QUANT: u64 = 5;
+const SALT_MISMATCH: u64 = 6;
 
 /// One seed's training run, resumable.
 pub struct Trainer {
@@ -177,6 +219,7 @@ pub struct Trainer {
     scale: Vec<f32>,
     st: LoopState,
     rec: Recorder,
+    eval_policy: EvalPolicy,
 }
 
 fn make_env(id: &str) -> Result<Box<dyn Env>, TrainError> {
@@ -246,6 +289,8 @@ impl Trainer {
             elapsed_s: 0.0,
             update_s: 0.0,
             finished: false,
+            eval_arithmetic: String::new(),
+            fast_gemm_mismatch: None,
         };
         Ok(Trainer {
             buffer: ReplayBuffer::new(
@@ -260,6 +305,7 @@ impl Trainer {
             scale,
             st,
             rec: rec.unwrap_or(Recorder { files: Vec::new() }),
+            eval_policy: EvalPolicy::Unset,
             dir: dir.to_path_buf(),
             cfg,
             seed,
@@ -461,6 +507,7 @@ impl Trainer {
             }
         }
         self.st.elapsed_s += clock.elapsed().as_secs_f64();
+        self.st.fast_gemm_mismatch = self.fast_gemm_mismatch();
         self.st.finished = true;
         self.checkpoint()?;
         Ok(Some(self.result()))
@@ -481,6 +528,92 @@ impl Trainer {
             updates_per_s: per(updates, self.st.elapsed_s),
             update_only_per_s: per(updates, self.st.update_s),
             eval_curve: self.st.evals.clone(),
+            eval_arithmetic: self.st.eval_arithmetic.clone(),
+            gemm: self.gemm_description(),
+            fast_gemm_mismatch: self.st.fast_gemm_mismatch,
+        }
+    }
+
+    /// How the networks' GEMMs run: one word when all agree, else per network.
+    fn gemm_description(&self) -> String {
+        let nets = self.agent.networks();
+        let fixed: Vec<_> = nets.iter().filter(|n| !n.is_float()).collect();
+        let name = |g: crate::precision::Gemm| format!("{g:?}").to_lowercase();
+        match fixed.first() {
+            None => "float".into(),
+            Some(f) if fixed.iter().all(|n| n.gemm() == f.gemm()) => name(f.gemm()),
+            Some(_) => fixed
+                .iter()
+                .map(|n| format!("{} {}", n.name(), name(n.gemm())))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    /// With some fixed-point network on `fast` GEMMs: how often its cast GEMM outputs
+    /// differ from the exact ones (`mlp::fast_exact_mismatch`, actor and first critic) on
+    /// one replay batch of up to 256 transitions and small seeded output errors. The
+    /// sampling uses its own seeded stream, so training is unaffected.
+    fn fast_gemm_mismatch(&mut self) -> Option<f64> {
+        use crate::precision::Gemm;
+        let nets = self.agent.networks();
+        if !nets.iter().any(|n| !n.is_float() && n.gemm() == Gemm::Fast) || self.buffer.is_empty() {
+            return None;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(self.seed, SALT_MISMATCH, 0));
+        let n = self.buffer.len().min(256);
+        let b = self.buffer.sample(n, &mut rng);
+        let mut delta = |cols: usize, scale: f64| {
+            let v: Vec<f64> = (0..n * cols)
+                .map(|_| rng.gen_range(-scale..scale))
+                .collect();
+            Tensor::from_slice(&v).view([n as i64, cols as i64])
+        };
+        let nets = self.agent.networks();
+        let (actor, critic) = (nets[0], nets[1]);
+        let d_actor = delta(actor.out_dim(), 1e-3);
+        let d_critic = delta(critic.out_dim(), 1e-2);
+        let x_critic = Tensor::cat(&[b.obs.shallow_clone(), b.actions.shallow_clone()], 1);
+        let (mut differ, mut total) = (0.0, 0u64);
+        for (net, x, d) in [(actor, &b.obs, &d_actor), (critic, &x_critic, &d_critic)] {
+            if net.is_float() || net.gemm() != Gemm::Fast {
+                continue;
+            }
+            let Ok(rows) = crate::mlp::fast_exact_mismatch(net, x, d) else {
+                continue;
+            };
+            for r in rows {
+                for (rate, n) in [r.preact, r.grad, r.error].iter().zip(r.elements) {
+                    if rate.is_finite() {
+                        differ += rate * n as f64;
+                        total += n;
+                    }
+                }
+            }
+        }
+        (total > 0).then(|| differ / total as f64)
+    }
+
+    /// Chooses (or refreshes) the evaluation policy for the actor's current weights.
+    fn refresh_eval_policy(&mut self) {
+        let actor = self.agent.actor();
+        if actor.is_float() {
+            self.eval_policy = EvalPolicy::Float;
+            return;
+        }
+        let result = match &mut self.eval_policy {
+            EvalPolicy::Exact(p) => p.update(actor),
+            _ => crate::deploy::ExactPolicy::new(actor)
+                .map(|p| self.eval_policy = EvalPolicy::Exact(Box::new(p))),
+        };
+        if let Err(e) = result {
+            let why = crate::qat::error_chain(&e);
+            if !matches!(&self.eval_policy, EvalPolicy::Emulated(w) if *w == why) {
+                tracing::warn!(
+                    "evaluation runs the training forward, not exact integer inference: {why}"
+                );
+            }
+            self.eval_policy = EvalPolicy::Emulated(why);
         }
     }
 
@@ -563,6 +696,8 @@ impl Trainer {
         let mut next = obs.clone();
         let mut action = vec![0f32; self.low.len()];
         let mut returns = Vec::with_capacity(episodes as usize);
+        self.refresh_eval_policy();
+        self.st.eval_arithmetic = self.eval_policy.describe();
         for i in 0..episodes {
             let s = derive_seed(self.seed, SALT_EVAL_EPISODE, i as u64);
             self.eval_env
@@ -570,7 +705,10 @@ impl Trainer {
                 .map_err(|e| self.env_err(e))?;
             let mut ret = 0.0;
             loop {
-                self.agent.act(&obs, &mut action);
+                match &self.eval_policy {
+                    EvalPolicy::Exact(p) => p.act(&obs, &mut action),
+                    _ => self.agent.act(&obs, &mut action),
+                }
                 self.check_action(&action)?;
                 let out = self
                     .eval_env
