@@ -270,8 +270,14 @@ pub enum Gemm {
     /// rounding ties; see `mlp::fast_exact_mismatch`).
     #[default]
     Fast,
-    /// `quant::exact_linear`: what integer hardware computes, bit for bit.
+    /// `quant::exact_linear`: what integer hardware computes, bit for bit (one f64 GEMM
+    /// where that is exact, limbs where not).
     Exact,
+    /// Per network: `exact` where every forward and error GEMM is exact as one f64 GEMM
+    /// (`Mlp::exact_in_f64`: every preset and schedule of 16 bits or fewer), where it
+    /// runs at 0.59x the `fast` rate or better; `fast` elsewhere (FXP32). The default of
+    /// a training config.
+    Auto,
 }
 
 /// Pure fixed-point training or quantization-aware training.

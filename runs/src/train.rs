@@ -289,6 +289,15 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             "seed_{}: final_eval_return {:.1} (std {:.1} over {} episodes), steps {}, updates {}, wall {:.1} s, updates_per_s {:.1}",
             s.seed, s.final_eval_return, s.final_eval_std, cfg.eval_episodes, s.steps, s.updates, s.wall_time_s, s.updates_per_s
         );
+        if !s.gemm.is_empty() && s.gemm != "float" {
+            let mismatch = s.fast_gemm_mismatch.map_or(String::new(), |m| {
+                format!(" (fast GEMMs: {:.4}% of cast outputs differ from the exact GEMM's)", m * 100.0)
+            });
+            println!(
+                "seed_{}: gemm {}{mismatch}; evaluation arithmetic: {}",
+                s.seed, s.gemm, s.eval_arithmetic
+            );
+        }
     }
     let f = summary.final_eval_return;
     println!("final_eval_return_mean: {:.1}", f.mean);

@@ -141,7 +141,7 @@ impl Default for TrainConfig {
             checkpoint_every: 10_000,
             range_every: 50,
             precision: Preset::Float32,
-            gemm: Gemm::Fast,
+            gemm: Gemm::Auto,
             mode: TrainMode::Fixed,
             formats: FormatsConfig::default(),
         }

@@ -69,16 +69,15 @@ impl Mlp {
                     l.cast(TensorClass::Preact, z, observe, &mut self.source)
                 }
             };
-            let a = l.act_forward(&z);
             // ReLU and identity map grid values of the pre-activation format onto
             // themselves; when the activation format holds every such value the cast is
             // the identity and is skipped (counted, observed, not computed).
             let a = if !matches!(l.activation, Activation::Tanh { .. })
                 && holds(l.formats.get(TensorClass::Activation), pre_fmt)
             {
-                l.pass(TensorClass::Activation, a, observe)
+                l.pass(TensorClass::Activation, l.act_forward(&z), observe)
             } else {
-                l.cast(TensorClass::Activation, a, observe, &mut self.source)
+                l.activate_cast(&z, gemm == Gemm::Exact, observe, &mut self.source)
             };
             if cache {
                 l.x = Some(h);

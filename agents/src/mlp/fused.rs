@@ -138,8 +138,7 @@ impl Mlp {
                 l.stats[TensorClass::Activation.index()].elements += n as u64;
                 a.unwrap_or_else(|| l.act_forward(&z))
             } else {
-                let a = l.act_forward(&z);
-                l.cast(TensorClass::Activation, a, false, &mut self.source)
+                l.activate_cast(&z, self.gemm == Gemm::Exact, false, &mut self.source)
             };
             let x_in = std::mem::replace(&mut h, a.shallow_clone());
             let x32_in = std::mem::replace(&mut h32, a32);

@@ -205,6 +205,39 @@ impl Layer {
         std::mem::take(&mut self.stats)
     }
 
+    /// `cast(act(z))` into the activation format. With `exact` a tanh layer computes
+    /// `tanh(z) * scale + offset` as the exported threshold table does (`deploy::tanh`):
+    /// Rust's f64 `tanh`, one f64 multiply and one add, cast from f64, so the training
+    /// forward acts exactly as the exported actor; otherwise libtorch's tanh in the
+    /// storage type.
+    pub(super) fn activate_cast(
+        &mut self,
+        z: &Tensor,
+        exact: bool,
+        observe: bool,
+        source: &mut StochasticSource,
+    ) -> Tensor {
+        match (&self.activation, exact) {
+            (Activation::Tanh { scale, offset }, true) => {
+                let zs: Vec<f64> = Vec::try_from(z.to_kind(tch::Kind::Double).contiguous().view(-1))
+                    .expect("f64 pre-activations");
+                let cols = self.out_dim.max(1);
+                let t: Vec<f64> = zs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| v.tanh() * scale[i % cols] as f64 + offset[i % cols] as f64)
+                    .collect();
+                let t = Tensor::from_slice(&t).view(z.size().as_slice());
+                self.cast(TensorClass::Activation, t, observe, source)
+                    .to_kind(z.kind())
+            }
+            _ => {
+                let a = self.act_forward(z);
+                self.cast(TensorClass::Activation, a, observe, source)
+            }
+        }
+    }
+
     pub(super) fn act_forward(&self, z: &Tensor) -> Tensor {
         match (&self.activation, &self.act_scale) {
             (Activation::Relu, _) => z.relu(),

@@ -77,7 +77,10 @@ pub struct Mlp {
     /// Feed the range observers during the next forward/backward/update calls.
     observe: bool,
     kind: Kind,
+    /// The GEMM emulation in use (`fast` or `exact`; `auto` decided, see `gemm_setting`).
     gemm: Gemm,
+    /// As configured (may be `auto`).
+    gemm_setting: Gemm,
     mode: TrainMode,
     params: Tensor,
     grads: Tensor,
@@ -209,6 +212,7 @@ impl Mlp {
             observe: false,
             kind,
             gemm: precision.gemm,
+            gemm_setting: precision.gemm,
             mode: precision.mode,
             grads: params.zeros_like(),
             params,
@@ -218,6 +222,7 @@ impl Mlp {
             qat_output: None,
             fused: true,
         };
+        net.resolve_gemm();
         net.rebuild_views();
         net.cast_params();
         net
@@ -392,12 +397,22 @@ impl Mlp {
 
     /// Switches GEMM emulation and training mode.
     pub fn set_numerics(&mut self, gemm: Gemm, mode: TrainMode) {
-        self.gemm = gemm;
+        self.gemm_setting = gemm;
         self.mode = mode;
         self.after_format_change();
     }
 
+    /// `gemm_setting` with `auto` decided for the current formats.
+    fn resolve_gemm(&mut self) {
+        self.gemm = match self.gemm_setting {
+            Gemm::Auto if !self.is_float() && self.exact_in_f64() => Gemm::Exact,
+            Gemm::Auto => Gemm::Fast,
+            g => g,
+        };
+    }
+
     fn after_format_change(&mut self) {
+        self.resolve_gemm();
         let kind = storage_kind(&self.layers);
         if kind != self.kind {
             self.kind = kind;

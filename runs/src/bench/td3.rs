@@ -45,7 +45,7 @@ pub struct BenchTd3Args {
     /// libtorch intra-op threads (ours and the peer's).
     #[arg(long, default_value_t = 1)]
     pub threads: i32,
-    /// GEMM emulation of fixed-point layers: fast or exact.
+    /// GEMM emulation of fixed-point layers: fast, exact or auto.
     #[arg(long, default_value = "fast")]
     pub gemm: String,
     /// Run the Stable-Baselines3 peer in the same invocation.
@@ -209,9 +209,10 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
     let gemm = match args.gemm.as_str() {
         "fast" => agents::Gemm::Fast,
         "exact" => agents::Gemm::Exact,
+        "auto" => agents::Gemm::Auto,
         other => {
             return Err(config_error(format!(
-                "--gemm {other}: expected fast or exact"
+                "--gemm {other}: expected fast, exact or auto"
             )))
         }
     };
