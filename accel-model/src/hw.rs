@@ -171,21 +171,32 @@ pub struct PlatformPart {
     pub dsp: u64,
 }
 
-/// FPGA resources per part of the design.
+/// FPGA resources per part of the design. DSPs are counted per PE; LUTs and FFs are
+/// built bottom up from operand widths (`resources.rs` lists every unit and its width):
+/// each adder, multiplier row or mux is so many bits, each bit costs `lut_per_adder_bit`
+/// or `lut_per_mux_bit` LUTs, and every pipelined unit registers its result bits
+/// (`ff_per_result_bit`). Nothing here is a per-component total.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceCosts {
     pub dsp_per_pe: usize,
-    pub lut_per_pe: usize,
-    pub ff_per_pe: usize,
-    /// Control, activation line buffer, post-processing (activation, derivative) per core.
-    pub lut_per_core: usize,
-    pub ff_per_core: usize,
-    /// Address generation and read muxes of the on-chip memories.
-    pub lut_memory: usize,
-    /// The optimizer's update engine, per lane (one lane per word of the weight port).
-    pub optimizer_lut_per_lane: usize,
-    pub optimizer_ff_per_lane: usize,
+    /// LUTs per bit of a ripple-carry adder/subtractor or of one row of an array
+    /// multiplier, divider or square root (the partial-product AND folds into the LUT).
+    pub lut_per_adder_bit: f64,
+    /// LUTs per bit of a 2:1 multiplexer.
+    pub lut_per_mux_bit: f64,
+    /// FFs per result bit of a pipelined unit (one register stage per unit or row).
+    pub ff_per_result_bit: f64,
+    /// Bits of the weight operand of a PE multiplier (FIXAR: 32) and of its activation
+    /// operand (FIXAR: 16; a 32-bit activation is two halves on the two multipliers).
+    pub weight_bits: usize,
+    pub activation_bits: usize,
+    /// Width of the optimizer's datapath (Adam's moments and the weight), bits.
+    pub optimizer_bits: usize,
+    /// Address generators per core (weight, buffer, output, gradient streams), each a
+    /// counter of `address_bits`.
+    pub address_generators_per_core: usize,
+    pub address_bits: usize,
     pub optimizer_dsp: usize,
     /// Interfaces of the platform (kernel interface, memory controller, host DMA).
     #[serde(default)]
@@ -294,6 +305,25 @@ impl HwConfig {
                 self.buffers.read_bits,
                 "must be a positive multiple of 32 (whole 32-bit words per cycle)",
             ));
+        }
+        let r = &self.resources;
+        for (field, v) in [
+            ("hw.resources.weight_bits", r.weight_bits),
+            ("hw.resources.activation_bits", r.activation_bits),
+            ("hw.resources.optimizer_bits", r.optimizer_bits),
+            ("hw.resources.address_bits", r.address_bits),
+        ] {
+            positive_usize(field, v)?;
+            if v > 64 {
+                return Err(ModelError::invalid(field, v, "must be at most 64 bits"));
+            }
+        }
+        for (field, v) in [
+            ("hw.resources.lut_per_adder_bit", r.lut_per_adder_bit),
+            ("hw.resources.lut_per_mux_bit", r.lut_per_mux_bit),
+            ("hw.resources.ff_per_result_bit", r.ff_per_result_bit),
+        ] {
+            positive_f64(field, v, true)?;
         }
         let p = &self.power;
         for (field, v) in [

@@ -81,6 +81,38 @@ pub struct AccountingRow {
     pub error_pct: f64,
 }
 
+/// Where one batch's iteration spends its cycles beyond the ideal (every PE busy every
+/// cycle on the iteration's MACs), weighted by runs per iteration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LossRow {
+    pub batch: usize,
+    pub iteration_cycles: f64,
+    /// MACs / PE slots: the cycles at 100% utilization.
+    pub ideal_cycles: f64,
+    /// Action inference (one state through the actor: load-bound, the same at every batch).
+    pub action_inference: f64,
+    /// Cross-core sums of split reductions (weight gradients under intra-batch).
+    pub reductions: f64,
+    /// Update passes not hidden behind weight-gradient GEMMs.
+    pub exposed_updates: f64,
+    /// Stationary-tile loads the streaming did not hide (training phases).
+    pub load_stalls: f64,
+    /// The rest: pipeline fill and drain per tile, tile padding, off-chip stall.
+    pub fill_and_padding: f64,
+}
+
+/// Whether a batch's stored activations fit on chip (the paper: no DRAM access).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SpillRow {
+    pub batch: usize,
+    /// Words one core's share of the batch keeps for backward.
+    pub words_per_core: u64,
+    /// Words one core's activation buffer holds.
+    pub buffer_words: u64,
+    /// Activation bytes per iteration written to and read back from HBM.
+    pub spilled_bytes: u64,
+}
+
 /// The whole comparison.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PaperComparison {
@@ -97,6 +129,10 @@ pub struct PaperComparison {
     /// Accelerator IPS under mechanisms the paper does not describe (what, IPS, error vs
     /// the paper's accelerator figure), to show what a gap would take to close.
     pub alternatives: Vec<(String, f64, f64)>,
+    /// Where each batch's cycles go beyond the ideal.
+    pub losses: Vec<LossRow>,
+    /// Stored activations against the on-chip buffers, per batch.
+    pub spill: Vec<SpillRow>,
     /// A comparison table's "peak", and model figures that could explain it.
     pub table_peak_ips: f64,
     pub table_peak_readings: Vec<(String, f64, f64)>,
@@ -291,7 +327,7 @@ pub fn compare(preset: &Preset, w: &Workload) -> Option<PaperComparison> {
     }
     let mut outputs = preset.clone();
     outputs.hw.intra_layer_split = crate::IntraLayerSplit::Outputs;
-    let alternatives = r
+    let alternatives: Vec<(String, f64, f64)> = r
         .batches
         .iter()
         .filter_map(|&b| {
@@ -303,7 +339,72 @@ pub fn compare(preset: &Preset, w: &Workload) -> Option<PaperComparison> {
             ))
         })
         .collect();
+    let mut alternatives = alternatives;
+    let mut losses = Vec::new();
+    let mut spill = Vec::new();
+    for &b in &r.batches {
+        let wb = at(b);
+        let Some(p) = perf(&wb, preset) else { continue };
+        let w = |f: &dyn Fn(&crate::PhaseReport) -> f64, keep: &dyn Fn(crate::Phase) -> bool| {
+            p.phases
+                .iter()
+                .filter(|ph| keep(ph.phase))
+                .map(|ph| ph.runs_per_iteration * f(ph))
+                .sum::<f64>()
+        };
+        let all = |_: crate::Phase| true;
+        let training = |ph: crate::Phase| ph != crate::Phase::ActionInference;
+        let updates = |ph: crate::Phase| {
+            matches!(
+                ph,
+                crate::Phase::CriticUpdate | crate::Phase::ActorUpdate | crate::Phase::TargetUpdate
+            )
+        };
+        let slots = (hw.cores * hw.pe_rows * hw.pe_cols * wb.precision.lanes()) as f64;
+        let macs = w(&|ph| ph.macs as f64, &all);
+        let reductions = w(&|ph| ph.reduction_cycles as f64, &all);
+        let action_inference = w(&|ph| ph.cycles as f64, &|ph| {
+            ph == crate::Phase::ActionInference
+        });
+        let exposed_updates = w(&|ph| ph.cycles as f64, &updates);
+        let load_stalls = w(&|ph| ph.load_stall_cycles as f64, &training);
+        let ideal = macs / slots;
+        let row = LossRow {
+            batch: b,
+            iteration_cycles: p.iteration_cycles,
+            ideal_cycles: ideal,
+            action_inference,
+            reductions,
+            exposed_updates,
+            load_stalls,
+            fill_and_padding: p.iteration_cycles
+                - ideal
+                - action_inference
+                - reductions
+                - exposed_updates
+                - load_stalls
+                + macs_in_inference(&p) / slots,
+        };
+        alternatives.push((
+            format!("batch {b}, each cross-core gradient sum pipelined with the stream that produces it (its cycles removed)"),
+            b as f64 / ((p.iteration_cycles - reductions) * hw.cycle_s()),
+            pct(
+                b as f64 / ((p.iteration_cycles - reductions) * hw.cycle_s()),
+                r.accelerator_training_ips,
+            ),
+        ));
+        losses.push(row);
+        let plan = Plan::new(&wb);
+        spill.push(SpillRow {
+            batch: b,
+            words_per_core: b.div_ceil(hw.cores) as u64 * plan.buffer_words_per_sample,
+            buffer_words: hw.buffers.capacity_words as u64,
+            spilled_bytes: 2 * 4 * crate::resources::spill_words(&plan, hw),
+        });
+    }
     Some(PaperComparison {
+        losses,
+        spill,
         alternatives,
         source: r.source.clone(),
         headline_batch: r.headline_batch,
@@ -316,6 +417,15 @@ pub fn compare(preset: &Preset, w: &Workload) -> Option<PaperComparison> {
         table_peak_ips: r.table_peak_ips,
         table_peak_readings: readings,
     })
+}
+
+/// Of the action-inference phase, its MACs (already in the ideal cycles, so not twice a loss).
+fn macs_in_inference(p: &Performance) -> f64 {
+    p.phases
+        .iter()
+        .filter(|ph| ph.phase == crate::Phase::ActionInference)
+        .map(|ph| ph.runs_per_iteration * ph.macs as f64)
+        .sum()
 }
 
 /// The paper's system IPS and IPS/W against this model at the headline batch (the short
@@ -416,7 +526,14 @@ mod tests {
         assert_eq!(c.accounting.len(), 2);
         assert_eq!(c.paper_accelerator_ips(), Some(r.accelerator_training_ips));
         assert_eq!(c.paper_system_ips(), Some(r.system_training_ips));
-        assert_eq!(c.alternatives.len(), r.batches.len());
+        assert_eq!(c.alternatives.len(), 2 * r.batches.len());
+        assert_eq!((c.losses.len(), c.spill.len()), (4, 4));
+        for l in &c.losses {
+            assert!(
+                l.fill_and_padding >= 0.0 && l.ideal_cycles < l.iteration_cycles,
+                "{l:?}"
+            );
+        }
         let other = Workload {
             obs_dim: own.obs_dim + 1,
             ..own

@@ -63,6 +63,99 @@ fn memory_primitives(kind: MemKind, banks: u64, depth: u64) -> (u64, u64) {
     }
 }
 
+/// LUTs and FFs of one unit counted in bits: `adder` bits of adders (and array-multiplier,
+/// divider or square-root rows), `mux` bits of 2:1 multiplexers, `regs` register bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LogicBits {
+    pub adder: f64,
+    pub mux: f64,
+    pub regs: f64,
+}
+
+impl LogicBits {
+    fn lut(&self, r: &crate::hw::ResourceCosts) -> f64 {
+        self.adder * r.lut_per_adder_bit + self.mux * r.lut_per_mux_bit
+    }
+
+    fn ff(&self, r: &crate::hw::ResourceCosts) -> f64 {
+        self.regs * r.ff_per_result_bit
+    }
+}
+
+/// One PE, from its operand widths (w = weight bits, a = activation bits, p = w + a the
+/// product, R = PE rows): two w x a multipliers in DSPs (no LUTs); the FXP32 recombination
+/// adder (upper product shifted by a, added to the lower: p bits); the mux choosing one
+/// recombined or two separate products (p bits); the mux of the double-buffered
+/// stationary register (w bits); and the PE's share of its column's two adder trees
+/// ((R-1)/R nodes per lane of p + log2 R bits). Registers: the two stationary words, the
+/// two activation halves passed along the row, the two products and the tree nodes.
+pub fn pe_bits(hw: &HwConfig) -> LogicBits {
+    let r = &hw.resources;
+    let (w, a) = (r.weight_bits as f64, r.activation_bits as f64);
+    let p = w + a;
+    let rows = hw.pe_rows as f64;
+    let tree = 2.0 * (rows - 1.0) / rows * (p + crate::analytic::ceil_log2(hw.pe_rows) as f64);
+    LogicBits {
+        adder: p + tree,
+        mux: p + w,
+        regs: 2.0 * w + 2.0 * a + 2.0 * p + tree,
+    }
+}
+
+/// One core's control and post-processing: per output column and lane (C x 2), the
+/// output-buffer accumulator (2w bits), the bias adder and the ReLU/derivative mask (w
+/// bits each), and Algorithm 1's activation quantizer Q(A) = floor(A / delta) + z (A times
+/// 1/delta as an a-row array multiplier of w bits, then z added: a bits); the address
+/// generators (counters); the 512-bit activation line buffer's row select (`read_bits`).
+pub fn control_bits(hw: &HwConfig) -> LogicBits {
+    let r = &hw.resources;
+    let (w, a) = (r.weight_bits as f64, r.activation_bits as f64);
+    let columns = 2.0 * hw.pe_cols as f64;
+    let per_column = 2.0 * w + w + a * w + a;
+    let addresses = (r.address_generators_per_core * r.address_bits) as f64;
+    let adder = columns * per_column + addresses;
+    let mux = columns * w + hw.buffers.read_bits as f64;
+    LogicBits {
+        adder,
+        mux,
+        regs: adder + hw.buffers.read_bits as f64,
+    }
+}
+
+/// The cross-core adder tree of split reductions: (N - 1) x C adders of 2w bits.
+pub fn reduction_bits(hw: &HwConfig) -> LogicBits {
+    let w = hw.resources.weight_bits as f64;
+    let adder = (hw.cores.saturating_sub(1) * hw.pe_cols) as f64 * 2.0 * w;
+    LogicBits {
+        adder,
+        mux: 0.0,
+        regs: adder,
+    }
+}
+
+/// One lane of the Adam engine (one per word of the weight port), b = optimizer bits, its
+/// arithmetic in LUTs (the optimizer's few DSPs serve per-step scalars): g^2 as a b x b
+/// array multiplier (b rows of b bits), m / (sqrt(v) + eps) as a b-row divider (b + 1
+/// bits a row), sqrt(v) as b/2 rows of b bits, the two moment averages (g - m, times the
+/// constant 1 - beta by three shift-and-add adders, plus m: 5 adders of b bits each), the
+/// step (a constant learning rate by three shift-and-add adders, eps and the weight
+/// subtraction: 5 adders). Every row and adder registers its result.
+pub fn adam_lane_bits(hw: &HwConfig) -> LogicBits {
+    let b = hw.resources.optimizer_bits as f64;
+    let adder = b * b + b * (b + 1.0) + b / 2.0 * b + 2.0 * 5.0 * b + 5.0 * b;
+    LogicBits {
+        adder,
+        mux: 0.0,
+        regs: adder,
+    }
+}
+
+/// Read multiplexers of `banks` banks of `prims` primitives each: a 2:1 mux tree of
+/// 32-bit words over each bank's primitives.
+fn memory_mux_bits(banks: u64, prims: u64) -> f64 {
+    (banks * prims.saturating_sub(1) * 32) as f64
+}
+
 /// (LUT, FF, BRAM36, URAM, DSP) of the design's own components, in [`COMPONENTS`] order.
 fn core_components(hw: &HwConfig) -> [[u64; 5]; 4] {
     let r = &hw.resources;
@@ -74,23 +167,44 @@ fn core_components(hw: &HwConfig) -> [[u64; 5]; 4] {
     let (ob, ou) = memory_primitives(om.kind, om.banks as u64, om.depth_words as u64);
     let (bb, bu) = memory_primitives(hw.buffers.kind, n, hw.buffers.capacity_words as u64);
     let lanes = wm.port_words();
+    let per_bank = |total: u64, banks: u64| total / banks.max(1);
+    let mem_mux = memory_mux_bits(wm.banks as u64, per_bank(wb + wu, wm.banks as u64))
+        + memory_mux_bits(om.banks as u64, per_bank(ob + ou, om.banks as u64))
+        + memory_mux_bits(n, per_bank(bb + bu, n));
+    let pe = pe_bits(hw);
+    let ctl = control_bits(hw);
+    let red = reduction_bits(hw);
+    let adam = adam_lane_bits(hw);
+    let round = |x: f64| x.round() as u64;
     [
         [
-            pes * r.lut_per_pe as u64,
-            pes * r.ff_per_pe as u64,
+            round(pes as f64 * pe.lut(r)),
+            round(pes as f64 * pe.ff(r)),
             0,
             0,
             pes * r.dsp_per_pe as u64,
         ],
-        [r.lut_memory as u64, 0, wb + ob + bb, wu + ou + bu, 0],
         [
-            lanes * r.optimizer_lut_per_lane as u64,
-            lanes * r.optimizer_ff_per_lane as u64,
+            round(mem_mux * r.lut_per_mux_bit),
+            0,
+            wb + ob + bb,
+            wu + ou + bu,
+            0,
+        ],
+        [
+            round(lanes as f64 * adam.lut(r)),
+            round(lanes as f64 * adam.ff(r)),
             0,
             0,
             r.optimizer_dsp as u64,
         ],
-        [n * r.lut_per_core as u64, n * r.ff_per_core as u64, 0, 0, 0],
+        [
+            round(n as f64 * ctl.lut(r) + red.lut(r)),
+            round(n as f64 * ctl.ff(r) + red.ff(r)),
+            0,
+            0,
+            0,
+        ],
     ]
 }
 

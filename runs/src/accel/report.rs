@@ -342,6 +342,46 @@ fn paper_md(c: &PaperComparison) -> String {
         }));
         resources.row(row);
     }
+    let mut losses = table(
+        "batch|iteration cycles|ideal (all PEs busy)|action inference|cross-core sums|exposed updates|load stalls|fill, drain, padding",
+        "rrrrrrrr",
+    );
+    for l in &c.losses {
+        let share = |x: f64| format!("{:.0} ({:.1}%)", x, 100.0 * x / l.iteration_cycles);
+        losses.row(cells![
+            l.batch,
+            format!("{:.0}", l.iteration_cycles),
+            share(l.ideal_cycles),
+            share(l.action_inference),
+            share(l.reductions),
+            share(l.exposed_updates),
+            share(l.load_stalls),
+            share(l.fill_and_padding)
+        ]);
+    }
+    let mut spill = table(
+        "batch|stored words per core|buffer words per core|activation bytes to and from HBM per iteration",
+        "rrrr",
+    );
+    for r in &c.spill {
+        spill.row(cells![
+            r.batch,
+            r.words_per_core,
+            r.buffer_words,
+            r.spilled_bytes
+        ]);
+    }
+    let alternatives = format!(
+        "{}\n{}\n{}\n{}\n{}",
+        readings(&c.alternatives),
+        heading(3, "Where each batch's cycles go beyond the ideal"),
+        losses.to_markdown(),
+        heading(
+            3,
+            "Stored activations against the on-chip buffers (the paper: no DRAM access)"
+        ),
+        spill.to_markdown(),
+    );
     format!(
         "{}\nSource: {}\n\n{}\n{}\n{}\n{}\nAt one MAC per PE per cycle ({:.1} GMAC/s peak) and the paper's utilization, its accelerator IPS implies {:.3}M MAC per sample.\n\n{}\n{}\n{}\n{}\nIt does not equal the accelerator's {:.1} IPS. Model figures that could be it (the text establishes none of them):\n\n{}\n{}\n{}\n",
         heading(2, "Paper vs model"),
@@ -354,7 +394,7 @@ fn paper_md(c: &PaperComparison) -> String {
         c.implied_macs_per_sample / 1e6,
         accounting.to_markdown(),
         heading(3, "Accelerator IPS under mechanisms the paper does not describe"),
-        readings(&c.alternatives),
+        alternatives,
         heading(3, &format!("Table II's \"peak\" of {:.1} IPS", c.table_peak_ips)),
         c.paper_accelerator_ips().unwrap_or(0.0),
         readings(&c.table_peak_readings),
