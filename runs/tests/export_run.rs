@@ -5,28 +5,12 @@ mod common;
 
 use std::process::Command;
 
-use agents::config::TrainConfig;
-use agents::precision::Preset;
-use common::{fixar, tiny_config, Run, Scratch};
+use common::{fixar, train_tiny_fxp16, Run, Scratch};
 
 #[test]
 fn exported_fxp16_actor_matches_the_agent_and_its_c_bench_passes() {
     let dir = Scratch::new("fxp16");
-    let cfg = dir.write_config(
-        "tiny.toml",
-        &TrainConfig {
-            eval_episodes: 1,
-            precision: Preset::Fxp16,
-            ..tiny_config()
-        },
-    );
-    let run = dir.join("run");
-    fixar()
-        .args(["-q", "train", "--seeds", "0", "--config"])
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&run)
-        .run_ok();
+    let run = train_tiny_fxp16(&dir);
 
     let out = dir.join("c");
     fixar()

@@ -1,21 +1,25 @@
 //! The `c` target: a dependency-free C99 header + source doing integer-only inference,
 //! and its test bench `tb.c`.
 //!
-//! Products of raw codes are exact in 64 bits (every width ≤ 32), sums are accumulated
-//! exactly in a two-limb 128-bit accumulator ([`C_RUNTIME`]), and each cast reproduces
-//! the format's rounding and overflow mode bit for bit. Tanh layers look their output up
-//! in the threshold tables of [`super::tanh`].
+//! Codes are stored in native widths and each layer sums in the narrowest integer its
+//! formats prove exact ([`super::native`]: `int32_t`, two `int32_t` input limbs, `int64_t`,
+//! or the 128-bit emulation of [`C_WIDE_RUNTIME`] only where even `int64_t` cannot be
+//! proven); each layer is a function of plain loops over contiguous arrays with constant
+//! sizes, each output's weights contiguous, which compilers vectorize. Each cast
+//! reproduces the format's rounding and overflow mode bit for bit ([`C_RUNTIME`]). Tanh
+//! layers look their output up in the threshold tables of [`super::tanh`].
 
 use std::fmt::Write as _;
 
 use quant::{FxFormat, Overflow, Rounding};
 
-use super::{activation_label, AccSpec, DeployedActor, TanhTable};
+use super::native::{Accumulation, CInt, LayerPlan};
+use super::{activation_label, AccSpec, DeployedActor, DeployedLayer, TanhTable};
 use crate::mlp::Activation;
 
 /// The README's line on building and running the bench.
 pub(crate) const BUILD_LINE: &str =
-    "\nBuild and check: `cc -std=c99 -O2 -o tb tb.c fixar_actor.c && ./tb vectors.txt`\n";
+    "\nBuild and check: `cc -std=c99 -O2 -o tb tb.c fixar_actor.c && ./tb vectors.txt` (for speed on the build machine: `-O3 -march=native`)\n";
 
 /// The names of the files [`sources`] returns, in its order.
 pub const FILES: [&str; 3] = ["fixar_actor.h", "fixar_actor.c", "tb.c"];
@@ -114,13 +118,9 @@ pub(crate) fn tanh_index(
     );
 }
 
-fn c_array(out: &mut String, name: &str, values: &[i64]) {
-    int_array(out, "int64_t", name, values);
-}
-
 fn header(actor: &DeployedActor) -> String {
     format!(
-        "/* Quantized actor exported by fixar from {origin}. Integer-only inference. */\n#ifndef FIXAR_ACTOR_H\n#define FIXAR_ACTOR_H\n#include <stdint.h>\n\n#define FIXAR_ACTOR_OBS_DIM {obs}\n#define FIXAR_ACTOR_ACT_DIM {act}\n/* Input codes: {inf}; output codes: {outf}. value = raw * 2^(I-W). */\n#define FIXAR_ACTOR_INPUT_FRAC_BITS {inb}\n#define FIXAR_ACTOR_OUTPUT_FRAC_BITS {outb}\n\n/* obs: FIXAR_ACTOR_OBS_DIM raw codes; action: FIXAR_ACTOR_ACT_DIM raw codes (written). */\nvoid fixar_actor_infer(const int64_t *obs, int64_t *action);\n\n#endif\n",
+        "/* Quantized actor exported by fixar from {origin}. Integer-only inference. */\n#ifndef FIXAR_ACTOR_H\n#define FIXAR_ACTOR_H\n#include <stdint.h>\n\n#define FIXAR_ACTOR_OBS_DIM {obs}\n#define FIXAR_ACTOR_ACT_DIM {act}\n/* Input codes: {inf}; output codes: {outf}. value = raw * 2^(I-W). */\n#define FIXAR_ACTOR_INPUT_FRAC_BITS {inb}\n#define FIXAR_ACTOR_OUTPUT_FRAC_BITS {outb}\ntypedef {obs_t} fixar_obs_t;\ntypedef {act_t} fixar_action_t;\n\n/* obs: FIXAR_ACTOR_OBS_DIM raw codes; action: FIXAR_ACTOR_ACT_DIM raw codes (written). */\nvoid fixar_actor_infer(const fixar_obs_t *obs, fixar_action_t *action);\n\n#endif\n",
         origin = actor.origin,
         obs = actor.obs_dim(),
         act = actor.act_dim(),
@@ -128,7 +128,131 @@ fn header(actor: &DeployedActor) -> String {
         outf = actor.output_fmt(),
         inb = actor.input_fmt.frac_bits(),
         outb = actor.output_fmt().frac_bits(),
+        obs_t = CInt::holding(&actor.input_fmt).name(),
+        act_t = CInt::holding(&actor.output_fmt()).name(),
     )
+}
+
+/// `out_dim x in_dim` (each output's weights contiguous, for the inner product loop) from
+/// the row-major `in_dim x out_dim` codes.
+fn transposed(l: &DeployedLayer) -> Vec<i64> {
+    (0..l.out_dim)
+        .flat_map(|j| (0..l.in_dim).map(move |i| l.weight[i * l.out_dim + j]))
+        .collect()
+}
+
+/// `2^s` as a C `int64_t` literal (`s` in 0..=62).
+fn pow2_literal(s: i32) -> String {
+    format!("{}LL", 1i64 << s)
+}
+
+/// The statements that sum row `w` of the weights against `x` and leave the aligned
+/// accumulator (bias included) in `acc`, as `plan` proves it fits.
+fn accumulate(li: usize, l: &DeployedLayer, plan: &LayerPlan) -> String {
+    let k = l.in_dim;
+    let (ps, bs) = (plan.product_shift, plan.bias_shift);
+    let sum = match plan.accumulation {
+        Accumulation::Wide => {
+            return format!(
+                "        fx128 acc = fx128_shl(fx128_from(L{li}_B[j]), {bs});\n        for (i = 0; i < {k}; ++i)\n            acc = fx128_add(acc, fx128_shl(fx128_from((int64_t)x[i] * w[i]), {ps}));\n"
+            )
+        }
+        Accumulation::Int32 => format!(
+            "        int32_t s = 0;\n        for (i = 0; i < {k}; ++i)\n            s += (int32_t)x[i] * w[i];\n"
+        ),
+        Accumulation::Int32Limbs { low_bits } => format!(
+            "        int32_t s_lo = 0, s_hi = 0;\n        int64_t s;\n        for (i = 0; i < {k}; ++i) {{\n            s_lo += (int32_t)x_lo[i] * w[i];\n            s_hi += (int32_t)x_hi[i] * w[i];\n        }}\n        s = (int64_t)s_hi * {} + s_lo;\n",
+            pow2_literal(low_bits as i32)
+        ),
+        Accumulation::Int64 => format!(
+            "        int64_t s = 0;\n        for (i = 0; i < {k}; ++i)\n            s += (int64_t)x[i] * w[i];\n"
+        ),
+    };
+    let term = |v: &str, shift: i32| match shift {
+        0 => format!("(int64_t){v}"),
+        s => format!("(int64_t){v} * {}", pow2_literal(s)),
+    };
+    format!(
+        "{sum}        int64_t acc = {} + {};\n",
+        term("s", ps),
+        term(&format!("L{li}_B[j]"), bs)
+    )
+}
+
+/// A cast of `value` (an `int64_t` expression, or the `fx128` accumulator when `wide_value`)
+/// from `from_frac` fraction bits into `to`, on `int64_t` when `native`.
+fn cast(value: &str, wide_value: bool, native: bool, from_frac: i32, to: &FxFormat) -> String {
+    let args = cast_args(from_frac, to);
+    match (wide_value, native) {
+        (false, true) => format!("fx_cast64({value}, {args})"),
+        (false, false) => format!("fx_cast(fx128_from({value}), {args})"),
+        (true, _) => format!("fx_cast({value}, {args})"),
+    }
+}
+
+/// `static void fixar_layer<li>(x, y)`: one layer on its native types.
+fn layer_function(li: usize, l: &DeployedLayer, in_fmt: &FxFormat, plan: &LayerPlan) -> String {
+    let (k, n) = (l.in_dim, l.out_dim);
+    let x_t = CInt::holding(in_fmt).name();
+    let y_t = CInt::holding(&l.act_fmt).name();
+    let w_t = CInt::holding(&l.weight_fmt).name();
+    let wide = plan.accumulation == Accumulation::Wide;
+    let mut s = format!(
+        "static void fixar_layer{li}(const {x_t} *restrict x, {y_t} *restrict y) {{\n    int i, j;\n"
+    );
+    if let Accumulation::Int32Limbs { low_bits } = plan.accumulation {
+        // x = x_hi * 2^L + x_lo with 0 <= x_lo < 2^L: the unsigned conversion keeps the
+        // two's-complement bits, and x - x_lo is an exact multiple of 2^L.
+        let _ = write!(
+            s,
+            "    {x_t} x_lo[{k}], x_hi[{k}];\n    for (i = 0; i < {k}; ++i) {{\n        x_lo[i] = ({x_t})((uint32_t)x[i] & {mask}u);\n        x_hi[i] = ({x_t})((x[i] - x_lo[i]) / {div});\n    }}\n",
+            mask = (1u64 << low_bits) - 1,
+            div = 1u64 << low_bits,
+        );
+    }
+    let acc_frac = AccSpec::of(in_fmt, l).frac;
+    let z = cast(
+        "acc",
+        wide,
+        plan.native_preact_cast,
+        acc_frac,
+        &l.preact_fmt,
+    );
+    let act_cast = |v: &str| {
+        cast(
+            v,
+            false,
+            plan.native_act_cast,
+            l.preact_fmt.frac_bits(),
+            &l.act_fmt,
+        )
+    };
+    let act = match &l.activation {
+        Activation::Relu => act_cast("z > 0 ? z : 0"),
+        Activation::Identity => act_cast("z"),
+        Activation::Tanh { .. } => {
+            format!("fx_table(L{li}_TANH_T[j], L{li}_TANH_C[j], L{li}_TANH_N[j], z)")
+        }
+    };
+    let _ = write!(
+        s,
+        "    for (j = 0; j < {n}; ++j) {{\n        const {w_t} *w = L{li}_W + j * {k};\n{acc}        int64_t z = {z};\n        y[j] = ({y_t})({act});\n    }}\n}}\n",
+        acc = accumulate(li, l, plan),
+    );
+    s
+}
+
+/// How a layer's sums run, for the comment above it.
+fn plan_label(p: &LayerPlan) -> String {
+    let sums = match p.accumulation {
+        Accumulation::Int32 => "int32 sums".to_string(),
+        Accumulation::Int32Limbs { low_bits } => {
+            format!("int32 sums of two input limbs (low {low_bits} bits) combined in int64")
+        }
+        Accumulation::Int64 => "int64 sums".to_string(),
+        Accumulation::Wide => "128-bit emulated sums".to_string(),
+    };
+    format!("{sums}; |products| <= {} by the formats", p.sum_bound)
 }
 
 fn source(actor: &DeployedActor, tables: &[Option<Vec<TanhTable>>]) -> String {
@@ -136,17 +260,25 @@ fn source(actor: &DeployedActor, tables: &[Option<Vec<TanhTable>>]) -> String {
         "/* Generated by fixar from {}: do not edit. */\n#include \"fixar_actor.h\"\n\n",
         actor.origin
     );
-    s.push_str(C_RUNTIME);
-    let max_dim = actor
+    let mut in_fmt = actor.input_fmt;
+    let plans: Vec<LayerPlan> = actor
         .layers
         .iter()
-        .map(|l| l.out_dim.max(l.in_dim))
-        .max()
-        .unwrap_or(1);
-    for (li, (l, table)) in actor.layers.iter().zip(tables).enumerate() {
+        .map(|l| {
+            let p = LayerPlan::of(&in_fmt, l);
+            in_fmt = l.act_fmt;
+            p
+        })
+        .collect();
+    s.push_str(C_RUNTIME);
+    if plans.iter().any(LayerPlan::needs_wide) {
+        s.push_str(C_WIDE_RUNTIME);
+    }
+    let mut in_fmt = actor.input_fmt;
+    for (li, ((l, table), plan)) in actor.layers.iter().zip(tables).zip(&plans).enumerate() {
         let _ = writeln!(
             s,
-            "\n/* layer {}: {}x{}, W {}, b {}, z {}, a = {} {} */",
+            "\n/* layer {}: {}x{}, W {}, b {}, z {}, a = {} {}; {} */",
             l.name,
             l.in_dim,
             l.out_dim,
@@ -154,14 +286,30 @@ fn source(actor: &DeployedActor, tables: &[Option<Vec<TanhTable>>]) -> String {
             l.bias_fmt,
             l.preact_fmt,
             activation_label(&l.activation),
-            l.act_fmt
+            l.act_fmt,
+            plan_label(plan)
         );
-        c_array(&mut s, &format!("L{li}_W"), &l.weight);
-        c_array(&mut s, &format!("L{li}_B"), &l.bias);
+        int_array(
+            &mut s,
+            CInt::holding(&l.weight_fmt).name(),
+            &format!("L{li}_W"),
+            &transposed(l),
+        );
+        int_array(
+            &mut s,
+            CInt::holding(&l.bias_fmt).name(),
+            &format!("L{li}_B"),
+            &l.bias,
+        );
         if let Some(ts) = table {
             for (j, t) in ts.iter().enumerate() {
-                c_array(&mut s, &format!("L{li}_TANH_T{j}"), &t.thresholds);
-                c_array(&mut s, &format!("L{li}_TANH_C{j}"), &t.codes);
+                int_array(
+                    &mut s,
+                    "int64_t",
+                    &format!("L{li}_TANH_T{j}"),
+                    &t.thresholds,
+                );
+                int_array(&mut s, "int64_t", &format!("L{li}_TANH_C{j}"), &t.codes);
             }
             tanh_index(
                 &mut s,
@@ -175,53 +323,105 @@ fn source(actor: &DeployedActor, tables: &[Option<Vec<TanhTable>>]) -> String {
                 ts,
             );
         }
-    }
-    let _ = write!(
-        s,
-        "\nvoid fixar_actor_infer(const int64_t *obs, int64_t *action) {{\n    int64_t buf_a[{max_dim}], buf_b[{max_dim}];\n    const int64_t *x = obs;\n    int64_t *y = buf_a;\n    int i, j;\n"
-    );
-    let mut in_fmt = actor.input_fmt;
-    for (li, l) in actor.layers.iter().enumerate() {
-        let acc = AccSpec::of(&in_fmt, l);
-        let prod_shift = acc.frac - (in_fmt.frac_bits() + l.weight_fmt.frac_bits());
-        let bias_shift = acc.frac - l.bias_fmt.frac_bits();
-        let act = match &l.activation {
-            Activation::Relu => format!(
-                "fx_cast(fx128_from(z > 0 ? z : 0), {})",
-                cast_args(l.preact_fmt.frac_bits(), &l.act_fmt)
-            ),
-            Activation::Identity => format!(
-                "fx_cast(fx128_from(z), {})",
-                cast_args(l.preact_fmt.frac_bits(), &l.act_fmt)
-            ),
-            Activation::Tanh { .. } => {
-                format!("fx_table(L{li}_TANH_T[j], L{li}_TANH_C[j], L{li}_TANH_N[j], z)")
-            }
-        };
-        let _ = write!(
-            s,
-            "    /* {name} */\n    for (j = 0; j < {n}; ++j) {{\n        fx128 acc = fx128_shl(fx128_from(L{li}_B[j]), {bias_shift});\n        int64_t z;\n        for (i = 0; i < {k}; ++i)\n            acc = fx128_add(acc, fx128_shl(fx128_from(x[i] * L{li}_W[i * {n} + j]), {prod_shift}));\n        z = fx_cast(acc, {zcast});\n        y[j] = {act};\n    }}\n    x = y;\n    y = (y == buf_a) ? buf_b : buf_a;\n",
-            name = l.name,
-            n = l.out_dim,
-            k = l.in_dim,
-            zcast = cast_args(acc.frac, &l.preact_fmt),
-        );
+        s.push_str(&layer_function(li, l, &in_fmt, plan));
         in_fmt = l.act_fmt;
     }
-    let _ = write!(
-        s,
-        "    for (j = 0; j < {}; ++j) action[j] = x[j];\n}}\n",
-        actor.act_dim()
-    );
+    s.push_str("\nvoid fixar_actor_infer(const fixar_obs_t *obs, fixar_action_t *action) {\n");
+    let last = actor.layers.len() - 1;
+    for (li, l) in actor.layers.iter().enumerate().take(last) {
+        let _ = writeln!(
+            s,
+            "    {} a{li}[{}];",
+            CInt::holding(&l.act_fmt).name(),
+            l.out_dim
+        );
+    }
+    for li in 0..=last {
+        let x = if li == 0 {
+            "obs".to_string()
+        } else {
+            format!("a{}", li - 1)
+        };
+        let y = if li == last {
+            "action".to_string()
+        } else {
+            format!("a{li}")
+        };
+        let _ = writeln!(s, "    fixar_layer{li}({x}, {y});");
+    }
+    s.push_str("}\n");
     s
 }
 
-/// Integer-only helpers of the C target: a two-limb 128-bit accumulator and the cast into a
-/// format with each rounding and overflow mode. Right shifts of negative numbers are done on
-/// complements, so nothing relies on implementation-defined behaviour.
+/// Integer-only helpers of the C target on `int64_t`: the cast into a format with each
+/// rounding and overflow mode, and the tanh table lookup. Right shifts of negative numbers
+/// are done on complements and wrapped codes sign-extended by subtraction, so nothing
+/// relies on implementation-defined behaviour.
 pub const C_RUNTIME: &str = r#"enum { FX_TRN, FX_TRN_ZERO, FX_RND, FX_RND_ZERO, FX_RND_MIN_INF, FX_RND_INF, FX_RND_CONV };
 enum { FX_WRAP, FX_SAT, FX_SAT_ZERO, FX_SAT_SYM };
 
+/* Whether quantization mode q rounds floor(v / 2^s) up, from v's sign, whether the
+   dropped bits are non-zero, above or at half an LSB, and the floor's lowest bit. */
+static inline int fx_round_up(int q, int neg, int nz, int gt, int tie, int odd) {
+    switch (q) {
+    case FX_TRN: return 0;
+    case FX_TRN_ZERO: return neg && nz;
+    case FX_RND: return gt || tie;
+    case FX_RND_ZERO: return gt || (tie && neg);
+    case FX_RND_MIN_INF: return gt;
+    case FX_RND_INF: return gt || (tie && !neg);
+    default: return gt || (tie && odd);
+    }
+}
+
+/* floor(v / 2^s) for 0 < s <= 62. */
+static inline int64_t fx_floor_shr(int64_t v, int s) { return v < 0 ? ~(~v >> s) : v >> s; }
+
+/* Assigns v (a value with `shift` more fraction bits than the target, |v| and v * 2^-shift
+   below 2^62) to a target of `width` <= 32 bits: quantization first, then overflow, as
+   HLS ap_fixed does. */
+static inline int64_t fx_cast64(int64_t v, int shift, int width, int is_signed, int q, int o) {
+    int64_t r, mx, mn;
+    if (shift <= 0) {
+        r = v * ((int64_t)1 << -shift);
+    } else {
+        int neg = v < 0;
+        int64_t fl = fx_floor_shr(v, shift);
+        int64_t rem = (int64_t)((uint64_t)v & (((uint64_t)1 << shift) - 1));
+        int64_t half = (int64_t)1 << (shift - 1);
+        r = fl + fx_round_up(q, neg, rem != 0, rem > half, rem == half, (int)(fl & 1));
+    }
+    if (is_signed) { mx = ((int64_t)1 << (width - 1)) - 1; mn = -mx - 1; }
+    else { mx = ((int64_t)1 << width) - 1; mn = 0; }
+    if (o == FX_SAT_SYM && is_signed) mn = -mx;
+    if (r < mn || r > mx) {
+        switch (o) {
+        case FX_SAT: case FX_SAT_SYM: return r < mn ? mn : mx;
+        case FX_SAT_ZERO: return 0;
+        default: { /* wrap: keep the low `width` bits */
+            int64_t bits = (int64_t)((uint64_t)r & (((uint64_t)1 << width) - 1));
+            if (is_signed && bits > mx) return bits - ((int64_t)1 << width);
+            return bits;
+        }
+        }
+    }
+    return r;
+}
+
+/* Step function: codes[i] for inputs in [thr[i], thr[i+1]). */
+static inline int64_t fx_table(const int64_t *thr, const int64_t *codes, int n, int64_t z) {
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (thr[mid] <= z) lo = mid + 1; else hi = mid;
+    }
+    return codes[lo > 0 ? lo - 1 : 0];
+}
+"#;
+
+/// The 128-bit emulation, emitted only for layers whose sums or casts `int64_t` cannot be
+/// proven to hold ([`LayerPlan`]): a two-limb accumulator and the cast from it.
+pub const C_WIDE_RUNTIME: &str = r#"
 typedef struct { uint64_t lo; uint64_t hi; } fx128; /* two's complement */
 
 static fx128 fx128_from(int64_t v) { fx128 r; r.lo = (uint64_t)v; r.hi = v < 0 ? ~(uint64_t)0 : 0; return r; }
@@ -268,16 +468,7 @@ static int64_t fx_cast(fx128 v, int shift, int width, int is_signed, int q, int 
         fx128 rem = fx128_sub(v, fx128_shl(fl, shift));
         fx128 half = fx128_pow2(shift - 1);
         int nz = !(rem.lo == 0 && rem.hi == 0);
-        int gt = fx128_lt(half, rem), tie = fx128_eq(rem, half), up = 0;
-        switch (q) {
-        case FX_TRN: up = 0; break;
-        case FX_TRN_ZERO: up = neg && nz; break;
-        case FX_RND: up = gt || tie; break;
-        case FX_RND_ZERO: up = gt || (tie && neg); break;
-        case FX_RND_MIN_INF: up = gt; break;
-        case FX_RND_INF: up = gt || (tie && !neg); break;
-        default: up = gt || (tie && (fl.lo & 1u)); break;
-        }
+        int up = fx_round_up(q, neg, nz, fx128_lt(half, rem), fx128_eq(rem, half), (int)(fl.lo & 1u));
         r = up ? fx128_add(fl, fx128_from(1)) : fl;
     }
     if (is_signed) { mx = fx128_sub(fx128_pow2(width - 1), fx128_from(1)); mn = fx128_neg(fx128_pow2(width - 1)); }
@@ -297,16 +488,6 @@ static int64_t fx_cast(fx128 v, int shift, int width, int is_signed, int q, int 
     }
     return (int64_t)r.lo;
 }
-
-/* Step function: codes[i] for inputs in [thr[i], thr[i+1]). */
-static int64_t fx_table(const int64_t *thr, const int64_t *codes, int n, int64_t z) {
-    int lo = 0, hi = n;
-    while (lo < hi) {
-        int mid = lo + (hi - lo) / 2;
-        if (thr[mid] <= z) lo = mid + 1; else hi = mid;
-    }
-    return codes[lo > 0 ? lo - 1 : 0];
-}
 "#;
 
 /// The test bench: runs `fixar_actor_infer` on `vectors.txt` and compares raw outputs.
@@ -320,14 +501,16 @@ int main(int argc, char **argv) {
     FILE *f = fopen(path, "r");
     long n, in_dim, out_dim, t, i;
     long passed = 0, failed = 0;
-    int64_t x[FIXAR_ACTOR_OBS_DIM] = {0}, want[FIXAR_ACTOR_ACT_DIM] = {0}, got[FIXAR_ACTOR_ACT_DIM] = {0};
+    fixar_obs_t x[FIXAR_ACTOR_OBS_DIM] = {0};
+    fixar_action_t got[FIXAR_ACTOR_ACT_DIM] = {0};
+    long long want[FIXAR_ACTOR_ACT_DIM] = {0};
     if (!f) { fprintf(stderr, "cannot open %s\n", path); return 2; }
     if (fscanf(f, "%ld %ld %ld", &n, &in_dim, &out_dim) != 3 || in_dim != FIXAR_ACTOR_OBS_DIM || out_dim != FIXAR_ACTOR_ACT_DIM) {
         fprintf(stderr, "%s: bad header\n", path); return 2;
     }
     for (t = 0; t < n; ++t) {
         int ok = 1;
-        for (i = 0; i < in_dim; ++i) { long long v; if (fscanf(f, "%lld", &v) != 1) { fprintf(stderr, "short file\n"); return 2; } x[i] = v; }
+        for (i = 0; i < in_dim; ++i) { long long v; if (fscanf(f, "%lld", &v) != 1) { fprintf(stderr, "short file\n"); return 2; } x[i] = (fixar_obs_t)v; }
         for (i = 0; i < out_dim; ++i) { long long v; if (fscanf(f, "%lld", &v) != 1) { fprintf(stderr, "short file\n"); return 2; } want[i] = v; }
         fixar_actor_infer(x, got);
         for (i = 0; i < out_dim; ++i) ok &= got[i] == want[i];
@@ -335,7 +518,7 @@ int main(int argc, char **argv) {
         else {
             if (failed < 5) {
                 fprintf(stderr, "vector %ld: mismatch", t);
-                for (i = 0; i < out_dim; ++i) fprintf(stderr, " got %lld want %lld;", (long long)got[i], (long long)want[i]);
+                for (i = 0; i < out_dim; ++i) fprintf(stderr, " got %lld want %lld;", (long long)got[i], want[i]);
                 fprintf(stderr, "\n");
             }
             ++failed;
@@ -352,7 +535,7 @@ mod tests {
     use std::path::Path;
     use std::process::Command;
 
-    use super::super::synthetic::{run_bench, scratch, synthetic_actor};
+    use super::super::synthetic::{run_bench, scratch, synthetic_actor, synthetic_wide_actor};
     use super::super::{export, Target};
 
     fn corrupt_first_output(dir: &Path) {
@@ -371,29 +554,26 @@ mod tests {
 
     #[test]
     fn c_export_compiles_with_the_system_compiler_and_matches_the_golden_path() {
-        for seed in [1u64, 2, 3] {
-            let dir = scratch(&format!("c{seed}"));
-            let actor = synthetic_actor(seed);
+        let actors = [1u64, 2, 3]
+            .map(|seed| (format!("c{seed}"), synthetic_actor(seed)))
+            .into_iter()
+            .chain([4u64, 5].map(|seed| (format!("wide{seed}"), synthetic_wide_actor(seed))));
+        for (name, actor) in actors {
+            let dir = scratch(&name);
             let summary = export(&actor, Target::C, &dir, 400).unwrap();
             assert_eq!(summary.vectors, 400);
-            let mut cc = Command::new("cc");
-            cc.args([
-                "-std=c99",
-                "-O2",
-                "-Wall",
-                "-Wextra",
-                "-pedantic",
-                "-Werror",
-                "-o",
-                "tb",
-                "tb.c",
-                "fixar_actor.c",
-            ]);
-            let (ok, stdout) = run_bench(&dir, &mut cc);
-            assert!(
-                ok && stdout.trim() == "400 passed, 0 failed",
-                "seed {seed}: {stdout}"
-            );
+            // The vectorizing build too: nothing in the code may lean on undefined behaviour.
+            for opt in [vec!["-O2"], vec!["-O3", "-march=native"]] {
+                let mut cc = Command::new("cc");
+                cc.args(["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror"])
+                    .args(&opt)
+                    .args(["-o", "tb", "tb.c", "fixar_actor.c"]);
+                let (ok, stdout) = run_bench(&dir, &mut cc);
+                assert!(
+                    ok && stdout.trim() == "400 passed, 0 failed",
+                    "{name} {opt:?}: {stdout}"
+                );
+            }
             corrupt_first_output(&dir);
             let run = Command::new(dir.join("tb"))
                 .arg("vectors.txt")
@@ -406,5 +586,27 @@ mod tests {
             );
             assert!(String::from_utf8_lossy(&run.stdout).contains("399 passed, 1 failed"));
         }
+    }
+
+    #[test]
+    fn each_layer_sums_on_the_route_its_formats_prove_and_only_wide_layers_pull_in_the_emulation() {
+        let narrow = super::source(
+            &synthetic_actor(1),
+            &synthetic_actor(1).tanh_tables().unwrap(),
+        );
+        assert_eq!(narrow.matches("int32 sums;").count(), 2, "{narrow}");
+        assert_eq!(narrow.matches("int64 sums;").count(), 1);
+        assert!(!narrow.contains("fx128"), "no layer needs the emulation");
+        assert!(narrow.contains("static const int16_t L1_W[108]"));
+        let actor = synthetic_wide_actor(4);
+        let wide = super::source(&actor, &actor.tanh_tables().unwrap());
+        for label in [
+            "int32 sums of two input limbs",
+            "int64 sums;",
+            "128-bit emulated sums;",
+        ] {
+            assert_eq!(wide.matches(label).count(), 1, "{label}");
+        }
+        assert!(wide.contains("typedef struct { uint64_t lo; uint64_t hi; } fx128;"));
     }
 }

@@ -7,9 +7,10 @@
 //! arithmetic), and every export ships test vectors computed by it.
 //!
 //! Two targets, one structure ([`export`] writes them):
-//! - [`c`]: a dependency-free C99 header + source doing integer-only inference. Products of
-//!   raw codes are exact in 64 bits (every width ≤ 32), sums are accumulated exactly in a
-//!   two-limb 128-bit accumulator, and each cast reproduces the format's rounding and
+//! - [`c`]: a dependency-free C99 header + source doing integer-only inference on native
+//!   widths: codes in the narrowest `intN_t` holding their format, sums in `int32_t` where
+//!   the formats and K prove it exact, else `int64_t`, else a 128-bit emulation
+//!   ([`native`] has the proof), and each cast reproduces the format's rounding and
 //!   overflow mode bit for bit.
 //! - [`hls`]: HLS C++ with one `ap_fixed` typedef per tensor and an accumulator type wide
 //!   enough to be exact, so the HLS assignment semantics do the same casts.
@@ -30,6 +31,7 @@
 
 pub mod c;
 pub mod hls;
+pub mod native;
 mod policy;
 pub mod tanh;
 mod trained;

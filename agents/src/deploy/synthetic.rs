@@ -21,39 +21,50 @@ pub fn scratch(name: &str) -> PathBuf {
     d
 }
 
-/// A small actor whose formats exercise every rounding and overflow mode, with weights
-/// large enough that pre-activations overflow their formats now and then.
-pub fn synthetic_actor(seed: u64) -> DeployedActor {
+/// A deterministic stream of non-negative draws.
+fn draws(seed: u64) -> impl FnMut() -> i64 {
     let mut state = seed;
-    let mut next = move || {
+    move || {
         state = state
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         (state >> 33) as i64
+    }
+}
+
+/// A `k x n` layer with formats `[w, b, z, a]` and codes drawn uniformly over the weight
+/// and bias formats.
+fn layer(
+    name: &str,
+    (k, n): (usize, usize),
+    [w, b, z, a]: [&str; 4],
+    activation: Activation,
+    next: &mut dyn FnMut() -> i64,
+) -> DeployedLayer {
+    let (wf, bf) = (fmt(w), fmt(b));
+    let mut draw = |f: &FxFormat| {
+        let span = (f.raw_max() as i128 - f.raw_min() as i128 + 1) as i64;
+        f.raw_min() + next().rem_euclid(span)
     };
-    let layer = |name: &str,
-                 (k, n): (usize, usize),
-                 [w, b, z, a]: [&str; 4],
-                 activation: Activation,
-                 next: &mut dyn FnMut() -> i64| {
-        let (wf, bf) = (fmt(w), fmt(b));
-        let draw = |f: &FxFormat, next: &mut dyn FnMut() -> i64| {
-            let span = f.raw_max() - f.raw_min() + 1;
-            f.raw_min() + next().rem_euclid(span)
-        };
-        DeployedLayer {
-            name: name.into(),
-            in_dim: k,
-            out_dim: n,
-            weight: (0..k * n).map(|_| draw(&wf, next)).collect(),
-            weight_fmt: wf,
-            bias: (0..n).map(|_| draw(&bf, next)).collect(),
-            bias_fmt: bf,
-            preact_fmt: fmt(z),
-            activation,
-            act_fmt: fmt(a),
-        }
-    };
+    DeployedLayer {
+        name: name.into(),
+        in_dim: k,
+        out_dim: n,
+        weight: (0..k * n).map(|_| draw(&wf)).collect(),
+        weight_fmt: wf,
+        bias: (0..n).map(|_| draw(&bf)).collect(),
+        bias_fmt: bf,
+        preact_fmt: fmt(z),
+        activation,
+        act_fmt: fmt(a),
+    }
+}
+
+/// A small actor whose formats exercise every rounding and overflow mode, with weights
+/// large enough that pre-activations overflow their formats now and then. Its layers sum
+/// in `int32_t`, `int32_t` and `int64_t` in the C target.
+pub fn synthetic_actor(seed: u64) -> DeployedActor {
+    let mut next = draws(seed);
     let layers = vec![
         layer(
             "fc1",
@@ -99,6 +110,60 @@ pub fn synthetic_actor(seed: u64) -> DeployedActor {
     DeployedActor {
         origin: "synthetic test actor".into(),
         input_fmt: fmt("ap_fixed<16,5,AP_RND_CONV,AP_SAT>"),
+        layers,
+    }
+}
+
+/// A small actor whose layers take the C target's other routes: 16-bit products summed
+/// in two `int32_t` input limbs, 16 x 32-bit products in `int64_t` cast with a left shift
+/// (the pre-activation has more fraction bits than the accumulator) into a wrapping
+/// format, and 32 x 32-bit products in the 128-bit emulation.
+pub fn synthetic_wide_actor(seed: u64) -> DeployedActor {
+    let mut next = draws(seed);
+    let layers = vec![
+        layer(
+            "fc1",
+            (5, 7),
+            [
+                "ap_fixed<16,2,AP_TRN,AP_WRAP>",
+                "ap_fixed<16,4,AP_RND,AP_SAT>",
+                "ap_fixed<16,8,AP_RND_CONV,AP_SAT>",
+                "ap_fixed<16,8,AP_RND_CONV,AP_SAT>",
+            ],
+            Activation::Relu,
+            &mut next,
+        ),
+        layer(
+            "fc2",
+            (7, 6),
+            [
+                "ap_fixed<32,8,AP_RND_CONV,AP_SAT>",
+                "ap_fixed<32,8,AP_TRN_ZERO,AP_SAT>",
+                "ap_fixed<24,-10,AP_RND_INF,AP_WRAP>",
+                "ap_fixed<32,16,AP_RND_MIN_INF,AP_SAT_SYM>",
+            ],
+            Activation::Identity,
+            &mut next,
+        ),
+        layer(
+            "fc3",
+            (6, 2),
+            [
+                "ap_fixed<32,3,AP_RND_CONV,AP_SAT>",
+                "ap_fixed<32,6,AP_RND_CONV,AP_SAT>",
+                "ap_fixed<16,4,AP_RND_ZERO,AP_SAT>",
+                "ap_fixed<12,2,AP_RND_CONV,AP_SAT>",
+            ],
+            Activation::Tanh {
+                scale: vec![1.0, 2.0],
+                offset: vec![0.0, -0.5],
+            },
+            &mut next,
+        ),
+    ];
+    DeployedActor {
+        origin: "synthetic wide test actor".into(),
+        input_fmt: fmt("ap_fixed<16,6,AP_RND_CONV,AP_SAT>"),
         layers,
     }
 }

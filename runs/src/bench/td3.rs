@@ -29,7 +29,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
 
-use super::median;
+use super::{median, rates};
 pub use agents::td3::{update_gemms as td3_update_gemms, GemmRole};
 
 use crate::failure::config_error;
@@ -144,58 +144,20 @@ fn cast_elements(agent: &mut Box<dyn agents::Agent>) -> u64 {
         .sum()
 }
 
-/// Rates as `a b c` with one decimal.
-fn rates(xs: &[f64]) -> String {
-    xs.iter()
-        .map(|x| format!("{x:.1}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// The peer's `name: value` lines, or why there are none.
 fn run_peer(threads: i32, updates: u64) -> Result<BTreeMap<String, f64>> {
-    let python = envs::bridge::python_executable();
-    let shared =
-        std::env::var("FIXAR_SHARED_DIR").unwrap_or_else(|_| env!("FIXAR_SHARED_DIR").to_string());
-    let script = std::path::Path::new(&shared)
-        .join("bench")
-        .join("sb3_td3_pendulum.py");
-    if !script.is_file() {
-        return Err(anyhow!("{} not found", script.display()));
-    }
-    let probe = std::process::Command::new(&python)
-        .args(["-c", "import stable_baselines3"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        return Err(anyhow!(
-            "{} lacks stable_baselines3 (run scripts/setup-peers)",
-            python.display()
-        ));
-    }
-    let out = std::process::Command::new(&python)
-        .arg(&script)
-        .args([
+    let (threads, updates) = (threads.to_string(), updates.to_string());
+    super::run_sb3(
+        "sb3_td3_pendulum.py",
+        &[
             "--threads",
-            &threads.to_string(),
+            &threads,
             "--updates",
-            &updates.to_string(),
+            &updates,
             "--steps",
             "200",
-        ])
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !out.status.success() {
-        return Err(anyhow!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter_map(|(k, v)| Some((k.trim().to_string(), v.trim().parse().ok()?)))
-        .collect())
+        ],
+    )
 }
 
 /// The `fixar bench td3` command.

@@ -176,6 +176,28 @@ pub fn tiny_config() -> TrainConfig {
     }
 }
 
+/// Trains the tiny fxp16 run (one seed, one evaluation episode) into `<dir>/run` and
+/// returns its path: an actor `fixar export` and `fixar bench deploy` take.
+pub fn train_tiny_fxp16(dir: &Scratch) -> PathBuf {
+    let cfg = dir.write_config(
+        "tiny.toml",
+        &TrainConfig {
+            eval_episodes: 1,
+            precision: agents::precision::Preset::Fxp16,
+            ..tiny_config()
+        },
+    );
+    let run = dir.join("run");
+    let ran = fixar()
+        .args(["-q", "train", "--seeds", "0", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&run)
+        .run();
+    assert!(ran.success(), "fixar train failed: {}", ran.stderr);
+    run
+}
+
 /// A recursive copy of the directory `src` into `dst`.
 pub fn copy_dir(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).unwrap();
