@@ -224,7 +224,7 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
         .context("starting the bench thread pool")?;
     let gemms = td3_update_gemms(OBS, ACT, &HIDDEN, BATCH, POLICY_FREQUENCY);
     let mut peer: Vec<Result<BTreeMap<String, f64>>> = Vec::new();
-    let (secs, gemm_secs, flops, casts, per_round, round_secs) = pool.install(|| {
+    let (secs, gemm_secs, flops, casts, per_round, round_secs, cpu_secs) = pool.install(|| {
         // libtorch's thread count (OpenMP's, MKL's) is per calling thread: set it on the
         // thread that runs the updates, not only on main (a worker otherwise runs some
         // GEMMs, e.g. `mm` without transposes, on every core).
@@ -247,19 +247,20 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
         let rounds = args.rounds;
         let per_round = args.updates.div_ceil(rounds);
         let (mut best_gemm, mut flops) = (f64::INFINITY, f64::NAN);
-        let (mut ours, mut cast_sum) = (Vec::new(), 0u64);
+        let (mut ours, mut cast_sum, mut cpu) = (Vec::new(), 0u64, Vec::new());
         for round in 0..rounds {
             if round > 0 {
                 // The peer's run and the GEMM probe left other data in the caches; its
                 // script warms up before timing too.
                 warm_up(&mut agent, &mut buffer, &mut rng);
             }
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), process_cpu_s());
             for _ in 0..per_round {
                 let b = buffer.sample(BATCH, &mut rng);
                 agent.update(&b, &mut rng);
             }
             ours.push(t.elapsed().as_secs_f64() / per_round as f64);
+            cpu.push((process_cpu_s() - c) / per_round as f64);
             cast_sum += cast_elements(&mut agent);
             if args.roofline {
                 let (f, g) = gemm_roofline(&gemms);
@@ -271,7 +272,8 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
             }
         }
         let best = ours.iter().copied().fold(f64::INFINITY, f64::min);
-        (best, best_gemm, flops, cast_sum / rounds, per_round, ours)
+        let best_cpu = cpu.iter().copied().fold(f64::INFINITY, f64::min);
+        (best, best_gemm, flops, cast_sum / rounds, per_round, ours, best_cpu)
     });
     let ups = 1.0 / secs;
     let ours_median = 1.0 / median(&round_secs);
@@ -296,6 +298,10 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
         rates(&round_secs.iter().map(|s| 1.0 / s).collect::<Vec<_>>())
     );
     println!("ms_per_update: {:.3}", secs * 1e3);
+    // CPU time of this process over the timed updates (nothing else of ours runs then):
+    // on a loaded machine wall time also counts time the scheduler gave to others.
+    println!("cpu_ms_per_update: {:.3}", cpu_secs * 1e3);
+    println!("updates_per_cpu_s: {:.1}", 1.0 / cpu_secs);
     if args.roofline {
         println!("flops_per_update: {flops:.4e}");
         println!("gemm_ms_per_update: {:.3}", gemm_secs * 1e3);
@@ -390,4 +396,18 @@ mod tests {
         // 256x256 forward: target actor, 4 critics, and half of (actor + critic1).
         assert_eq!(g[&(GemmRole::Forward, 256, 256, 256)], 6.0);
     }
+}
+
+/// CPU seconds this process has used (all its threads).
+fn process_cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid `ts`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
