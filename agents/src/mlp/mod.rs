@@ -481,8 +481,8 @@ impl Mlp {
     }
 
     /// Whether the fused kernels apply: pure fixed point with `fast` GEMMs, every class
-    /// of every layer fixed point, no range observation, f32 storage or f64 storage with
-    /// its f32 shadow.
+    /// of every layer fixed point, no affine quantizer (the QAT schedule's), no range
+    /// observation, f32 storage or f64 storage with its f32 shadow.
     fn fusable(&self) -> bool {
         self.fused
             && !self.observe
@@ -492,6 +492,10 @@ impl Mlp {
                 .layers
                 .iter()
                 .all(|l| l.formats.0.iter().all(Option::is_some))
+            && self
+                .layers
+                .iter()
+                .all(|l| l.affine.iter().all(Option::is_none))
             && match self.kind {
                 Kind::Float => self.params32.is_none(),
                 Kind::Double => self.params32.is_some(),
