@@ -4,17 +4,21 @@
 //! observers when observing. Used by the network's paths (`crate::mlp`) and by the
 //! optimizer's segment casts (`crate::params`), so neither needs the other.
 
-use quant::tensor::{fake_quant, QuantStats, StochasticSource};
-use quant::{FxFormat, RangeKind, RangeObserver};
+use quant::tensor::{affine_fake_quant, fake_quant, QuantStats, StochasticSource};
+use quant::{AffineQuantizer, FxFormat, MinMaxObserver, RangeKind, RangeObserver};
 use tch::{Kind, Tensor};
 
 /// Range observers of one tensor class of one layer: max |x| since the start, an EMA of
-/// the per-observation max |x|, and a high percentile of |x|.
+/// the per-observation max |x|, a high percentile of |x|, and the signed min/max since
+/// the start (what the QAT schedule's affine quantizer is built on; absent from
+/// checkpoints older than format version 3, read as nothing observed).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct RangeTrack {
     pub max_abs: RangeObserver,
     pub ema: RangeObserver,
     pub percentile: RangeObserver,
+    #[serde(default)]
+    pub min_max: MinMaxObserver,
 }
 
 /// EMA decay and percentile of every `RangeTrack` (one place, so reports can say it).
@@ -29,6 +33,7 @@ impl Default for RangeTrack {
                 decay: RANGE_EMA_DECAY,
             }),
             percentile: RangeObserver::new(RangeKind::Percentile { q: RANGE_QUANTILE }),
+            min_max: MinMaxObserver::default(),
         }
     }
 }
@@ -38,6 +43,7 @@ impl RangeTrack {
         self.max_abs.observe_slice(xs);
         self.ema.observe_slice(xs);
         self.percentile.observe_slice(xs);
+        self.min_max.observe_slice(xs);
     }
 }
 
@@ -64,6 +70,24 @@ pub(crate) fn cast_into(
             y
         }
     }
+}
+
+/// The QAT schedule's affine cast: `x` through `q`, its dequantized values represented in
+/// `onto` (the class's format; float when `None`), counted into `stats`, observed into
+/// `track` when observing (before the cast, as `cast_into` does).
+pub(crate) fn affine_cast_into(
+    q: &AffineQuantizer,
+    onto: Option<FxFormat>,
+    x: Tensor,
+    stats: &mut QuantStats,
+    track: Option<&mut RangeTrack>,
+) -> Tensor {
+    if let Some(track) = track {
+        observe_into(track, &x);
+    }
+    let (y, st) = affine_fake_quant(&x, q, onto.as_ref());
+    stats.merge(&st);
+    y
 }
 
 /// Feeds `x`'s magnitudes to `track` (as f32, the observers' element type).

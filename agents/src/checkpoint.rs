@@ -2,10 +2,14 @@
 //! tensor bytes, written atomically (temp file, fsync, rename), so a kill never leaves
 //! a half-written checkpoint where the last good one was.
 //!
-//! Layout (version 2): `FIXARCK2`, u64 LE header length, header JSON `{meta, tensors:
+//! Layout (version 3): `FIXARCK3`, u64 LE header length, header JSON `{meta, tensors:
 //! [{name, kind, shape, offset, len}]}`, the tensor bytes, then a u32 LE CRC-32 of
 //! everything before it, so a truncated or altered file is refused by name instead of
-//! restoring wrong weights. Version 1 files (`FIXARCK1`, no checksum) still read.
+//! restoring wrong weights. Version 3 added metadata only (the QAT schedule's affine
+//! quantizers and signed min/max observers; readers treat them as absent in older files),
+//! so version 2 files (`FIXARCK2`, the same layout) and version 1 files (`FIXARCK1`, no
+//! checksum) still read. A fixar that knows only version 2 refuses a version 3 file by
+//! name instead of resuming a scheduled run without its quantizers.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -17,7 +21,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-const MAGIC: &[u8; 8] = b"FIXARCK2";
+const MAGIC: &[u8; 8] = b"FIXARCK3";
+/// Version 2: version 3's layout without its metadata additions.
+const MAGIC_V2: &[u8; 8] = b"FIXARCK2";
 const MAGIC_V1: &[u8; 8] = b"FIXARCK1";
 /// What every version's magic starts with.
 const MAGIC_STEM: &[u8; 7] = b"FIXARCK";
@@ -44,7 +50,7 @@ pub enum CheckpointError {
         stored: u32,
         computed: u32,
     },
-    #[error("{path}: checkpoint format version `{version}` is not one this fixar reads (1, 2)")]
+    #[error("{path}: checkpoint format version `{version}` is not one this fixar reads (1, 2, 3)")]
     UnsupportedVersion { path: PathBuf, version: String },
     #[error("{path}: bad checkpoint header: {source}")]
     BadHeader {
@@ -194,7 +200,7 @@ impl CheckpointReader {
             return Err(CheckpointError::NotACheckpoint { path: path_buf() });
         }
         let bytes = match &bytes[..8] {
-            m if m == MAGIC => {
+            m if m == MAGIC || m == MAGIC_V2 => {
                 let body = bytes.len().saturating_sub(4).max(16);
                 let stored = match bytes.get(body..) {
                     Some(t) if t.len() == 4 => u32::from_le_bytes(t.try_into().expect("4 bytes")),
@@ -233,6 +239,11 @@ impl CheckpointReader {
             header,
             data: bytes[end..].to_vec(),
         })
+    }
+
+    /// Whether the metadata holds `key` (fields newer versions added).
+    pub fn has_meta(&self, key: &str) -> bool {
+        self.header.meta.contains_key(key)
     }
 
     pub fn meta<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<T, CheckpointError> {
@@ -376,7 +387,16 @@ mod tests {
             matches!(e, CheckpointError::UnsupportedVersion { .. }),
             "{e}"
         );
-        // A version 1 file (no checksum) still reads.
+        // A version 2 file (the same layout) and a version 1 file (no checksum) still read.
+        let mut v2 = good.clone();
+        v2[7] = b'2';
+        let body = v2.len() - 4;
+        let crc = crc32fast::hash(&v2[..body]).to_le_bytes();
+        v2[body..].copy_from_slice(&crc);
+        fs::write(&path, &v2).unwrap();
+        let r = CheckpointReader::read(&path).unwrap();
+        assert_eq!(r.meta::<u64>("seed").unwrap(), 7);
+        assert!(r.has_meta("seed") && !r.has_meta("net.actor.affine"));
         let mut v1 = good[..good.len() - 4].to_vec();
         v1[7] = b'1';
         fs::write(&path, &v1).unwrap();

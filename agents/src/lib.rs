@@ -28,6 +28,8 @@
 //! - [`replay`], [`noise`]: replay buffer, exploration noise.
 //! - [`trainer`]: the loop, evaluation, metrics files, checkpoints, resume.
 //! - [`qat`]: the QAT ladder (strategies, rungs, format derivation, the verdict).
+//! - [`schedule`]: FIXAR's in-training QAT schedule (`[schedule]`: FXP32 until a delay,
+//!   then activations through affine or `ap_fixed` quantizers from the frozen ranges).
 //! - [`export`]: the actor's integer codes and formats for hardware.
 //! - [`layout`]: every file name of a run directory.
 //! - [`pipeline`]: the `fixar pipeline` file (train, QAT, accelerator stages).
@@ -130,6 +132,7 @@ pub mod pow2;
 pub mod precision;
 pub mod qat;
 pub mod replay;
+pub mod schedule;
 pub mod stats;
 pub mod sweep;
 pub mod td3;

@@ -1,61 +1,13 @@
 //! Whole-loop properties on tiny budgets: determinism, kill + resume, NaN reporting.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+mod common;
 
-use agents::config::{Algo, NoiseKind, TrainConfig};
+use std::fs;
+
+use agents::config::{Algo, NoiseKind};
 use agents::trainer::{TrainError, Trainer};
 use agents::Preset;
-
-fn tiny(algo: Algo, precision: Preset) -> TrainConfig {
-    TrainConfig {
-        algo,
-        env_id: "Pendulum-v1".into(),
-        total_timesteps: 1_200,
-        learning_starts: 200,
-        batch_size: 32,
-        hidden: vec![16, 16],
-        eval_every: 400,
-        eval_episodes: 2,
-        log_every: 200,
-        checkpoint_every: 400,
-        range_every: 10,
-        precision,
-        ..Default::default()
-    }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fixar-agents-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    d
-}
-
-fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    ["metrics.csv", "quant.csv", "eval.csv", "episodes.csv"]
-        .iter()
-        .map(|f| (f.to_string(), fs::read(dir.join(f)).unwrap()))
-        .collect()
-}
-
-/// Panics naming the first differing line of the first differing file.
-fn assert_same_files(a: &Path, b: &Path, what: &str) {
-    for ((name, x), (_, y)) in files(a).into_iter().zip(files(b)) {
-        if x != y {
-            let (x, y) = (
-                String::from_utf8_lossy(&x).into_owned(),
-                String::from_utf8_lossy(&y).into_owned(),
-            );
-            let (i, (lx, ly)) = x
-                .lines()
-                .zip(y.lines())
-                .enumerate()
-                .find(|(_, (p, q))| p != q)
-                .unwrap_or((0, ("<length differs>", "<length differs>")));
-            panic!("{what}: {name} differs at line {i}:\n{lx}\n{ly}");
-        }
-    }
-}
+use common::{assert_same_files, scratch, tiny};
 
 fn once() {
     tch::set_num_threads(1);

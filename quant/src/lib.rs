@@ -18,7 +18,10 @@
 //!   [`tensor::exact_linear`], bit-identical to the scalar path, with [`QuantStats`]
 //!   counts of saturations, wraps and NaN/Inf per call.
 //! - **Reference GEMM**: [`golden_gemm`] (`y = cast(x W + b)`, exact accumulation).
-//! - **Ranges**: [`RangeObserver`] and [`int_bits_for_range`].
+//! - **Ranges**: [`RangeObserver`], [`MinMaxObserver`] and [`int_bits_for_range`].
+//! - **Affine quantizer**: [`AffineQuantizer`], FIXAR's asymmetric n-bit activation
+//!   quantizer with a zero point (floor rounding, codes saturating to `[0, 2^n - 1]`),
+//!   scalar, slice and (feature `torch`) [`tensor::affine_fake_quant`].
 //!
 //! Conventions worth knowing:
 //! - Raw codes are `i64`: sign-extended for signed formats, zero-extended for unsigned
@@ -51,6 +54,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod affine;
 mod exact;
 mod fake;
 mod format;
@@ -65,6 +69,7 @@ mod stochastic;
 pub mod tensor;
 pub mod vectors;
 
+pub use affine::{AffineError, AffineQuantizer, AFFINE_MAX_BITS};
 pub use exact::{
     add, apply_counted, cast, cast_counted, from_f64_exact, from_f64_stochastic, mul, sub, to_f64,
     Op, QuantError,
@@ -72,7 +77,7 @@ pub use exact::{
 pub use fake::{fake_quant_slice, fake_quant_slice_widen, FakeQuantElem};
 pub use format::{FormatError, FxFormat, Overflow, Rounding, MAX_ABS_INT_BITS};
 pub use gemm::{f64_gemm_is_exact, golden_gemm, golden_gemm_with_stats};
-pub use observer::{int_bits_for_range, RangeKind, RangeObserver};
+pub use observer::{int_bits_for_range, MinMaxObserver, RangeKind, RangeObserver};
 pub use quantizer::{from_f64, quantize, Quantizer};
 pub use stats::{Clip, QuantStats};
 pub use stochastic::{StochasticBlock, StochasticSource};

@@ -162,6 +162,60 @@ impl RangeObserver {
     }
 }
 
+/// The signed range of a tensor class: the smallest and largest finite value observed
+/// (what an asymmetric quantizer such as [`AffineQuantizer`](crate::AffineQuantizer) is
+/// built on; [`RangeObserver`] tracks magnitudes only). NaN and infinities are ignored.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MinMaxObserver {
+    min: f64,
+    max: f64,
+    finite: u64,
+}
+
+impl Default for MinMaxObserver {
+    fn default() -> Self {
+        MinMaxObserver {
+            min: 0.0,
+            max: 0.0,
+            finite: 0,
+        }
+    }
+}
+
+impl MinMaxObserver {
+    /// Observes a batch.
+    pub fn observe_slice(&mut self, xs: &[f32]) {
+        let (mut lo, mut hi, mut n) = (f32::INFINITY, f32::NEG_INFINITY, 0u64);
+        for &x in xs {
+            if x.is_finite() {
+                lo = lo.min(x);
+                hi = hi.max(x);
+                n += 1;
+            }
+        }
+        if n == 0 {
+            return;
+        }
+        if self.finite == 0 {
+            (self.min, self.max) = (lo as f64, hi as f64);
+        } else {
+            self.min = self.min.min(lo as f64);
+            self.max = self.max.max(hi as f64);
+        }
+        self.finite += n;
+    }
+
+    /// `(min, max)` of everything observed; `None` before any finite value.
+    pub fn range(&self) -> Option<(f64, f64)> {
+        (self.finite > 0).then_some((self.min, self.max))
+    }
+
+    /// Finite values observed.
+    pub fn observed(&self) -> u64 {
+        self.finite
+    }
+}
+
 /// `ceil(log2(v))` for finite `v > 0`, exactly (no floating-point log).
 fn ceil_log2_f64(v: f64) -> i64 {
     let (_, m, e) = crate::exact::decompose(v);
@@ -243,6 +297,19 @@ mod tests {
         assert_eq!(p.int_bits(16, 0), int_bits_for_range(9.9, 16, 0));
         let f = p.format(16, 1, Rounding::RndConv, Overflow::Sat).unwrap();
         assert_eq!(f.int_bits, 6);
+    }
+
+    #[test]
+    fn min_max_tracks_signed_extremes_and_ignores_non_finite_values() {
+        let mut m = MinMaxObserver::default();
+        assert_eq!(m.range(), None);
+        m.observe_slice(&[f32::NAN, f32::INFINITY]);
+        assert_eq!(m.range(), None);
+        m.observe_slice(&[0.5, 2.0]);
+        assert_eq!(m.range(), Some((0.5, 2.0)));
+        m.observe_slice(&[-1.25, f32::NEG_INFINITY, 1.0]);
+        assert_eq!(m.range(), Some((-1.25, 2.0)));
+        assert_eq!(m.observed(), 4);
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The tensor path (feature `torch`): fake quantization of libtorch tensors with the
-//! scalar path's rounding and overflow, a straight-through variant for QAT, and an exact
-//! fixed-point linear layer.
+//! scalar path's rounding and overflow, a straight-through variant for QAT, FIXAR's affine
+//! activation quantizer, and an exact fixed-point linear layer.
 //!
 //! Tensors are processed on the CPU in one fused pass over their memory (other devices
 //! are copied to the CPU and back). f32 and f64 are native; f16/bf16 go through f32.
 
 use tch::{Device, Kind, Tensor};
 
+use crate::affine::AffineQuantizer;
 use crate::fake::{fake_quant_slice_masked, FakeQuantElem};
 use crate::format::FxFormat;
 use crate::gemm::{accumulator_bits, finish_i128, golden_gemm_with_stats, Bias};
@@ -124,6 +125,51 @@ pub fn fake_quant_ste(x: &Tensor, fmt: &FxFormat) -> (Tensor, QuantStats) {
     // quantized value (never -0) unchanged.
     let z = x.where_self(&mask, &x.zeros_like());
     (q + (&z - z.detach()), stats)
+}
+
+/// FIXAR's affine activation quantizer on a tensor: every finite element becomes
+/// [`AffineQuantizer`]'s dequantized value `(Q - z) * delta`, represented in `onto` when
+/// given (see [`AffineQuantizer::fake_quant_slice`]), in `x`'s kind on `x`'s device, with
+/// the call's counts (saturated codes, NaN/Inf passed through and counted). The result
+/// does not require grad; values equal the scalar path's for every element.
+///
+/// # Panics
+/// If `x` is not a floating-point tensor.
+pub fn affine_fake_quant(
+    x: &Tensor,
+    q: &AffineQuantizer,
+    onto: Option<&FxFormat>,
+) -> (Tensor, QuantStats) {
+    let kind = x.kind();
+    let work_kind = match kind {
+        Kind::Float | Kind::Double => kind,
+        Kind::Half | Kind::BFloat16 => Kind::Float,
+        k => panic!("affine_fake_quant: tensor kind {k:?} is not a floating-point kind"),
+    };
+    let xc = on_cpu_contiguous(x).to_kind(work_kind);
+    let out = xc.empty_like();
+    let n = xc.numel();
+    fn go<T: FakeQuantElem>(
+        xc: &Tensor,
+        out: &Tensor,
+        n: usize,
+        q: &AffineQuantizer,
+        onto: Option<&FxFormat>,
+    ) -> QuantStats {
+        // SAFETY: `xc` and `out` are contiguous CPU tensors of element type T with n
+        // elements; `out` is freshly allocated, so it does not alias `xc`.
+        unsafe {
+            let xs = std::slice::from_raw_parts(xc.data_ptr() as *const T, n);
+            let os = std::slice::from_raw_parts_mut(out.data_ptr() as *mut T, n);
+            q.fake_quant_slice(xs, os, onto)
+        }
+    }
+    let stats = match (n, work_kind) {
+        (0, _) => QuantStats::default(),
+        (_, Kind::Float) => go::<f32>(&xc, &out, n, q, onto),
+        _ => go::<f64>(&xc, &out, n, q, onto),
+    };
+    (out.to_kind(kind).to_device(x.device()), stats)
 }
 
 /// Codes of a tensor's values in `fmt` (values off the grid are rounded with `fmt`'s

@@ -363,3 +363,50 @@ fn half_precision_tensors_go_through_f32() {
     assert_eq!(got, vec![0.3125, 7.9375]);
     assert_eq!(stats.saturated, 1);
 }
+
+/// The affine quantizer's formula evaluated directly, element by element, in f64:
+/// floor(x / delta) + z clamped to [0, 2^n - 1], then (Q - z) * delta.
+fn affine_formula(x: f64, q: &quant::AffineQuantizer) -> (f64, bool) {
+    let raw = (x / q.delta()).floor() as i64 + q.zero_point();
+    let code = raw.clamp(0, q.code_max());
+    ((code - q.zero_point()) as f64 * q.delta(), code != raw)
+}
+
+#[test]
+fn affine_tensors_equal_the_formula_in_f64_f32_and_onto_a_grid() {
+    use quant::tensor::affine_fake_quant;
+    let q = quant::AffineQuantizer::from_range(16, -1.75, 6.5).unwrap();
+    // Quotients far from integers (1/3 of a step off), so the f64 division floors right.
+    let xs: Vec<f64> = (-6000..6000)
+        .map(|i| (i as f64 + 1.0 / 3.0) * q.delta() * 7.0)
+        .chain([f64::NAN, f64::INFINITY])
+        .collect();
+    let (y, stats) = affine_fake_quant(&Tensor::from_slice(&xs), &q, None);
+    assert_eq!(y.kind(), Kind::Double);
+    let got: Vec<f64> = Vec::try_from(&y).unwrap();
+    let mut sat = 0;
+    for (&x, &g) in xs.iter().zip(&got).take(xs.len() - 2) {
+        let (want, s) = affine_formula(x, &q);
+        assert_eq!(g, want, "{x}");
+        sat += s as u64;
+    }
+    assert!(got[xs.len() - 2].is_nan() && got[xs.len() - 1] == f64::INFINITY);
+    assert_eq!(
+        (stats.elements, stats.saturated, stats.nan, stats.inf),
+        (xs.len() as u64, sat, 1, 1)
+    );
+    assert!(sat > 0);
+    // f32 tensors: the same values rounded once to f32; onto a grid: then that grid.
+    let x32 = Tensor::from_slice(&xs[..12_000]).to_kind(Kind::Float);
+    let (y32, _) = affine_fake_quant(&x32, &q, None);
+    let f: FxFormat = "ap_fixed<32,16,AP_RND_CONV,AP_SAT>".parse().unwrap();
+    let (yg, _) = affine_fake_quant(&x32, &q, Some(&f));
+    let xv: Vec<f32> = Vec::try_from(&x32).unwrap();
+    let v32: Vec<f32> = Vec::try_from(&y32).unwrap();
+    let vg: Vec<f32> = Vec::try_from(&yg).unwrap();
+    for ((&x, &a), &b) in xv.iter().zip(&v32).zip(&vg) {
+        let (want, _) = affine_formula(x as f64, &q);
+        assert_eq!(a, want as f32, "{x}");
+        assert_eq!(b, to_f64(from_f64(want, &f).unwrap(), &f) as f32, "{x}");
+    }
+}

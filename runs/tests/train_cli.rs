@@ -243,3 +243,80 @@ fn absurd_config_values_and_unknown_env_ids_exit_2_naming_the_key_and_create_not
         assert!(!out.exists(), "{set}: the run directory was created");
     }
 }
+
+#[test]
+fn bad_schedule_keys_exit_2_naming_the_key_and_create_nothing() {
+    let dir = Scratch::new("schedule");
+    let cfg = config(&dir, 400);
+    let on = ["schedule.quantizer=affine", "schedule.delay=300"];
+    for (sets, key) in [
+        (
+            vec!["schedule.quantizer=affine", "schedule.delay=500"],
+            "`schedule.delay` = 500 is beyond `total_timesteps` = 400",
+        ),
+        (
+            vec![on[0], on[1], "schedule.bits=1"],
+            "`schedule.bits` must be in 2..=32, got 1",
+        ),
+        (vec![on[0], on[1], "schedule.bits=33"], "`schedule.bits`"),
+        (vec!["schedule.quantizer=log2", on[1]], "log2"),
+        (
+            vec![on[0], on[1], "schedule.classes=[\"weight\"]"],
+            "`schedule.classes`: `weight`",
+        ),
+        (
+            vec![on[0], on[1], "schedule.classes=[\"actvation\"]"],
+            "actvation",
+        ),
+        (vec![on[0], on[1], "schedule.dealy=300"], "dealy"),
+        (vec![on[0]], "`schedule.delay` is required"),
+    ] {
+        let out = dir.join("run");
+        let mut args = vec!["--config", cfg.to_str().unwrap()];
+        for s in &sets {
+            args.extend(["--set", s]);
+        }
+        args.extend(["--out", out.to_str().unwrap()]);
+        let r = train(&args);
+        assert_eq!(r.code, Some(2), "{sets:?}: {}", r.stderr);
+        assert!(r.stderr.contains(key), "{sets:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("schedule"),
+            "{sets:?} does not name the key: {}",
+            r.stderr
+        );
+        assert!(!out.exists(), "{sets:?}: the run directory was created");
+    }
+    // The keys reach the config: a valid schedule trains and switches at its delay.
+    let out = dir.join("ok");
+    let r = train(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--set",
+        on[0],
+        "--set",
+        on[1],
+        "--set",
+        "precision=fxp32",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(r.success(), "{}", r.stderr);
+    let seed = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("metrics.csv").exists())
+        .expect("a seed directory");
+    let metrics = std::fs::read_to_string(seed.join("metrics.csv")).unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("300,") && l.ends_with(",affine16")),
+        "{metrics}"
+    );
+    let resolved = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(
+        resolved.contains("[schedule]") && resolved.contains("quantizer = \"affine\""),
+        "{resolved}"
+    );
+}

@@ -9,6 +9,7 @@ pub use file::{load, parse_set, ConfigFileError};
 use crate::noise::ExplorationNoise;
 use crate::optim::OptimizerConfig;
 use crate::precision::{FormatsConfig, Gemm, PrecisionSpec, Preset, TrainMode};
+use crate::schedule::ScheduleConfig;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -105,6 +106,9 @@ pub struct TrainConfig {
     pub mode: TrainMode,
     /// Per-class, per-network and per-layer format overrides on top of the preset.
     pub formats: FormatsConfig,
+    /// FIXAR's in-training QAT schedule (`crate::schedule`): off unless a quantizer is set.
+    #[serde(skip_serializing_if = "ScheduleConfig::is_default")]
+    pub schedule: ScheduleConfig,
 }
 
 impl Default for TrainConfig {
@@ -144,6 +148,7 @@ impl Default for TrainConfig {
             gemm: Gemm::Auto,
             mode: TrainMode::Fixed,
             formats: FormatsConfig::default(),
+            schedule: ScheduleConfig::default(),
         }
     }
 }
@@ -293,6 +298,12 @@ impl TrainConfig {
             self.checkpoint_every > 0,
             "`checkpoint_every` must be positive",
         );
+        bad.extend(self.schedule.problems(
+            self.total_timesteps,
+            self.learning_starts,
+            self.range_every,
+            self.mode == TrainMode::Qat,
+        ));
         let names: Vec<(&str, usize)> = match self.algo {
             Algo::Td3 => vec![("actor", 3), ("critic1", 3), ("critic2", 3)],
             Algo::Ddpg => vec![("actor", 3), ("critic", 3)],

@@ -104,6 +104,8 @@ impl Target {
 pub enum DeployError {
     #[error("the actor has no layers")]
     NoLayers,
+    #[error("layer {layer} casts its {class} with FIXAR's affine (zero-point) quantizer, which the integer export does not implement (export a run without `[schedule] quantizer = \"affine\"`, or with `ap_fixed`)")]
+    Affine { layer: String, class: TensorClass },
     #[error("layer {layer} keeps its {class} in float: there is no quantized actor to export (train with a fixed-point precision or run `fixar qat` first)")]
     FloatTensor { layer: String, class: TensorClass },
     /// `layer` is None for the network input.

@@ -50,6 +50,17 @@ impl DeployedActor {
             Rounding::Stochastic => f.with_modes(Rounding::Trn, f.overflow),
             _ => f,
         };
+        for layer in net.layers() {
+            if let Some(class) = TensorClass::ALL
+                .into_iter()
+                .find(|&c| layer.affine(c).is_some())
+            {
+                return Err(DeployError::Affine {
+                    layer: layer.name().to_string(),
+                    class,
+                });
+            }
+        }
         let exported = crate::export::export_network(net)?;
         let first = exported.first().ok_or(DeployError::NoLayers)?;
         let input_fmt = need(first.formats.input, &first.name, TensorClass::Input)?;

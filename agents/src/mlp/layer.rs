@@ -3,10 +3,11 @@
 //! documented read API the rest of the workspace uses. Only this crate changes a layer.
 
 use quant::tensor::{QuantStats, StochasticSource};
+use quant::AffineQuantizer;
 use tch::Tensor;
 
 use super::Activation;
-use crate::cast::{cast_into, observe_into, RangeTrack};
+use crate::cast::{affine_cast_into, cast_into, observe_into, RangeTrack};
 use crate::params::LayerParams;
 use crate::precision::{LayerFormats, TensorClass};
 
@@ -24,6 +25,9 @@ pub struct Layer {
     pub(super) stats: [QuantStats; 9],
     /// Range observers per class (fed when the network's `observe` flag is on).
     pub(super) ranges: [RangeTrack; 9],
+    /// FIXAR's affine quantizer per class, set by the QAT schedule (`crate::schedule`):
+    /// where present it replaces the class's cast (its values land on the class's format).
+    pub(super) affine: [Option<AffineQuantizer>; 9],
     pub(super) w_off: usize,
     pub(super) b_off: usize,
     pub(super) w: Tensor,
@@ -57,6 +61,7 @@ impl Layer {
             formats,
             stats: Default::default(),
             ranges: Default::default(),
+            affine: [None; 9],
             w_off: off,
             b_off: off + in_dim * out_dim,
             w: Tensor::new(),
@@ -75,6 +80,10 @@ impl Layer {
     /// A cast known to be the identity: counted and observed, not computed.
     pub(super) fn pass(&mut self, class: TensorClass, x: Tensor, observe: bool) -> Tensor {
         let i = class.index();
+        if self.affine[i].is_some() {
+            // Not the identity under an affine quantizer.
+            return self.cast_affine(class, x, observe);
+        }
         if observe {
             observe_into(&mut self.ranges[i], &x);
         }
@@ -90,6 +99,9 @@ impl Layer {
         source: &mut StochasticSource,
     ) -> Tensor {
         let i = class.index();
+        if self.affine[i].is_some() {
+            return self.cast_affine(class, x, observe);
+        }
         let track = if observe {
             Some(&mut self.ranges[i])
         } else {
@@ -102,6 +114,14 @@ impl Layer {
             track,
             source,
         )
+    }
+
+    /// The schedule's affine cast of `class` (see `affine`), counted and observed.
+    fn cast_affine(&mut self, class: TensorClass, x: Tensor, observe: bool) -> Tensor {
+        let i = class.index();
+        let q = self.affine[i].expect("an affine quantizer at this class");
+        let track = observe.then_some(&mut self.ranges[i]);
+        affine_cast_into(&q, self.formats.get(class), x, &mut self.stats[i], track)
     }
 
     /// Stable name, `<network>.fc<i>` (1-based), e.g. `critic1.fc2`: the QAT ladder,
@@ -129,6 +149,27 @@ impl Layer {
     /// `Mlp::update_formats`, which recasts the stored weights.
     pub fn formats(&self) -> &LayerFormats {
         &self.formats
+    }
+
+    /// The affine quantizer the QAT schedule put at `class`, if any: it casts that class
+    /// instead of the class's format (the dequantized value lands on that format).
+    pub fn affine(&self, class: TensorClass) -> Option<&AffineQuantizer> {
+        self.affine[class.index()].as_ref()
+    }
+
+    /// Puts (or with `None` removes) an affine quantizer at `class` (the schedule's
+    /// switch and checkpoint loads).
+    pub(crate) fn set_affine(&mut self, class: TensorClass, q: Option<AffineQuantizer>) {
+        self.affine[class.index()] = q;
+    }
+
+    /// What casts `class`: the affine quantizer's spelling, else the format's
+    /// (`float32` or the HLS spelling); the `format` column of `quant.csv`.
+    pub fn cast_label(&self, class: TensorClass) -> String {
+        match self.affine(class) {
+            Some(q) => q.to_string(),
+            None => crate::precision::FormatValue(self.formats.get(class)).to_string(),
+        }
     }
 
     /// Cast statistics per class (indexed by `TensorClass::index`) since the last

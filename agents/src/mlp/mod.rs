@@ -503,9 +503,9 @@ impl Mlp {
     }
 
     /// Whether the fused kernels apply: pure fixed point, every class of every layer
-    /// fixed point, no range observation, and either `fast` GEMMs (f32 storage, or f64
-    /// storage with its f32 shadow) or `exact` GEMMs that f64 computes exactly (see
-    /// [`Mlp::exact_in_f64`]).
+    /// fixed point, no affine quantizer (the QAT schedule's), no range observation, and
+    /// either `fast` GEMMs (f32 storage, or f64 storage with its f32 shadow) or `exact`
+    /// GEMMs that f64 computes exactly (see [`Mlp::exact_in_f64`]).
     fn fusable(&self) -> bool {
         self.fused
             && !self.observe
@@ -514,6 +514,10 @@ impl Mlp {
                 .layers
                 .iter()
                 .all(|l| l.formats.0.iter().all(Option::is_some))
+            && self
+                .layers
+                .iter()
+                .all(|l| l.affine.iter().all(Option::is_none))
             && match (self.gemm, self.kind) {
                 (Gemm::Fast, Kind::Float) => self.params32.is_none(),
                 (Gemm::Fast, Kind::Double) => self.params32.is_some(),

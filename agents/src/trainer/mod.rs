@@ -6,9 +6,15 @@
 //!   of the episodes that ended in the window, mean critic/actor loss and Q estimates
 //!   over the window's updates, the last eval return, and per online layer the max
 //!   |activation| seen and the saturation/wrap counts of all its casts in the window.
+//!   With a QAT schedule (`[schedule]`, `crate::schedule`) a last column `schedule`
+//!   names the quantizer (`affine16`, `ap_fixed16`) on the row of the switch step,
+//!   which is always written, and is empty elsewhere.
 //! - `quant.csv`: the same rows in long form per network, layer and tensor class:
 //!   format, elements cast, saturated, wrapped, NaN, Inf, and the range observers
-//!   (max |x|, EMA of the max, 99.9th percentile).
+//!   (max |x|, EMA of the max, 99.9th percentile). The format is what casts the class
+//!   from the row's step on: from the schedule's switch row, the derived `ap_fixed`
+//!   format or the affine quantizer (`affine<16,delta=...,z=...>`); the counts of that
+//!   row are the window's, cast before the switch.
 //! - `eval.csv`: every evaluation: mean, std, min, max return over the episodes.
 //! - `episodes.csv`: every training episode: end step, return, length.
 //! - `checkpoint.bin`: the whole state (see [`Trainer::checkpoint`]).
@@ -19,6 +25,7 @@
 mod control;
 mod persist;
 mod record;
+mod schedule;
 mod summary;
 
 use std::fs;
@@ -36,7 +43,7 @@ use crate::config::{Algo, TrainConfig};
 use crate::dpg::Agent;
 use crate::layout;
 use crate::noise::ExplorationNoise;
-use crate::precision::{FormatValue, TensorClass};
+use crate::precision::TensorClass;
 use crate::replay::ReplayBuffer;
 pub use persist::{build_agent, load_agent, save_agent};
 use record::{Recorder, EPISODES, EVAL, METRICS, QUANT};
@@ -64,6 +71,8 @@ pub enum TrainError {
     Checkpoint(#[from] CheckpointError),
     #[error("config: {0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Schedule(#[from] crate::schedule::ScheduleError),
     #[error("writing {path}: {source}")]
     Io {
         path: PathBuf,
@@ -356,6 +365,9 @@ impl Trainer {
         for l in self.online_layers() {
             h.push_str(&format!(",{l}.act_max,{l}.saturated,{l}.wrapped"));
         }
+        if self.cfg.schedule.is_on() {
+            h.push_str(",schedule");
+        }
         h
     }
 
@@ -485,6 +497,12 @@ impl Trainer {
             }
             self.st.step += 1;
             let step = self.st.step;
+            // The QAT schedule switches here, so step `delay`'s evaluation and its
+            // (always written) log row see the new quantizers.
+            let switched = self.schedule_switches_at(step);
+            if switched {
+                self.switch_schedule()?;
+            }
             if step.is_multiple_of(self.cfg.eval_every) || step == total {
                 let r = self.evaluate(self.cfg.eval_episodes)?;
                 let line = format!(
@@ -494,7 +512,7 @@ impl Trainer {
                 self.rec.line(EVAL, &line)?;
                 self.st.evals.push(r);
             }
-            if step.is_multiple_of(self.cfg.log_every) || step == total {
+            if step.is_multiple_of(self.cfg.log_every) || step == total || switched {
                 self.log_row()?;
             }
             if step.is_multiple_of(50) || step == total {
@@ -779,7 +797,7 @@ impl Trainer {
                         "{step},{},{},{c},\"{}\",{},{},{},{},{},{max_abs},{},{}",
                         name,
                         l.name(),
-                        FormatValue(l.formats().get(c)),
+                        l.cast_label(c),
                         q.elements,
                         q.saturated,
                         q.wrapped,
@@ -791,8 +809,14 @@ impl Trainer {
                 }
             }
         }
+        // The schedule's column: its quantizer and width at the switch row, else empty.
+        let schedule = match self.cfg.schedule.is_on() {
+            false => String::new(),
+            true if self.schedule_switches_at(step) => format!(",{}", self.cfg.schedule.label()),
+            true => ",".to_string(),
+        };
         let line = format!(
-            "{step},{},{},{},{},{},{},{},{eval},{sat_all},{wrap_all}{per_layer}",
+            "{step},{},{},{},{},{},{},{},{eval},{sat_all},{wrap_all}{per_layer}{schedule}",
             self.agent.updates(),
             self.st.episode,
             mean(w.return_sum, w.episodes),

@@ -1,9 +1,10 @@
 //! Building an agent from a config, and saving and restoring its whole state
 //! (parameters, formats, optimizer state, stochastic-rounding sources, cast statistics,
-//! range observers) in a checkpoint.
+//! range observers, the QAT schedule's affine quantizers) in a checkpoint.
 
 use envs::BoxSpace;
 use quant::tensor::QuantStats;
+use quant::AffineQuantizer;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -80,6 +81,13 @@ pub fn save_agent(agent: &dyn Agent, w: &mut CheckpointWriter) -> Result<(), Che
         w.meta(&format!("{p}.stats"), stats)?;
         let ranges: Vec<&[RangeTrack; 9]> = net.layers().iter().map(|l| l.ranges()).collect();
         w.meta(&format!("{p}.ranges"), ranges)?;
+        // The QAT schedule's affine quantizers per layer and class (format version 3).
+        let affine: Vec<Vec<Option<&AffineQuantizer>>> = net
+            .layers()
+            .iter()
+            .map(|l| TensorClass::ALL.iter().map(|&c| l.affine(c)).collect())
+            .collect();
+        w.meta(&format!("{p}.affine"), affine)?;
         if let Some(opt) = net.optimizer() {
             w.meta(&format!("{p}.opt.t"), opt.t)?;
             w.tensor(&format!("{p}.opt.m"), opt.first_moment())?;
@@ -142,6 +150,18 @@ pub fn load_agent(agent: &mut dyn Agent, r: &CheckpointReader) -> Result<(), Che
         let ranges: Vec<[RangeTrack; 9]> = r.meta(&format!("{p}.ranges"))?;
         for ((l, s), rg) in net.layers_mut().iter_mut().zip(stats).zip(ranges) {
             l.restore_counters(s, rg);
+        }
+        // Older checkpoints (versions 1 and 2) hold no affine quantizers.
+        let key = format!("{p}.affine");
+        let affine: Vec<Vec<Option<AffineQuantizer>>> = match r.has_meta(&key) {
+            true => r.meta(&key)?,
+            false => Vec::new(),
+        };
+        for (i, l) in net.layers_mut().iter_mut().enumerate() {
+            for (j, &c) in TensorClass::ALL.iter().enumerate() {
+                let q = affine.get(i).and_then(|v| v.get(j)).copied().flatten();
+                l.set_affine(c, q);
+            }
         }
         if let Some(opt) = net.optimizer_mut() {
             let t = r.meta(&format!("{p}.opt.t"))?;
