@@ -273,7 +273,15 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
         }
         let best = ours.iter().copied().fold(f64::INFINITY, f64::min);
         let best_cpu = cpu.iter().copied().fold(f64::INFINITY, f64::min);
-        (best, best_gemm, flops, cast_sum / rounds, per_round, ours, best_cpu)
+        (
+            best,
+            best_gemm,
+            flops,
+            cast_sum / rounds,
+            per_round,
+            ours,
+            best_cpu,
+        )
     });
     let ups = 1.0 / secs;
     let ours_median = 1.0 / median(&round_secs);
@@ -369,6 +377,20 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// CPU seconds this process has used (all its threads).
+fn process_cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid `ts`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,18 +418,4 @@ mod tests {
         // 256x256 forward: target actor, 4 critics, and half of (actor + critic1).
         assert_eq!(g[&(GemmRole::Forward, 256, 256, 256)], 6.0);
     }
-}
-
-/// CPU seconds this process has used (all its threads).
-fn process_cpu_s() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into the valid `ts`.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return f64::NAN;
-    }
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
