@@ -83,6 +83,43 @@ pub(crate) fn finish_output(
     }
 }
 
+/// The final step of [`golden_gemm`] for callers that sum the products themselves: an
+/// exact integer accumulator `acc` of `x_frac + w_frac` fraction bits, plus output
+/// column `j`'s bias, assigned to `out` (one rounding, one overflow step).
+pub struct AccumulatorCast {
+    bias: Option<Bias>,
+    acc_exp: i64,
+    out: FxFormat,
+}
+
+impl AccumulatorCast {
+    /// For products of codes of `xf` and `wf`, with an optional bias per output column.
+    pub fn new(
+        xf: &FxFormat,
+        wf: &FxFormat,
+        bias: Option<(&[i64], &FxFormat)>,
+        out: &FxFormat,
+    ) -> Self {
+        AccumulatorCast {
+            bias: bias.map(|(b, bf)| Bias::new(b, bf)),
+            acc_exp: -(xf.frac_bits() as i64 + wf.frac_bits() as i64),
+            out: *out,
+        }
+    }
+
+    /// The output code of column `j` for accumulator `acc`.
+    pub fn cast(&self, acc: i128, j: usize) -> i64 {
+        let mag = (acc < 0, Mag::Small(acc.unsigned_abs()));
+        finish_output(
+            mag,
+            self.acc_exp,
+            self.bias.as_ref().map(|b| (b, j)),
+            &self.out,
+        )
+        .0
+    }
+}
+
 /// Integer accumulators for the row kernel.
 trait AccInt: Copy + Default + AddAssign + Mul<Output = Self> + PartialEq + Send + Sync {
     fn from_i128(v: i128) -> Self;

@@ -76,7 +76,7 @@ pub use exact::{
 };
 pub use fake::{fake_quant_slice, fake_quant_slice_widen, FakeQuantElem};
 pub use format::{FormatError, FxFormat, Overflow, Rounding, MAX_ABS_INT_BITS};
-pub use gemm::{f64_gemm_is_exact, golden_gemm, golden_gemm_with_stats};
+pub use gemm::{f64_gemm_is_exact, golden_gemm, golden_gemm_with_stats, AccumulatorCast};
 pub use observer::{int_bits_for_range, MinMaxObserver, RangeKind, RangeObserver};
 pub use quantizer::{from_f64, quantize, Quantizer};
 pub use stats::{Clip, QuantStats};
