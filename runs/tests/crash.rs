@@ -2,7 +2,8 @@
 //! many seeded random moments (some of them while a checkpoint is being written),
 //! resumed each time, end with files byte-identical to an uninterrupted run's (wall
 //! times aside). Also damaged run-directory files found on resume: a `config.toml`
-//! edited after the run started, a `metrics.csv` cut short or altered.
+//! edited after the run started, a `metrics.csv` cut short or altered; and a disk that
+//! fills up (a small tmpfs) mid-run.
 
 mod common;
 
@@ -267,20 +268,25 @@ fn sweep_shard_killed_12_times_resumes_to_the_uninterrupted_shard() {
     assert_same_files(&a, &b, &["sweep.json"]);
 }
 
+/// `train --config CFG --out OUT`.
+fn train_args(cfg: &Path, out: &Path) -> Vec<String> {
+    [
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// A finished run and a copy of it stopped at a checkpoint in the middle (by a kill),
 /// for the damaged-file tests: (finished, killed).
 fn finished_and_killed(d: &Scratch) -> (PathBuf, PathBuf) {
     let cfg = d.write_config("c.toml", &crash_config(1600));
     let (a, b) = (d.join("a"), d.join("b"));
-    let args = |out: &Path| {
-        vec![
-            "train".to_string(),
-            "--config".into(),
-            cfg.display().to_string(),
-            "--out".into(),
-            out.display().to_string(),
-        ]
-    };
+    let args = |out: &Path| train_args(&cfg, out);
     fixar().args(args(&a)).run_ok();
     let child = spawn(&args(&b).iter().map(String::as_str).collect::<Vec<_>>());
     // Kill once the second checkpoint is there (the first is at step 200).
@@ -393,6 +399,93 @@ fn damaged_run_files_are_refused_by_name_and_left_as_they_are_or_repaired() {
     let mut half = good.clone();
     half.extend_from_slice(b"1234,56,7,-12");
     std::fs::write(&metrics, &half).unwrap();
+    let o = resume(&b);
+    assert!(o.success(), "{}", o.stderr);
+    assert_eq!(summary_sans_wall_time(&a), summary_sans_wall_time(&b));
+    assert_same_files(&a.join("seed_0"), &seed, &CSVS);
+}
+
+/// A tmpfs mounted for a test, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `bytes` at `dir`, or says why it cannot (not root, no
+    /// CAP_SYS_ADMIN in a container, no `mount`).
+    fn mount(dir: &Path, bytes: u64) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(dir).unwrap();
+        let o = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !o.status.success() {
+            return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
+        }
+        Ok(Tmpfs(dir.to_path_buf()))
+    }
+
+    fn resize(&self, bytes: u64) {
+        let o = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={bytes}")])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_training_with_a_clear_error_and_the_run_resumes_once_there_is_room() {
+    let d = Scratch::new("disk-full");
+    let cfg = d.write_config("c.toml", &crash_config(4000));
+    let a = d.join("a");
+    let args = |out: &Path| train_args(&cfg, out);
+    fixar().args(args(&a)).run_ok();
+    // Room for one and a half checkpoints (most of a checkpoint is its range
+    // observers, so all are about the size of the last): the first fits, and the disk
+    // fills while the next one is written beside it, as atomic writes do.
+    let ck = read(&a.join("seed_0").join("checkpoint.bin")).len() as u64;
+    let room = (ck * 3 / 2).div_ceil(4096) * 4096;
+    let fs = match Tmpfs::mount(&d.join("small"), room) {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("SKIPPED: cannot mount a small tmpfs to fill ({why})");
+            return;
+        }
+    };
+    let b = fs.0.join("run");
+    let o = fixar().args(args(&b)).run();
+    assert_eq!(o.code, Some(1), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("No space left on device") && o.stderr.contains(b.to_str().unwrap()),
+        "{}",
+        o.stderr
+    );
+    assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
+    let error = o.stderr.lines().rev().find(|l| l.contains("No space"));
+    eprintln!("disk full at {room} bytes: {}", error.unwrap_or_default());
+    let seed = b.join("seed_0");
+    assert!(
+        seed.join("checkpoint.bin").is_file(),
+        "no checkpoint survived"
+    );
+    assert!(temp_files(&b).is_empty(), "{:?}", temp_files(&b));
+    // What was written is what the uninterrupted run wrote (a prefix of it).
+    for f in CSVS {
+        let (x, y) = (read(&a.join("seed_0").join(f)), read(&seed.join(f)));
+        assert!(
+            x.starts_with(&y),
+            "{f} holds bytes the uninterrupted run does not"
+        );
+    }
+    // With room again, the run resumes in place and ends as the uninterrupted one.
+    fs.resize(64 << 20);
     let o = resume(&b);
     assert!(o.success(), "{}", o.stderr);
     assert_eq!(summary_sans_wall_time(&a), summary_sans_wall_time(&b));
