@@ -200,3 +200,15 @@ fn worker_answering_garbage_at_a_reset() {
 fn worker_answering_garbage_mid_episode() {
     stops_cleanly("garbage-step", "garbage:S:300");
 }
+
+#[test]
+fn a_bridge_timeout_that_is_not_seconds_is_a_usage_error() {
+    for bad in ["abc", "0", "-1", "inf"] {
+        let o = fixar()
+            .args(["info"])
+            .env("FIXAR_BRIDGE_TIMEOUT", bad)
+            .run();
+        assert_eq!(o.code, Some(2), "{bad}: {}", o.stderr);
+        assert!(o.stderr.contains("FIXAR_BRIDGE_TIMEOUT"), "{}", o.stderr);
+    }
+}
