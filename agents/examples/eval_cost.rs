@@ -53,7 +53,7 @@ fn main() {
             for o in &obs {
                 let x = Tensor::from_slice(o).view([1, obs_dim as i64]);
                 let y = net.infer(&x);
-                std::hint::black_box(y);
+                let _ = std::hint::black_box(y);
             }
             forward.push(t.elapsed().as_secs_f64() / obs.len() as f64);
         }

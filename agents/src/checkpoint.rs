@@ -68,6 +68,12 @@ pub enum CheckpointError {
     MissingTensor(String),
     #[error("checkpoint tensor `{0}` runs past the end of the file")]
     TensorPastEnd(String),
+    #[error("checkpoint tensor `{name}`: shape {shape:?} does not fit its {len} bytes")]
+    TensorShape {
+        name: String,
+        shape: Vec<i64>,
+        len: u64,
+    },
     #[error("unknown tensor kind `{0}` in checkpoint")]
     UnknownKind(String),
     #[error("checkpoints hold f32, f64 and i64 tensors, not {0}")]
@@ -162,7 +168,7 @@ impl CheckpointWriter {
         };
         let json = serde_json::to_vec(&header).map_err(std::io::Error::other)?;
         let tmp = path.with_extension("tmp");
-        {
+        let written = (|| {
             let mut f = fs::File::create(&tmp)?;
             let len = (json.len() as u64).to_le_bytes();
             let mut crc = crc32fast::Hasher::new();
@@ -171,14 +177,15 @@ impl CheckpointWriter {
                 f.write_all(part)?;
             }
             f.write_all(&crc.finalize().to_le_bytes())?;
-            f.sync_all()?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            // A full disk: the previous checkpoint stays, and no partial file takes space.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
         fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            if let Ok(d) = fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
+        crate::layout::sync_dir(path);
         Ok(())
     }
 }
@@ -265,11 +272,23 @@ impl CheckpointReader {
             .iter()
             .find(|e| e.name == name)
             .ok_or_else(|| CheckpointError::MissingTensor(name.to_string()))?;
-        let (kind, _) = kind_of(&e.kind)?;
-        let (a, b) = (e.offset as usize, (e.offset + e.len) as usize);
-        if b > self.data.len() {
+        let (kind, size) = kind_of(&e.kind)?;
+        let end = e.offset.checked_add(e.len);
+        if end.is_none_or(|b| b > self.data.len() as u64) {
             return Err(CheckpointError::TensorPastEnd(name.to_string()));
         }
+        // libtorch copies numel x element size bytes: the shape must say exactly `len`.
+        let numel = e.shape.iter().try_fold(1u64, |n, &d| {
+            u64::try_from(d).ok().and_then(|d| n.checked_mul(d))
+        });
+        if numel.and_then(|n| n.checked_mul(size as u64)) != Some(e.len) {
+            return Err(CheckpointError::TensorShape {
+                name: name.to_string(),
+                shape: e.shape.clone(),
+                len: e.len,
+            });
+        }
+        let (a, b) = (e.offset as usize, (e.offset + e.len) as usize);
         Ok(Tensor::from_data_size(&self.data[a..b], &e.shape, kind))
     }
 

@@ -81,6 +81,40 @@ pub fn rung_dir(qat: &Path, strategy: &str, width: u32) -> PathBuf {
     qat.join(format!("{strategy}_w{width}"))
 }
 
+/// Writes `bytes` to `path` so that a reader (or a resume after a kill at any moment)
+/// sees the old file or the new one, never a part: a temporary file beside it
+/// (`<name>.tmp`), fsync, rename over `path`, fsync of the directory. A stale temporary
+/// file from a killed writer is simply replaced.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        // A full disk: leave no partial temporary file taking the space.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path)?;
+    sync_dir(path);
+    Ok(())
+}
+
+/// Makes a rename into `path`'s directory durable (best effort: not every file system
+/// lets a directory be opened and synced).
+pub fn sync_dir(path: &Path) {
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}
+
 /// Reading or writing one of these files failed: the message names what was done and
 /// the path, and the cause stays its source.
 #[derive(Debug, thiserror::Error)]

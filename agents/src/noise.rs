@@ -29,6 +29,28 @@ impl ExplorationNoise {
         }
     }
 
+    /// Whether `self` (read from a checkpoint) is the same kind as `fresh` (made from the
+    /// config) with a state of the same size and finite parameters.
+    pub fn fits(&self, fresh: &ExplorationNoise) -> bool {
+        match (self, fresh) {
+            (Self::Gaussian { std }, Self::Gaussian { .. }) => std.is_finite(),
+            (
+                Self::OrnsteinUhlenbeck {
+                    theta,
+                    sigma,
+                    dt,
+                    state,
+                },
+                Self::OrnsteinUhlenbeck { state: fresh, .. },
+            ) => {
+                state.len() == fresh.len()
+                    && [*theta, *sigma, *dt].iter().all(|v| v.is_finite())
+                    && *dt >= 0.0
+            }
+            _ => false,
+        }
+    }
+
     /// Adds noise to `action` (scaled by `scale` per dimension) and clips it to [low, high].
     pub fn perturb(
         &mut self,

@@ -67,6 +67,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Read where bridged envs are made (deep inside commands): checked up front so a
     // typo is a usage error, not a warning halfway through a run.
     envs::bridge::Wait::from_env().map_err(|e| runs::failure::config_error(e.to_string()))?;
+    envs::bridge::step_timeout_from_env()
+        .map_err(|e| runs::failure::config_error(e.to_string()))?;
     match cli.command {
         Command::Info { json } => {
             let info = runs::info::Info::gather();

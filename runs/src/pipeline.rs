@@ -104,12 +104,13 @@ pub fn run(args: &PipelineArgs) -> Result<ExitCode> {
 
     // 1. Train at fxp32.
     let t0 = Instant::now();
-    let info = crate::rundir::RunInfo {
+    let mut info = crate::rundir::RunInfo {
         seeds: seeds.clone(),
         config_source: Some(train_path.display().to_string()),
         sets: sets.clone(),
+        config_crc32: None,
     };
-    crate::rundir::create(&out, &resolved, &info)?;
+    crate::rundir::create(&out, &resolved, &mut info)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     eprintln!(
         "pipeline 1/3: training {} seeds at fxp32 into {}",

@@ -22,6 +22,10 @@ pub struct RunInfo {
     pub seeds: Vec<u64>,
     pub config_source: Option<String>,
     pub sets: Vec<String>,
+    /// CRC-32 of `config.toml` as the run wrote it, so `--resume` notices an edit (runs
+    /// from before this field have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_crc32: Option<u32>,
 }
 
 pub use agents::layout::{seed_dir, CONFIG, CURVE, RUN_INFO, SUMMARY};
@@ -83,18 +87,34 @@ pub fn clear_run(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Creates the run directory with its resolved config and run info.
-pub fn create(dir: &Path, resolved_config: &str, info: &RunInfo) -> Result<()> {
+/// Creates the run directory with its resolved config and run info (recording the
+/// config's CRC-32 in `info`). Both are written atomically, `run.json` last: a kill at
+/// any moment leaves a complete run or one `--resume` refuses by name.
+pub fn create(dir: &Path, resolved_config: &str, info: &mut RunInfo) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(dir.join(CONFIG), resolved_config)
-        .with_context(|| format!("writing {}", dir.join(CONFIG).display()))?;
-    std::fs::write(dir.join(RUN_INFO), serde_json::to_string_pretty(info)?)
-        .with_context(|| format!("writing {}", dir.join(RUN_INFO).display()))?;
+    info.config_crc32 = Some(crc32fast::hash(resolved_config.as_bytes()));
+    for (name, text) in [
+        (CONFIG, resolved_config.to_string()),
+        (RUN_INFO, serde_json::to_string_pretty(info)?),
+    ] {
+        let p = dir.join(name);
+        agents::layout::write_atomic(&p, text.as_bytes())
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
     Ok(())
 }
 
-/// The resolved config text and run info of an existing run (for `--resume`).
+/// The resolved config text and run info of an existing run (for `--resume`): a
+/// missing or unreadable file, or a `config.toml` edited since the run wrote it, is a
+/// config error naming the file.
 pub fn open(dir: &Path) -> Result<(String, RunInfo)> {
+    let bad = |path: &Path, e: &dyn std::fmt::Display| {
+        config_error(format!(
+            "--resume {}: {}: {e}",
+            dir.display(),
+            path.display()
+        ))
+    };
     let cfg = dir.join(CONFIG);
     let text = std::fs::read_to_string(&cfg).map_err(|e| {
         config_error(format!(
@@ -104,20 +124,25 @@ pub fn open(dir: &Path) -> Result<(String, RunInfo)> {
         ))
     })?;
     let info_path = dir.join(RUN_INFO);
-    let info: RunInfo =
-        serde_json::from_str(&std::fs::read_to_string(&info_path).map_err(|e| {
-            config_error(format!(
-                "--resume {}: {}: {e}",
-                dir.display(),
-                info_path.display()
-            ))
-        })?)
-        .map_err(|e| {
-            config_error(format!(
-                "--resume {}: {}: {e}",
-                dir.display(),
-                info_path.display()
-            ))
-        })?;
+    let info_text = std::fs::read_to_string(&info_path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            "; the run was interrupted while being created: start it again with --force"
+        } else {
+            ""
+        };
+        bad(&info_path, &format!("{e}{hint}"))
+    })?;
+    let info: RunInfo = serde_json::from_str(&info_text).map_err(|e| bad(&info_path, &e))?;
+    let crc = crc32fast::hash(text.as_bytes());
+    if let Some(want) = info.config_crc32.filter(|&w| w != crc) {
+        return Err(bad(
+            &cfg,
+            &format!(
+                "edited after the run started (CRC-32 {crc:08x}, {RUN_INFO} recorded \
+                 {want:08x}); a run continues with the config it started with: put the \
+                 original back (every seed's checkpoint.bin holds it) or start a new run"
+            ),
+        ));
+    }
     Ok((text, info))
 }

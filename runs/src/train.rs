@@ -86,7 +86,7 @@ pub fn train_run(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<SeedResult> {
     let mut t = if seed_dir.join(agents::layout::CHECKPOINT).is_file() {
-        Trainer::resume(seed_dir)
+        Trainer::resume_expecting(seed_dir, Some(cfg))
             .map_err(|e| anyhow!("seed {seed}: resuming {}: {e}", seed_dir.display()))?
     } else {
         Trainer::new(cfg.clone(), seed, seed_dir).map_err(|e| anyhow!("seed {seed}: {e}"))?
@@ -176,7 +176,7 @@ pub fn train_seeds(
     }
     let summary = Summary::of(cfg, ok, jobs);
     let path = dir.join(rundir::SUMMARY);
-    std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
+    agents::layout::write_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(summary)
 }
@@ -265,12 +265,13 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         if args.force {
             rundir::clear_run(&dir)?;
         }
-        let info = RunInfo {
+        let mut info = RunInfo {
             seeds: seeds.clone(),
             config_source: Some(path.display().to_string()),
             sets: args.sets.clone(),
+            config_crc32: None,
         };
-        rundir::create(&dir, &resolved, &info)?;
+        rundir::create(&dir, &resolved, &mut info)?;
         (cfg, seeds, dir)
     };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -38,13 +38,11 @@ pub fn write_grid(out: &Path, spec: &SweepSpec) -> Result<(), SweepError> {
     write_json_atomic(&out.join(layout::SWEEP), &rec)
 }
 
-/// Writes `value` as pretty JSON to a temporary file beside `path`, then renames it, so
-/// a reader sees the whole file or none.
+/// Writes `value` as pretty JSON atomically ([`layout::write_atomic`]), so a reader sees
+/// the whole file or none, even after a kill.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), SweepError> {
-    let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_string_pretty(value).map_err(json(path))?;
-    std::fs::write(&tmp, text).map_err(io("writing", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io("renaming into", path))
+    layout::write_atomic(path, text.as_bytes()).map_err(io("writing", path))
 }
 
 /// Directory of a trial inside a sweep output directory.

@@ -53,6 +53,17 @@ pub enum SweepError {
         key: &'static str,
         what: &'static str,
     },
+    /// A value that would make a trial id that is not one directory name.
+    #[error(
+        "sweep file {}: key `{key}`: value {value:?} cannot be part of a trial directory's \
+         name (no `/`, `\\`, `..`, control characters, nor an empty value)",
+        .path.display()
+    )]
+    BadName {
+        path: PathBuf,
+        key: &'static str,
+        value: String,
+    },
     #[error("sweep file {}: key `base`: training config {} not found", .path.display(), .base.display())]
     BaseNotFound { path: PathBuf, base: PathBuf },
     /// A shard that is not `i/n` with `i < n`; the message names the flag and the value.
@@ -207,6 +218,20 @@ impl SweepSpec {
         ] {
             if list.is_empty() {
                 return Err(SweepError::EmptyKey { path: p(), key });
+            }
+            // Trial ids join these values into a directory name inside the sweep's.
+            let bad = |v: &&String| {
+                v.is_empty()
+                    || v.contains(['/', '\\'])
+                    || v.contains("..")
+                    || v.chars().any(char::is_control)
+            };
+            if let Some(v) = list.iter().find(bad) {
+                return Err(SweepError::BadName {
+                    path: p(),
+                    key,
+                    value: v.clone(),
+                });
             }
             if list.iter().collect::<BTreeSet<_>>().len() != list.len() {
                 let what = "a value";

@@ -73,6 +73,18 @@ pub enum TrainError {
     Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Schedule(#[from] crate::schedule::ScheduleError),
+    /// A run-directory file does not hold what the checkpoint recorded; nothing was
+    /// changed.
+    #[error(
+        "{path}: {what}; the run directory was left as it is (restore the file, or start \
+         the seed again)"
+    )]
+    Damaged { path: PathBuf, what: String },
+    #[error(
+        "{path} was trained with another config than the run's ({keys}); was the run's \
+         config edited after it started? A run continues with the config it started with"
+    )]
+    ConfigChanged { path: PathBuf, keys: String },
     #[error("writing {path}: {source}")]
     Io {
         path: PathBuf,
@@ -194,6 +206,24 @@ struct LoopState {
     fast_gemm_mismatch: Option<f64>,
 }
 
+/// The keys whose values differ between two configs, as `key: a vs b`.
+fn config_difference(a: &TrainConfig, b: &TrainConfig) -> String {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(a), serde_json::to_value(b))
+    else {
+        return "they differ".into();
+    };
+    let diff: Vec<String> = a
+        .iter()
+        .filter(|(k, v)| b.get(*k) != Some(v))
+        .map(|(k, v)| {
+            let other = b.get(k).unwrap_or(&serde_json::Value::Null);
+            format!("`{k}`: {v} in the checkpoint, {other} in the config")
+        })
+        .collect();
+    diff.join(", ")
+}
+
 /// A well-mixed 64-bit seed for stream `k` of run seed `seed` (SplitMix64 finaliser).
 pub fn derive_seed(seed: u64, salt: u64, k: u64) -> u64 {
     let mut z = seed
@@ -243,7 +273,7 @@ impl Trainer {
     pub fn new(cfg: TrainConfig, seed: u64, dir: &Path) -> Result<Self, TrainError> {
         cfg.validate().map_err(TrainError::Config)?;
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let mut t = Self::assemble(cfg, seed, dir, None)?;
+        let mut t = Self::assemble(cfg, seed, dir)?;
         let header = t.metrics_header();
         t.rec = Recorder::create(dir, &header)?;
         Ok(t)
@@ -251,13 +281,38 @@ impl Trainer {
 
     /// Continues the run in `dir` from its checkpoint (config and seed come from it).
     pub fn resume(dir: &Path) -> Result<Self, TrainError> {
+        Self::resume_expecting(dir, None)
+    }
+
+    /// [`Trainer::resume`], refusing (before anything is changed) a checkpoint trained
+    /// with another config than `expected`: the run's config was edited after it began.
+    pub fn resume_expecting(
+        dir: &Path,
+        expected: Option<&TrainConfig>,
+    ) -> Result<Self, TrainError> {
         let path = dir.join(layout::CHECKPOINT);
         let r = CheckpointReader::read(&path)?;
         let cfg: TrainConfig = r.meta("config")?;
+        cfg.validate()?;
+        if let Some(want) = expected.filter(|&w| *w != cfg) {
+            return Err(TrainError::ConfigChanged {
+                path,
+                keys: config_difference(&cfg, want),
+            });
+        }
         let seed: u64 = r.meta("seed")?;
         let marks: Vec<u64> = r.meta("csv_marks")?;
-        let mut t = Self::assemble(cfg, seed, dir, Some(Recorder::reopen(dir, &marks)?))?;
+        // Checkpoints before CSV checksums (format 2 without them) have no `csv_crcs`.
+        let crcs: Option<Vec<u32>> = match r.meta("csv_crcs") {
+            Ok(c) => Some(c),
+            Err(CheckpointError::MissingField(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let mut t = Self::assemble(cfg, seed, dir)?;
         t.restore(&r)?;
+        // Last, once everything else is known to fit: the CSVs are checked, then cut
+        // back to the checkpoint.
+        t.rec = Recorder::reopen(dir, &marks, crcs.as_deref())?;
         if t.st.finished {
             // A run's last checkpoint may fall inside an episode, and checkpoints hold no
             // env state: whoever continues a finished run (the QAT ladder) starts a
@@ -267,12 +322,7 @@ impl Trainer {
         Ok(t)
     }
 
-    fn assemble(
-        cfg: TrainConfig,
-        seed: u64,
-        dir: &Path,
-        rec: Option<Recorder>,
-    ) -> Result<Self, TrainError> {
+    fn assemble(cfg: TrainConfig, seed: u64, dir: &Path) -> Result<Self, TrainError> {
         let env = make_env(&cfg.env_id)?;
         let eval_env = make_env(&cfg.env_id)?;
         let (obs_space, act_space) = (env.observation_space().clone(), env.action_space().clone());
@@ -315,6 +365,7 @@ impl Trainer {
             st,
             rec: rec.unwrap_or(Recorder { files: Vec::new() }),
             eval_policy: EvalPolicy::Unset,
+            rec: Recorder { files: Vec::new() },
             dir: dir.to_path_buf(),
             cfg,
             seed,
@@ -384,6 +435,7 @@ impl Trainer {
         w.meta("seed", self.seed)?;
         w.meta("loop", &self.st)?;
         w.meta("csv_marks", self.rec.marks()?)?;
+        w.meta("csv_crcs", self.rec.crcs())?;
         w.meta("rng", RngState::of(&self.rng))?;
         w.meta("noise", &self.noise)?;
         save_agent(self.agent.as_ref(), &mut w)?;
@@ -400,9 +452,23 @@ impl Trainer {
     }
 
     fn restore(&mut self, r: &CheckpointReader) -> Result<(), CheckpointError> {
-        self.st = r.meta("loop")?;
+        let st: LoopState = r.meta("loop")?;
+        if st.obs.len() != self.st.obs.len() {
+            return Err(CheckpointError::Mismatch(format!(
+                "checkpoint observation has {} elements, the env {}",
+                st.obs.len(),
+                self.st.obs.len()
+            )));
+        }
+        self.st = st;
         self.rng = r.meta::<RngState>("rng")?.restore()?;
-        self.noise = r.meta("noise")?;
+        let noise: ExplorationNoise = r.meta("noise")?;
+        if !noise.fits(&self.noise) {
+            return Err(CheckpointError::Mismatch(
+                "checkpoint exploration noise does not fit the config's".into(),
+            ));
+        }
+        self.noise = noise;
         load_agent(self.agent.as_mut(), r)?;
         let fields = ["obs", "actions", "rewards", "next_obs", "terminated"]
             .map(|n| r.f32s(&format!("replay.{n}")));

@@ -108,7 +108,8 @@ pub fn load_agent(agent: &mut dyn Agent, r: &CheckpointReader) -> Result<(), Che
     }
     agent.set_updates(r.meta("agent.updates")?);
     for net in agent.networks_mut() {
-        let p = format!("net.{}", net.name());
+        let net_name = net.name().to_string();
+        let p = format!("net.{net_name}");
         let formats: Vec<Vec<String>> = r.meta(&format!("{p}.formats"))?;
         if formats.len() != net.layers().len() {
             return Err(CheckpointError::Mismatch(format!(
@@ -135,7 +136,7 @@ pub fn load_agent(agent: &mut dyn Agent, r: &CheckpointReader) -> Result<(), Che
         }
         let mut it = parsed.into_iter();
         net.update_formats(|_, f| *f = it.next().expect("one format set per layer"));
-        let params = r.tensor(&format!("{p}.params"))?;
+        let params = r.tensor(&format!("{p}.params"))?.reshape([-1]);
         if params.numel() != net.params().numel() {
             return Err(CheckpointError::Mismatch(format!(
                 "checkpoint network `{}` has {} parameters, expected {}",
@@ -165,11 +166,20 @@ pub fn load_agent(agent: &mut dyn Agent, r: &CheckpointReader) -> Result<(), Che
         }
         if let Some(opt) = net.optimizer_mut() {
             let t = r.meta(&format!("{p}.opt.t"))?;
-            opt.load(
-                t,
-                &r.tensor(&format!("{p}.opt.m"))?,
-                &r.tensor(&format!("{p}.opt.s"))?,
-            );
+            let mut moments = Vec::new();
+            for (key, ours) in [("m", opt.first_moment()), ("s", opt.root_second_moment())] {
+                let m = r.tensor(&format!("{p}.opt.{key}"))?;
+                if m.numel() != ours.numel() {
+                    return Err(CheckpointError::Mismatch(format!(
+                        "checkpoint network `{}` has {} optimizer moments `{key}`, expected {}",
+                        net_name,
+                        m.numel(),
+                        ours.numel()
+                    )));
+                }
+                moments.push(m.reshape(ours.size()));
+            }
+            opt.load(t, &moments[0], &moments[1]);
         }
     }
     Ok(())

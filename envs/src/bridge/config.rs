@@ -1,7 +1,7 @@
 //! How bridged envs are started and how they wait: [`BridgeConfig`] (interpreter,
 //! `gymnasium.make` arguments, timeouts, co-location, [`Wait`]), the
-//! `FIXAR_BRIDGE_WAIT` and `FIXAR_PYTHON` environment variables, and where the
-//! project's Python is found.
+//! `FIXAR_BRIDGE_WAIT`, `FIXAR_BRIDGE_TIMEOUT` and `FIXAR_PYTHON` environment
+//! variables, and where the project's Python is found.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,6 +44,9 @@ pub enum ConfigError {
     /// `FIXAR_BRIDGE_WAIT` holds something else than `auto`, `spin` or `block`.
     #[error("FIXAR_BRIDGE_WAIT={value:?}: expected `auto`, `spin` or `block`")]
     Wait { value: String },
+    /// `FIXAR_BRIDGE_TIMEOUT` is not a number of seconds in (0, 86400].
+    #[error("FIXAR_BRIDGE_TIMEOUT={value:?}: expected seconds, more than 0 and at most 86400")]
+    Timeout { value: String },
 }
 
 impl Wait {
@@ -60,19 +63,42 @@ impl Wait {
     }
 }
 
+/// `FIXAR_BRIDGE_TIMEOUT`: seconds a `reset` or `step` answer may take (how long a hung
+/// worker stalls training before it is killed and training stops); unset: 30.
+pub fn step_timeout_from_env() -> Result<Duration, ConfigError> {
+    const DEFAULT: Duration = Duration::from_secs(30);
+    match std::env::var("FIXAR_BRIDGE_TIMEOUT").as_deref() {
+        Err(_) | Ok("") => Ok(DEFAULT),
+        Ok(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| ConfigError::Timeout {
+                value: v.to_string(),
+            }),
+    }
+}
+
 impl Default for BridgeConfig {
-    /// Defaults; `wait` from [`Wait::from_env`] (a bad value is logged as a warning and
-    /// `auto` used).
+    /// Defaults; `wait` from [`Wait::from_env`] and `step_timeout` from
+    /// [`step_timeout_from_env`] (a bad value is logged as a warning and the default
+    /// used).
     fn default() -> Self {
         let wait = Wait::from_env().unwrap_or_else(|e| {
             tracing::warn!("{e}; using `auto`");
             Wait::Auto
         });
+        let step_timeout = step_timeout_from_env().unwrap_or_else(|e| {
+            tracing::warn!("{e}; using 30 s");
+            Duration::from_secs(30)
+        });
         Self {
             python: None,
             make_kwargs: serde_json::Value::Object(Default::default()),
             startup_timeout: Duration::from_secs(120),
-            step_timeout: Duration::from_secs(30),
+            step_timeout,
             co_locate: true,
             wait,
         }

@@ -30,7 +30,7 @@ mod wire;
 
 use std::time::{Duration, Instant};
 
-pub use config::{python_executable, BridgeConfig, ConfigError, Wait};
+pub use config::{python_executable, step_timeout_from_env, BridgeConfig, ConfigError, Wait};
 pub use process::WORKER_SCRIPT;
 pub use waiting::{CALLER_SPIN, SHORT_GAP, WORKER_SPIN};
 pub use wire::HandshakeError;

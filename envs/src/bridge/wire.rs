@@ -127,7 +127,7 @@ pub(super) fn decode_step(body: &[u8]) -> Option<StepOutcome> {
 
 /// The float64 state (`u32 n`, n elements) of a get-state answer; None if malformed.
 pub(super) fn decode_state(body: &[u8]) -> Option<Vec<f64>> {
-    let body = &body[1..];
+    let body = body.get(1..)?;
     let n = body
         .get(..4)
         .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
@@ -225,6 +225,79 @@ fn space(low: &[Bound], high: &[Bound]) -> Result<BoxSpace, HandshakeError> {
         return Err(HandshakeError::InconsistentBounds);
     }
     Ok(BoxSpace { low, high })
+}
+
+/// Fuzzing what the worker sends (with the workspace's fuzz driver, `fuzz/`): any byte
+/// stream is cut into frames and every frame decoded as each answer and as a handshake,
+/// without a panic, a hang or an abort. Long runs: `scripts/fuzz`.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    const TOKENS: &[&[u8]] = &[
+        b"\x00\x00\x00\x00",
+        b"\xff\xff\xff\xff",
+        b"\x03\x00\x00\x00",
+        b"\x00\x00\x80\x7f",
+        b"\x00\x00\xc0\x7f",
+        b"\x01",
+    ];
+
+    /// Frames as `read_frame` takes them from reads of 1 to 7 bytes at a time.
+    fn frames(stream: &[u8]) -> Vec<Vec<u8>> {
+        let (mut inbuf, mut inlen, mut rbuf) = (Vec::new(), 0usize, Vec::new());
+        let mut out = Vec::new();
+        let mut pos = 0;
+        loop {
+            while take_frame(&mut inbuf, &mut inlen, &mut rbuf) {
+                out.push(rbuf.clone());
+            }
+            if pos == stream.len() {
+                return out;
+            }
+            let n = (1 + pos % 7)
+                .min(stream.len() - pos)
+                .min(inbuf.len() - inlen);
+            inbuf[inlen..inlen + n].copy_from_slice(&stream[pos..pos + n]);
+            inlen += n;
+            pos += n;
+        }
+    }
+
+    #[test]
+    fn worker_answer_frames() {
+        let seeds = fuzzkit::corpus("bridge_frames");
+        fuzzkit::fuzz("bridge_frames", &seeds, TOKENS, |stream| {
+            let frames = frames(stream);
+            let complete = !frames.is_empty();
+            for body in frames {
+                for dim in [0, 1, 3, 11] {
+                    let mut obs = vec![0f32; dim];
+                    let _ = decode_obs(&body, RESET_OBS_AT, &mut obs);
+                    let _ = decode_obs(&body, STEP_OBS_AT, &mut obs);
+                }
+                let _ = decode_step(&body);
+                let _ = decode_state(&body);
+            }
+            complete
+        });
+    }
+
+    #[test]
+    fn worker_handshakes() {
+        let seeds = fuzzkit::corpus("handshake");
+        let tokens: &[&[u8]] = &[b"\"inf\"", b"\"-inf\"", b"1e39", b"-1e39", b"[]", b"null"];
+        fuzzkit::fuzz("handshake", &seeds, tokens, |bytes| {
+            let Ok(h) = Handshake::parse(bytes) else {
+                return false;
+            };
+            if let Ok((obs, act)) = h.spaces() {
+                assert_eq!(obs.low.len(), obs.high.len());
+                assert_eq!(act.low.len(), act.high.len());
+            }
+            true
+        });
+    }
 }
 
 #[cfg(test)]
