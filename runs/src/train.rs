@@ -291,7 +291,10 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         );
         if !s.gemm.is_empty() && s.gemm != "float" {
             let mismatch = s.fast_gemm_mismatch.map_or(String::new(), |m| {
-                format!(" (fast GEMMs: {:.4}% of cast outputs differ from the exact GEMM's)", m * 100.0)
+                format!(
+                    " (fast GEMMs: {:.4}% of cast outputs differ from the exact GEMM's)",
+                    m * 100.0
+                )
             });
             println!(
                 "seed_{}: gemm {}{mismatch}; evaluation arithmetic: {}",

@@ -260,8 +260,9 @@ impl Layer {
     ) -> Tensor {
         match (&self.activation, exact) {
             (Activation::Tanh { scale, offset }, true) => {
-                let zs: Vec<f64> = Vec::try_from(z.to_kind(tch::Kind::Double).contiguous().view(-1))
-                    .expect("f64 pre-activations");
+                let zs: Vec<f64> =
+                    Vec::try_from(z.to_kind(tch::Kind::Double).contiguous().view(-1))
+                        .expect("f64 pre-activations");
                 let cols = self.out_dim.max(1);
                 let t: Vec<f64> = zs
                     .iter()

@@ -273,7 +273,15 @@ pub fn run(args: &BenchTd3Args) -> Result<ExitCode> {
         }
         let best = ours.iter().copied().fold(f64::INFINITY, f64::min);
         let best_cpu = cpu.iter().copied().fold(f64::INFINITY, f64::min);
-        (best, best_gemm, flops, cast_sum / rounds, per_round, ours, best_cpu)
+        (
+            best,
+            best_gemm,
+            flops,
+            cast_sum / rounds,
+            per_round,
+            ours,
+            best_cpu,
+        )
     });
     let ups = 1.0 / secs;
     let ours_median = 1.0 / median(&round_secs);
