@@ -152,8 +152,8 @@ fn blocked(l: &DeployedLayer, plan: &LayerPlan, x_t: CInt, w_t: CInt) -> bool {
         Accumulation::Int32 | Accumulation::Int32Limbs { .. }
     ) && x_t == CInt::I16
         && w_t == CInt::I16
-        && l.in_dim % 2 == 0
-        && l.out_dim % BLOCK == 0
+        && l.in_dim.is_multiple_of(2)
+        && l.out_dim.is_multiple_of(BLOCK)
 }
 
 /// The weights of a [`blocked`] layer as `[block][i / 2][output in block][i % 2]`: for
