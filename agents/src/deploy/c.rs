@@ -141,6 +141,38 @@ fn transposed(l: &DeployedLayer) -> Vec<i64> {
         .collect()
 }
 
+/// Outputs per block of a [`blocked`] layer: four 16-lane `int32_t` vectors.
+const BLOCK: usize = 64;
+
+/// Whether layer `l` (inputs `x_t`, weights `w_t`) sums in `int32_t` lanes over blocks
+/// of [`BLOCK`] outputs: 16-bit codes, an `int32_t` plan, an even K and whole blocks.
+fn blocked(l: &DeployedLayer, plan: &LayerPlan, x_t: CInt, w_t: CInt) -> bool {
+    matches!(
+        plan.accumulation,
+        Accumulation::Int32 | Accumulation::Int32Limbs { .. }
+    ) && x_t == CInt::I16
+        && w_t == CInt::I16
+        && l.in_dim.is_multiple_of(2)
+        && l.out_dim.is_multiple_of(BLOCK)
+}
+
+/// The weights of a [`blocked`] layer as `[block][i / 2][output in block][i % 2]`: for
+/// each pair of inputs, the pair's two weights of each of the block's outputs side by
+/// side, so one multiply-add of 16-bit pairs into `int32_t` lanes (`vpdpwssd`) adds both
+/// products to 16 outputs at once.
+fn blocked_weights(l: &DeployedLayer) -> Vec<i64> {
+    let (k, n) = (l.in_dim, l.out_dim);
+    (0..n / BLOCK)
+        .flat_map(|b| {
+            (0..k / 2).flat_map(move |p| {
+                (0..BLOCK).flat_map(move |t| {
+                    (0..2).map(move |h| l.weight[(2 * p + h) * n + b * BLOCK + t])
+                })
+            })
+        })
+        .collect()
+}
+
 /// `2^s` as a C `int64_t` literal (`s` in 0..=62).
 fn pow2_literal(s: i32) -> String {
     format!("{}LL", 1i64 << s)
@@ -234,12 +266,56 @@ fn layer_function(li: usize, l: &DeployedLayer, in_fmt: &FxFormat, plan: &LayerP
             format!("fx_table(L{li}_TANH_T[j], L{li}_TANH_C[j], L{li}_TANH_N[j], z)")
         }
     };
+    if blocked(l, plan, CInt::holding(in_fmt), CInt::holding(&l.weight_fmt)) {
+        let _ = write!(
+            s,
+            "    for (jb = 0; jb < {n}; jb += {BLOCK}) {{\n        int32_t {sums};\n        {dot};\n        for (t = 0; t < {BLOCK}; ++t) {{\n            j = jb + t;\n{acc}            int64_t z = {z};\n            y[j] = ({y_t})({act});\n        }}\n    }}\n}}\n",
+            dot = match plan.accumulation {
+                Accumulation::Int32Limbs { .. } => {
+                    format!("fx_block_dot2(L{li}_W + jb * {k}, x_lo, x_hi, {}, s_lo, s_hi)", k / 2)
+                }
+                _ => format!("fx_block_dot1(L{li}_W + jb * {k}, x, {}, s_lo)", k / 2),
+            },
+            sums = match plan.accumulation {
+                Accumulation::Int32Limbs { .. } => format!("s_lo[{BLOCK}], s_hi[{BLOCK}]"),
+                _ => format!("s_lo[{BLOCK}]"),
+            },
+            acc = block_sum(li, plan),
+        );
+        // The input loop of the limb split is the only use of `i` here.
+        let vars = match plan.accumulation {
+            Accumulation::Int32Limbs { .. } => "i, j, jb, t",
+            _ => "j, jb, t",
+        };
+        return s.replace("    int i, j;\n", &format!("    int {vars};\n"));
+    }
     let _ = write!(
         s,
         "    for (j = 0; j < {n}; ++j) {{\n        const {w_t} *w = L{li}_W + j * {k};\n{acc}        int64_t z = {z};\n        y[j] = ({y_t})({act});\n    }}\n}}\n",
         acc = accumulate(li, l, plan),
     );
     s
+}
+
+/// The statements of a [`blocked`] layer that combine output `t`'s lane sums (`s_lo`,
+/// and `s_hi` for input limbs) and its bias into `acc`.
+fn block_sum(li: usize, plan: &LayerPlan) -> String {
+    let s = match plan.accumulation {
+        Accumulation::Int32Limbs { low_bits } => format!(
+            "(int64_t)s_hi[t] * {} + s_lo[t]",
+            pow2_literal(low_bits as i32)
+        ),
+        _ => "(int64_t)s_lo[t]".to_string(),
+    };
+    let term = |v: String, shift: i32| match shift {
+        0 => v,
+        sh => format!("({v}) * {}", pow2_literal(sh)),
+    };
+    format!(
+        "            int64_t acc = {} + {};\n",
+        term(s, plan.product_shift),
+        term(format!("(int64_t)L{li}_B[j]"), plan.bias_shift)
+    )
 }
 
 /// How a layer's sums run, for the comment above it.
@@ -293,7 +369,16 @@ fn source(actor: &DeployedActor, tables: &[Option<Vec<TanhTable>>]) -> String {
             &mut s,
             CInt::holding(&l.weight_fmt).name(),
             &format!("L{li}_W"),
-            &transposed(l),
+            &if blocked(
+                l,
+                plan,
+                CInt::holding(&in_fmt),
+                CInt::holding(&l.weight_fmt),
+            ) {
+                blocked_weights(l)
+            } else {
+                transposed(l)
+            },
         );
         int_array(
             &mut s,
@@ -357,7 +442,12 @@ fn source(actor: &DeployedActor, tables: &[Option<Vec<TanhTable>>]) -> String {
 /// rounding and overflow mode, and the tanh table lookup. Right shifts of negative numbers
 /// are done on complements and wrapped codes sign-extended by subtraction, so nothing
 /// relies on implementation-defined behaviour.
-pub const C_RUNTIME: &str = r#"enum { FX_TRN, FX_TRN_ZERO, FX_RND, FX_RND_ZERO, FX_RND_MIN_INF, FX_RND_INF, FX_RND_CONV };
+pub const C_RUNTIME: &str = r#"#if defined(__AVX512F__) && defined(__AVX512VNNI__)
+#include <immintrin.h>
+#define FX_VNNI 1
+#endif
+
+enum { FX_TRN, FX_TRN_ZERO, FX_RND, FX_RND_ZERO, FX_RND_MIN_INF, FX_RND_INF, FX_RND_CONV };
 enum { FX_WRAP, FX_SAT, FX_SAT_ZERO, FX_SAT_SYM };
 
 /* Whether quantization mode q rounds floor(v / 2^s) up, from v's sign, whether the
@@ -406,6 +496,70 @@ static inline int64_t fx_cast64(int64_t v, int shift, int width, int is_signed, 
         }
     }
     return r;
+}
+
+/* The 64 outputs of one block of weights w (blocked: [i / 2][output][i % 2]) summed in
+   int32_t lanes over `pairs` input pairs of x into s; fx_block_dot2 sums two input limbs
+   against the same weights. Each lane adds a subset of its output's products, which the
+   layer's plan bounds within int32_t, so the lanes never wrap. With AVX-512 VNNI, one
+   vpdpwssd adds a pair of products to 16 outputs; the 4 (8) accumulators are
+   independent chains. */
+#ifdef FX_VNNI
+static inline __m512i fx_pair(const int16_t *x) {
+    return _mm512_set1_epi32((int32_t)((uint32_t)(uint16_t)x[0] | ((uint32_t)(uint16_t)x[1] << 16)));
+}
+#endif
+
+static inline void fx_block_dot1(const int16_t *w, const int16_t *x, int pairs, int32_t *s) {
+    int p, t;
+#ifdef FX_VNNI
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    for (p = 0; p < pairs; ++p, w += 128) {
+        __m512i xp = fx_pair(x + 2 * p);
+        a0 = _mm512_dpwssd_epi32(a0, xp, _mm512_loadu_si512((const void *)w));
+        a1 = _mm512_dpwssd_epi32(a1, xp, _mm512_loadu_si512((const void *)(w + 32)));
+        a2 = _mm512_dpwssd_epi32(a2, xp, _mm512_loadu_si512((const void *)(w + 64)));
+        a3 = _mm512_dpwssd_epi32(a3, xp, _mm512_loadu_si512((const void *)(w + 96)));
+    }
+    _mm512_storeu_si512((void *)s, a0);
+    _mm512_storeu_si512((void *)(s + 16), a1);
+    _mm512_storeu_si512((void *)(s + 32), a2);
+    _mm512_storeu_si512((void *)(s + 48), a3);
+    (void)t;
+#else
+    for (t = 0; t < 64; ++t) s[t] = 0;
+    for (p = 0; p < pairs; ++p, w += 128)
+        for (t = 0; t < 64; ++t)
+            s[t] += (int32_t)x[2 * p] * w[2 * t] + (int32_t)x[2 * p + 1] * w[2 * t + 1];
+#endif
+}
+
+static inline void fx_block_dot2(const int16_t *w, const int16_t *x_lo, const int16_t *x_hi, int pairs, int32_t *s_lo, int32_t *s_hi) {
+    int p, t;
+#ifdef FX_VNNI
+    __m512i l0 = _mm512_setzero_si512(), l1 = l0, l2 = l0, l3 = l0, h0 = l0, h1 = l0, h2 = l0, h3 = l0;
+    for (p = 0; p < pairs; ++p, w += 128) {
+        __m512i xl = fx_pair(x_lo + 2 * p), xh = fx_pair(x_hi + 2 * p);
+        __m512i w0 = _mm512_loadu_si512((const void *)w), w1 = _mm512_loadu_si512((const void *)(w + 32));
+        __m512i w2 = _mm512_loadu_si512((const void *)(w + 64)), w3 = _mm512_loadu_si512((const void *)(w + 96));
+        l0 = _mm512_dpwssd_epi32(l0, xl, w0); h0 = _mm512_dpwssd_epi32(h0, xh, w0);
+        l1 = _mm512_dpwssd_epi32(l1, xl, w1); h1 = _mm512_dpwssd_epi32(h1, xh, w1);
+        l2 = _mm512_dpwssd_epi32(l2, xl, w2); h2 = _mm512_dpwssd_epi32(h2, xh, w2);
+        l3 = _mm512_dpwssd_epi32(l3, xl, w3); h3 = _mm512_dpwssd_epi32(h3, xh, w3);
+    }
+    _mm512_storeu_si512((void *)s_lo, l0); _mm512_storeu_si512((void *)(s_lo + 16), l1);
+    _mm512_storeu_si512((void *)(s_lo + 32), l2); _mm512_storeu_si512((void *)(s_lo + 48), l3);
+    _mm512_storeu_si512((void *)s_hi, h0); _mm512_storeu_si512((void *)(s_hi + 16), h1);
+    _mm512_storeu_si512((void *)(s_hi + 32), h2); _mm512_storeu_si512((void *)(s_hi + 48), h3);
+    (void)t;
+#else
+    for (t = 0; t < 64; ++t) s_lo[t] = s_hi[t] = 0;
+    for (p = 0; p < pairs; ++p, w += 128)
+        for (t = 0; t < 64; ++t) {
+            s_lo[t] += (int32_t)x_lo[2 * p] * w[2 * t] + (int32_t)x_lo[2 * p + 1] * w[2 * t + 1];
+            s_hi[t] += (int32_t)x_hi[2 * p] * w[2 * t] + (int32_t)x_hi[2 * p + 1] * w[2 * t + 1];
+        }
+#endif
 }
 
 /* Step function: codes[i] for inputs in [thr[i], thr[i+1]). */
@@ -597,7 +751,8 @@ mod tests {
         assert_eq!(narrow.matches("int32 sums;").count(), 2, "{narrow}");
         assert_eq!(narrow.matches("int64 sums;").count(), 1);
         assert!(!narrow.contains("fx128"), "no layer needs the emulation");
-        assert!(narrow.contains("static const int16_t L1_W[108]"));
+        assert_eq!(narrow.matches("fx_block_dot1(L1_W").count(), 1, "{narrow}");
+        assert!(narrow.contains("static const int16_t L1_W[768]"));
         let actor = synthetic_wide_actor(4);
         let wide = super::source(&actor, &actor.tanh_tables().unwrap());
         for label in [
@@ -608,5 +763,6 @@ mod tests {
             assert_eq!(wide.matches(label).count(), 1, "{label}");
         }
         assert!(wide.contains("typedef struct { uint64_t lo; uint64_t hi; } fx128;"));
+        assert_eq!(wide.matches("fx_block_dot2(L0_W").count(), 1);
     }
 }

@@ -62,7 +62,7 @@ fn layer(
 
 /// A small actor whose formats exercise every rounding and overflow mode, with weights
 /// large enough that pre-activations overflow their formats now and then. Its layers sum
-/// in `int32_t`, `int32_t` and `int64_t` in the C target.
+/// in `int32_t`, `int32_t` and `int64_t` in the C target, the second over blocks of 64 outputs.
 pub fn synthetic_actor(seed: u64) -> DeployedActor {
     let mut next = draws(seed);
     let layers = vec![
@@ -80,7 +80,7 @@ pub fn synthetic_actor(seed: u64) -> DeployedActor {
         ),
         layer(
             "fc2",
-            (12, 9),
+            (12, 64),
             [
                 "ap_fixed<16,1,AP_TRN_ZERO,AP_SAT>",
                 "ap_fixed<32,8,AP_RND_INF,AP_SAT>",
@@ -92,7 +92,7 @@ pub fn synthetic_actor(seed: u64) -> DeployedActor {
         ),
         layer(
             "fc3",
-            (9, 2),
+            (64, 2),
             [
                 "ap_fixed<32,3,AP_RND_CONV,AP_SAT>",
                 "ap_fixed<24,6,AP_RND_CONV,AP_SAT>",
@@ -115,7 +115,7 @@ pub fn synthetic_actor(seed: u64) -> DeployedActor {
 }
 
 /// A small actor whose layers take the C target's other routes: 16-bit products summed
-/// in two `int32_t` input limbs, 16 x 32-bit products in `int64_t` cast with a left shift
+/// in two `int32_t` input limbs over blocks of 64 outputs, 16 x 32-bit products in `int64_t` cast with a left shift
 /// (the pre-activation has more fraction bits than the accumulator) into a wrapping
 /// format, and 32 x 32-bit products in the 128-bit emulation.
 pub fn synthetic_wide_actor(seed: u64) -> DeployedActor {
@@ -123,7 +123,7 @@ pub fn synthetic_wide_actor(seed: u64) -> DeployedActor {
     let layers = vec![
         layer(
             "fc1",
-            (5, 7),
+            (6, 64),
             [
                 "ap_fixed<16,2,AP_TRN,AP_WRAP>",
                 "ap_fixed<16,4,AP_RND,AP_SAT>",
@@ -135,7 +135,7 @@ pub fn synthetic_wide_actor(seed: u64) -> DeployedActor {
         ),
         layer(
             "fc2",
-            (7, 6),
+            (64, 6),
             [
                 "ap_fixed<32,8,AP_RND_CONV,AP_SAT>",
                 "ap_fixed<32,8,AP_TRN_ZERO,AP_SAT>",
