@@ -363,7 +363,6 @@ impl Trainer {
             high: act_space.high,
             scale,
             st,
-            rec: rec.unwrap_or(Recorder { files: Vec::new() }),
             eval_policy: EvalPolicy::Unset,
             rec: Recorder { files: Vec::new() },
             dir: dir.to_path_buf(),
