@@ -386,9 +386,9 @@ pub fn produce(args: &AccelArgs) -> anyhow::Result<AccelReport> {
     report.plots = write_plots(&report, &w, &preset.hw, &out)?;
     let md = render_md(&report);
     let json = serde_json::to_string_pretty(&report)?;
-    std::fs::write(out.join("report.md"), &md)
+    crate::rundir::write_atomic(out.join("report.md"), &md)
         .with_context(|| format!("writing {}/report.md", out.display()))?;
-    std::fs::write(out.join("report.json"), &json)
+    crate::rundir::write_atomic(out.join("report.json"), &json)
         .with_context(|| format!("writing {}/report.json", out.display()))?;
     tracing::info!("wrote {}/report.md, report.json and plots", out.display());
     Ok(report)

@@ -139,7 +139,7 @@ pub fn run(args: &PipelineArgs) -> Result<ExitCode> {
         ..cfg.clone()
     };
     let accel_cfg_path = out.join(layout::ACCEL_AGENT);
-    std::fs::write(&accel_cfg_path, toml::to_string_pretty(&accel_cfg)?)?;
+    crate::rundir::write_atomic(&accel_cfg_path, toml::to_string_pretty(&accel_cfg)?)?;
     let accel_dir = out.join("accel");
     let accel = crate::accel::produce(&crate::accel::AccelArgs {
         agent: Some(accel_cfg_path.clone()),

@@ -284,9 +284,10 @@ impl Report {
         let md = dir.join(format!("{stem}.md"));
         let html = dir.join(format!("{stem}.html"));
         let html_text = self.to_html(dir)?;
-        std::fs::write(&md, self.to_markdown(dir))
+        crate::rundir::write_atomic(&md, self.to_markdown(dir))
             .with_context(|| format!("writing {}", md.display()))?;
-        std::fs::write(&html, html_text).with_context(|| format!("writing {}", html.display()))?;
+        crate::rundir::write_atomic(&html, html_text)
+            .with_context(|| format!("writing {}", html.display()))?;
         Ok((md, html))
     }
 }

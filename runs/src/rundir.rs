@@ -146,3 +146,9 @@ pub fn open(dir: &Path) -> Result<(String, RunInfo)> {
     }
     Ok((text, info))
 }
+
+/// Writes a result file atomically (temp file, fsync, rename: `agents::layout::write_atomic`),
+/// so a kill or a full disk leaves the previous file or none, never half of one.
+pub fn write_atomic(path: impl AsRef<Path>, bytes: impl AsRef<[u8]>) -> std::io::Result<()> {
+    agents::layout::write_atomic(path.as_ref(), bytes.as_ref())
+}

@@ -52,7 +52,7 @@ pub fn write_tables(out: &Path, name: &str, results: &[TrialResult]) -> Result<V
         );
     }
     let p = out.join(layout::SWEEP_RESULTS_CSV);
-    std::fs::write(&p, csv)?;
+    crate::rundir::write_atomic(&p, csv)?;
     written.push(p);
 
     let groups = summarize(results);
@@ -78,7 +78,7 @@ pub fn write_tables(out: &Path, name: &str, results: &[TrialResult]) -> Result<V
         table.to_markdown()
     );
     let p = out.join(layout::SWEEP_RESULTS_MD);
-    std::fs::write(&p, md)?;
+    crate::rundir::write_atomic(&p, md)?;
     written.push(p);
 
     // One plot per algo x env, one series per precision (groups are sorted, so each

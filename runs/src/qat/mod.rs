@@ -319,7 +319,8 @@ fn write_outputs(plan: &QatPlan, o: &LadderOutcome, paths: &QatPaths) -> Result<
         },
         &o.results,
     );
-    std::fs::write(paths.md(), &md).with_context(|| format!("writing {}", paths.md().display()))?;
+    crate::rundir::write_atomic(paths.md(), &md)
+        .with_context(|| format!("writing {}", paths.md().display()))?;
     figure::write(
         &figure::FigureContext {
             env: &o.env_id,
@@ -335,7 +336,7 @@ fn write_outputs(plan: &QatPlan, o: &LadderOutcome, paths: &QatPaths) -> Result<
         &paths.plot_stem(),
     )?;
     match &o.chosen {
-        Some(c) => std::fs::write(paths.chosen(), serde_json::to_string_pretty(c)?)
+        Some(c) => crate::rundir::write_atomic(paths.chosen(), serde_json::to_string_pretty(c)?)
             .with_context(|| format!("writing {}", paths.chosen().display()))?,
         None => {
             let _ = std::fs::remove_file(paths.chosen());

@@ -61,7 +61,7 @@ pub fn write_formats_json(path: &Path, results: &[RungResult]) -> Result<()> {
             .insert(format!("w{}", r.rung.width), seeds);
     }
     let text = serde_json::to_string_pretty(&out)?;
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    crate::rundir::write_atomic(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Everything `qat.md` says besides the results.
