@@ -617,8 +617,9 @@ impl Trainer {
         }
     }
 
-    /// How the networks' GEMMs run: one word when all agree, else per network.
-    fn gemm_description(&self) -> String {
+    /// How the networks' GEMMs run (`auto` decided): `exact`, `fast` or `float` when all
+    /// fixed-point networks agree, else per network.
+    pub fn gemm_description(&self) -> String {
         let nets = self.agent.networks();
         let fixed: Vec<_> = nets.iter().filter(|n| !n.is_float()).collect();
         let name = |g: crate::precision::Gemm| format!("{g:?}").to_lowercase();

@@ -135,11 +135,12 @@ pub fn run(args: &BenchTrainArgs) -> Result<ExitCode> {
         .num_threads(1)
         .build()
         .context("starting the bench thread pool")?;
-    let (ours, sb3) = pool.install(|| -> Result<(Vec<f64>, Vec<f64>)> {
+    let (ours, sb3, gemms) = pool.install(|| -> Result<(Vec<f64>, Vec<f64>, String)> {
         // libtorch's thread count is per calling thread: set it where the updates run.
         tch::set_num_threads(1);
         let mut trainer =
             Trainer::new(cfg.clone(), 0, scratch.path()).context("starting the trainer")?;
+        let gemms = trainer.gemm_description();
         let (mut ours, mut sb3) = (Vec::new(), Vec::new());
         let mut peer_error = None;
         let mut round_start: Option<Instant> = None;
@@ -163,7 +164,7 @@ pub fn run(args: &BenchTrainArgs) -> Result<ExitCode> {
         if let Some(e) = peer_error {
             return Err(e.context("the Stable-Baselines3 peer"));
         }
-        Ok((ours, sb3))
+        Ok((ours, sb3, gemms))
     })?;
     if ours.len() as u64 != args.rounds || sb3.len() != ours.len() {
         bail!(
@@ -180,7 +181,10 @@ pub fn run(args: &BenchTrainArgs) -> Result<ExitCode> {
     fig.put("algo", format!("{:?}", cfg.algo).to_lowercase());
     fig.put("env_id", cfg.env_id.clone());
     fig.put("precision", cfg.precision.to_string());
-    fig.put("gemm", format!("{:?}", cfg.gemm).to_lowercase());
+    fig.put(
+        "gemm",
+        format!("{} ({gemms})", format!("{:?}", cfg.gemm).to_lowercase()),
+    );
     fig.put(
         "hidden",
         cfg.hidden
