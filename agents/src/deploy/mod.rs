@@ -272,12 +272,10 @@ impl DeployedActor {
     /// The golden integer inference: raw input codes in, raw action codes out, computed with
     /// `quant`'s exact arithmetic.
     pub fn infer_raw(&self, x: &[i64], tanh: &[Option<Vec<TanhTable>>]) -> Vec<i64> {
-        let mut cur = x.to_vec();
-        let mut cur_fmt = self.input_fmt;
-        for (l, table) in self.layers.iter().zip(tanh) {
-            let z = quant::golden_gemm(
-                &cur,
-                &cur_fmt,
+        self.infer_with(x, tanh, |_, l, cur, cur_fmt| {
+            quant::golden_gemm(
+                cur,
+                cur_fmt,
                 &l.weight,
                 &l.weight_fmt,
                 Some((&l.bias, &l.bias_fmt)),
@@ -285,7 +283,23 @@ impl DeployedActor {
                 l.in_dim,
                 l.out_dim,
                 &l.preact_fmt,
-            );
+            )
+        })
+    }
+
+    /// The inference with the pre-activation codes of layer `i` from `preact(i, layer,
+    /// input codes, input format)`, which must equal the golden GEMM's; the activations
+    /// and casts are [`DeployedActor::infer_raw`]'s.
+    pub(crate) fn infer_with(
+        &self,
+        x: &[i64],
+        tanh: &[Option<Vec<TanhTable>>],
+        preact: impl Fn(usize, &DeployedLayer, &[i64], &FxFormat) -> Vec<i64>,
+    ) -> Vec<i64> {
+        let mut cur = x.to_vec();
+        let mut cur_fmt = self.input_fmt;
+        for (i, (l, table)) in self.layers.iter().zip(tanh).enumerate() {
+            let z = preact(i, l, &cur, &cur_fmt);
             cur = z
                 .iter()
                 .enumerate()

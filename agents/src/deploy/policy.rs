@@ -220,22 +220,9 @@ impl ExactPolicy {
     /// [`DeployedActor::infer_raw`] computed with the precomputed plans (the same codes,
     /// tested): raw input codes in, raw action codes out.
     pub fn infer_raw(&self, x: &[i64]) -> Vec<i64> {
-        let mut cur = x.to_vec();
-        let mut cur_fmt = self.actor.input_fmt;
-        for ((l, plan), table) in self.actor.layers.iter().zip(&self.plans).zip(&self.tanh) {
-            let z = plan.preact(&cur, &cur_fmt, l);
-            cur = z
-                .iter()
-                .enumerate()
-                .map(|(j, &zi)| match l.activation {
-                    Activation::Relu => quant::cast(zi.max(0), &l.preact_fmt, &l.act_fmt),
-                    Activation::Identity => quant::cast(zi, &l.preact_fmt, &l.act_fmt),
-                    Activation::Tanh { .. } => table.as_ref().expect("tanh tables")[j].lookup(zi),
-                })
-                .collect();
-            cur_fmt = l.act_fmt;
-        }
-        cur
+        self.actor.infer_with(x, &self.tanh, |i, l, cur, cur_fmt| {
+            self.plans[i].preact(cur, cur_fmt, l)
+        })
     }
 
     /// The deployed actor this policy runs.
