@@ -184,6 +184,24 @@ pub(crate) fn activation_label(a: &Activation) -> &'static str {
     }
 }
 
+impl DeployedLayer {
+    /// This layer's pre-activation codes for one input row of codes in `xf`, by
+    /// `quant::golden_gemm`.
+    pub fn golden_preact(&self, x: &[i64], xf: &FxFormat) -> Vec<i64> {
+        quant::golden_gemm(
+            x,
+            xf,
+            &self.weight,
+            &self.weight_fmt,
+            Some((&self.bias, &self.bias_fmt)),
+            1,
+            self.in_dim,
+            self.out_dim,
+            &self.preact_fmt,
+        )
+    }
+}
+
 impl DeployedActor {
     pub fn obs_dim(&self) -> usize {
         self.layers.first().map_or(0, |l| l.in_dim)
@@ -272,19 +290,7 @@ impl DeployedActor {
     /// The golden integer inference: raw input codes in, raw action codes out, computed with
     /// `quant`'s exact arithmetic.
     pub fn infer_raw(&self, x: &[i64], tanh: &[Option<Vec<TanhTable>>]) -> Vec<i64> {
-        self.infer_with(x, tanh, |_, l, cur, cur_fmt| {
-            quant::golden_gemm(
-                cur,
-                cur_fmt,
-                &l.weight,
-                &l.weight_fmt,
-                Some((&l.bias, &l.bias_fmt)),
-                1,
-                l.in_dim,
-                l.out_dim,
-                &l.preact_fmt,
-            )
-        })
+        self.infer_with(x, tanh, |_, l, cur, cur_fmt| l.golden_preact(cur, cur_fmt))
     }
 
     /// The inference with the pre-activation codes of layer `i` from `preact(i, layer,

@@ -75,17 +75,7 @@ impl LayerPlan {
     /// Pre-activation codes of `l` for input codes `x` in format `xf`.
     fn preact(&self, x: &[i64], xf: &FxFormat, l: &DeployedLayer) -> Vec<i64> {
         if self.golden {
-            return quant::golden_gemm(
-                x,
-                xf,
-                &l.weight,
-                &l.weight_fmt,
-                Some((&l.bias, &l.bias_fmt)),
-                1,
-                l.in_dim,
-                l.out_dim,
-                &l.preact_fmt,
-            );
+            return l.golden_preact(x, xf);
         }
         if let Some(w_f) = &self.w_f {
             let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
