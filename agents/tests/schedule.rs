@@ -176,3 +176,111 @@ fn runs_killed_before_or_after_the_delay_resume_to_the_uninterrupted_files() {
         fs::remove_dir_all(full).unwrap();
     }
 }
+
+/// `Trainer::branch`: a scheduled run started from the checkpoint of a run without the
+/// schedule (finished, or killed, before the delay), or with another quantizer, writes
+/// the files the scheduled run writes from step 0; a checkpoint past the delay or a
+/// config that differs elsewhere is refused before anything is written.
+#[test]
+fn branch_equals_a_run_from_scratch() {
+    tch::set_num_threads(1);
+    // One replay capacity for every total below (min(buffer_size, total_timesteps)).
+    let with = |quantizer, total| TrainConfig {
+        buffer_size: 400,
+        total_timesteps: total,
+        ..tiny(Algo::Ddpg, quantizer)
+    };
+    let target = with(ScheduleQuantizer::Affine, 1_200);
+    let full = scratch("branch-full");
+    let ra = Trainer::new(target.clone(), 3, &full)
+        .unwrap()
+        .run(None, &mut |_| {})
+        .unwrap()
+        .unwrap();
+    // Sources: FXP32 without a schedule finished at 400 (a multiple of the eval and log
+    // periods), the same killed at 650 (checkpoint 600), and the ap_fixed schedule
+    // killed at 650.
+    let sources = [
+        (
+            "plain-finished",
+            with(ScheduleQuantizer::None, 400),
+            None,
+            400,
+        ),
+        (
+            "plain-killed",
+            with(ScheduleQuantizer::None, 1_200),
+            Some(650),
+            600,
+        ),
+        (
+            "apfixed-killed",
+            with(ScheduleQuantizer::ApFixed, 1_200),
+            Some(650),
+            600,
+        ),
+    ];
+    for (name, cfg, kill, at) in sources {
+        let src = scratch(&format!("branch-src-{name}"));
+        Trainer::new(cfg, 3, &src)
+            .unwrap()
+            .run(kill, &mut |_| {})
+            .unwrap();
+        let before = common::files(&src);
+        let dst = scratch(&format!("branch-dst-{name}"));
+        let mut t = Trainer::branch(&src, target.clone(), &dst).unwrap();
+        assert_eq!(t.step(), at, "{name}");
+        let rb = t.run(None, &mut |_| {}).unwrap().unwrap();
+        assert_same_files(&full, &dst, &format!("branch from {name}"));
+        assert_eq!(ra.eval_curve, rb.eval_curve, "{name}");
+        assert_eq!(ra.final_eval_return, rb.final_eval_return, "{name}");
+        assert_eq!(
+            before,
+            common::files(&src),
+            "{name}: the source was changed"
+        );
+        fs::remove_dir_all(dst).unwrap();
+        fs::remove_dir_all(src).unwrap();
+    }
+    // Refusals, each before the destination exists.
+    let src = scratch("branch-src-late");
+    Trainer::new(with(ScheduleQuantizer::None, 1_200), 3, &src)
+        .unwrap()
+        .run(Some(1_000), &mut |_| {})
+        .unwrap();
+    let refused = |src: &Path, cfg: TrainConfig, want: &str| {
+        let dst = scratch("branch-dst-refused");
+        let e = Trainer::branch(src, cfg, &dst)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains(want), "{e}");
+        assert!(!dst.exists(), "{e}: the destination was created");
+    };
+    refused(&src, target.clone(), "switches at step 700");
+    let mut later = target.clone();
+    later.schedule.delay = Some(1_100);
+    later.learning_rate *= 2.0;
+    refused(&src, later, "learning_rate");
+    fs::remove_dir_all(src).unwrap();
+    // A source whose replay buffer was cut to its shorter run.
+    let src = scratch("branch-src-short");
+    let short = TrainConfig {
+        buffer_size: 1_000,
+        ..with(ScheduleQuantizer::None, 400)
+    };
+    Trainer::new(short, 3, &src)
+        .unwrap()
+        .run(None, &mut |_| {})
+        .unwrap();
+    refused(
+        &src,
+        TrainConfig {
+            buffer_size: 1_000,
+            ..target.clone()
+        },
+        "replay buffer",
+    );
+    fs::remove_dir_all(src).unwrap();
+    fs::remove_dir_all(full).unwrap();
+}

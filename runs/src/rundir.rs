@@ -26,6 +26,10 @@ pub struct RunInfo {
     /// from before this field have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_crc32: Option<u32>,
+    /// The run directory whose seeds' checkpoints this run branched from
+    /// (`fixar train --branch-from`; see `agents::trainer::Trainer::branch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branched_from: Option<String>,
 }
 
 pub use agents::layout::{seed_dir, CONFIG, CURVE, RUN_INFO, SUMMARY};

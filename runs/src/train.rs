@@ -40,6 +40,12 @@ pub struct TrainArgs {
     /// Replace a run already in --out.
     #[arg(long)]
     pub force: bool,
+    /// Start every seed from the checkpoint of the same seed in this run directory, with
+    /// a config that may differ from that run's only in [schedule] and total_timesteps
+    /// (e.g. FIXAR's schedule from the FXP32 run before the delay). The branch equals
+    /// the run from step 0, bit for bit.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub branch_from: Option<PathBuf>,
     /// Seeds trained at once (default: min(seeds, CPUs)); each uses one libtorch thread.
     #[arg(long)]
     pub jobs: Option<usize>,
@@ -233,12 +239,70 @@ fn default_out(config: &Path, cfg: &TrainConfig) -> PathBuf {
     PathBuf::from("runs-out").join(format!("{stem}-{}", cfg.precision))
 }
 
+/// Checks that every seed of `seeds` can branch from its seed directory in `src`
+/// (`Trainer::branch_point`); a refusal is a usage error naming the seed.
+fn check_branches(src: &Path, cfg: &TrainConfig, seeds: &[u64]) -> Result<()> {
+    for &seed in seeds {
+        let from = rundir::seed_dir(src, seed);
+        let step = Trainer::branch_point(&from, cfg).map_err(|e| {
+            config_error(format!("--branch-from {}: seed {seed}: {e}", src.display()))
+        })?;
+        tracing::info!(
+            "seed {seed}: branches from {} at step {step}",
+            from.display()
+        );
+    }
+    Ok(())
+}
+
+/// Branches each seed of `seeds` that has no checkpoint in `dir` yet from its seed
+/// directory in `src` (all of them for a new run, the rest when a run killed while
+/// branching resumes).
+fn branch_seeds(
+    src: &Path,
+    cfg: &TrainConfig,
+    seeds: &[u64],
+    dir: &Path,
+    fresh: bool,
+) -> Result<()> {
+    if !fresh {
+        let missing: Vec<u64> = seeds
+            .iter()
+            .copied()
+            .filter(|&s| {
+                !rundir::seed_dir(dir, s)
+                    .join(agents::layout::CHECKPOINT)
+                    .is_file()
+            })
+            .collect();
+        return match missing.is_empty() {
+            true => Ok(()),
+            false => branch_seeds(src, cfg, &missing, dir, true),
+        };
+    }
+    check_branches(src, cfg, seeds)?;
+    for &seed in seeds {
+        Trainer::branch(
+            &rundir::seed_dir(src, seed),
+            cfg.clone(),
+            &rundir::seed_dir(dir, seed),
+        )
+        .map_err(|e| anyhow!("seed {seed}: branching from {}: {e}", src.display()))?;
+    }
+    Ok(())
+}
+
 /// The `fixar train` command.
 pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     let (cfg, seeds, dir) = if let Some(dir) = &args.resume {
-        if args.config.is_some() || !args.sets.is_empty() || args.force {
+        if args.config.is_some()
+            || !args.sets.is_empty()
+            || args.force
+            || args.branch_from.is_some()
+        {
             return Err(config_error(
-                "--resume continues a run with its own config: drop --config, --set and --force",
+                "--resume continues a run with its own config: drop --config, --set, --force \
+                 and --branch-from",
             ));
         }
         let (text, info) = rundir::open(dir)?;
@@ -250,6 +314,10 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
                 e.message()
             ))
         })?;
+        // A branched run killed before every seed had branched: branch the rest now.
+        if let Some(src) = &info.branched_from {
+            branch_seeds(Path::new(src), &cfg, &info.seeds, dir, false)?;
+        }
         (cfg, info.seeds, dir.clone())
     } else {
         let path = args
@@ -262,6 +330,10 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         let dir = args.out.clone().unwrap_or_else(|| default_out(path, &cfg));
         rundir::check_fresh(&dir, args.force)?;
         check_env_id(path, &cfg.env_id)?;
+        if let Some(src) = &args.branch_from {
+            // Every seed's branch is checked before anything is created.
+            check_branches(src, &cfg, &seeds)?;
+        }
         if args.force {
             rundir::clear_run(&dir)?;
         }
@@ -270,8 +342,12 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             config_source: Some(path.display().to_string()),
             sets: args.sets.clone(),
             config_crc32: None,
+            branched_from: args.branch_from.as_ref().map(|p| p.display().to_string()),
         };
         rundir::create(&dir, &resolved, &mut info)?;
+        if let Some(src) = &args.branch_from {
+            branch_seeds(src, &cfg, &seeds, &dir, true)?;
+        }
         (cfg, seeds, dir)
     };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());

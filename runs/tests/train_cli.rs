@@ -320,3 +320,58 @@ fn bad_schedule_keys_exit_2_naming_the_key_and_create_nothing() {
         "{resolved}"
     );
 }
+
+/// `--branch-from`: FIXAR's schedule started from an FXP32 run's checkpoint before the
+/// delay writes the CSVs of the scheduled run trained from step 0; a config that differs
+/// elsewhere is a usage error naming the key, and nothing is created.
+#[test]
+fn a_branched_run_equals_the_run_from_scratch_and_bad_branches_exit_2() {
+    let d = Scratch::new("branch");
+    let cfg = config(&d, 400);
+    let common = ["precision=fxp32", "buffer_size=400"];
+    let sched = [
+        "total_timesteps=800",
+        "schedule.quantizer=affine",
+        "schedule.delay=600",
+    ];
+    let run = |sets: &[&str], extra: &[&str], out: &Path| {
+        let mut args = vec!["--config", cfg.to_str().unwrap()];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        args.extend(extra);
+        args.extend(["--out", out.to_str().unwrap()]);
+        train(&args)
+    };
+    let src = d.join("fxp32");
+    let r = run(&common, &[], &src);
+    assert!(r.success(), "{}", r.stderr);
+    let both: Vec<&str> = common.iter().chain(&sched).copied().collect();
+    let scratch = d.join("scratch");
+    let r = run(&both, &[], &scratch);
+    assert!(r.success(), "{}", r.stderr);
+    let branched = d.join("branched");
+    let r = run(&both, &["--branch-from", src.to_str().unwrap()], &branched);
+    assert!(r.success(), "{}", r.stderr);
+    for f in ["metrics.csv", "eval.csv", "episodes.csv", "quant.csv"] {
+        let a = std::fs::read_to_string(scratch.join("seed_0").join(f)).unwrap();
+        let b = std::fs::read_to_string(branched.join("seed_0").join(f)).unwrap();
+        assert_eq!(a, b, "{f}");
+    }
+    let info = std::fs::read_to_string(branched.join("run.json")).unwrap();
+    assert!(info.contains("branched_from"), "{info}");
+    let bad = d.join("bad");
+    let mut sets = both.clone();
+    sets.push("learning_rate=0.5");
+    let r = run(&sets, &["--branch-from", src.to_str().unwrap()], &bad);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("learning_rate"), "{}", r.stderr);
+    assert!(!bad.exists(), "a refused branch created {}", bad.display());
+    let r = train(&[
+        "--resume",
+        branched.to_str().unwrap(),
+        "--branch-from",
+        src.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+}

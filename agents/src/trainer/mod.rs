@@ -22,6 +22,7 @@
 //! None of these files holds a wall-clock figure, so the same config and seed give
 //! byte-identical files, and so does a resumed run.
 
+mod branch;
 mod control;
 mod persist;
 mod record;
@@ -45,6 +46,7 @@ use crate::layout;
 use crate::noise::ExplorationNoise;
 use crate::precision::TensorClass;
 use crate::replay::ReplayBuffer;
+pub use branch::BranchError;
 pub use persist::{build_agent, load_agent, save_agent};
 use record::{Recorder, EPISODES, EVAL, METRICS, QUANT};
 pub use summary::{parse_seeds, AcrossSeeds, SeedsError, Summary};
@@ -73,6 +75,9 @@ pub enum TrainError {
     Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Schedule(#[from] crate::schedule::ScheduleError),
+    /// `Trainer::branch` refused: the configs or the checkpoint do not allow it.
+    #[error("{0}")]
+    Branch(#[from] BranchError),
     /// A run-directory file does not hold what the checkpoint recorded; nothing was
     /// changed.
     #[error(

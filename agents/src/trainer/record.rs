@@ -28,6 +28,16 @@ pub(super) struct Stream {
 }
 
 impl Stream {
+    /// A new, empty file at `path`.
+    fn create(path: PathBuf) -> Result<Self, TrainError> {
+        let file = BufWriter::new(File::create(&path).map_err(io_err(&path))?);
+        Ok(Stream {
+            path,
+            file,
+            crc: crc32fast::Hasher::new(),
+        })
+    }
+
     fn write(&mut self, line: &str) -> Result<(), TrainError> {
         self.crc.update(line.as_bytes());
         self.crc.update(b"\n");
@@ -95,6 +105,29 @@ fn check_prefix(
     }
 }
 
+/// Every CSV of the seed directory `dir` checked against its checkpoint mark and CRC-32
+/// (`check_prefix`): each file's path, mark and CRC of its first `mark` bytes.
+fn check_all(
+    dir: &Path,
+    marks: &[u64],
+    crcs: Option<&[u32]>,
+) -> Result<Vec<(PathBuf, u64, crc32fast::Hasher)>, TrainError> {
+    let n = layout::SEED_CSVS.len();
+    if marks.len() != n || crcs.is_some_and(|c| c.len() != n) {
+        return Err(damaged(
+            &dir.join(layout::CHECKPOINT),
+            format!("records {} CSV lengths, expected {n}", marks.len()),
+        ));
+    }
+    let mut checked = Vec::new();
+    for (i, (name, &mark)) in layout::SEED_CSVS.iter().zip(marks).enumerate() {
+        let path = dir.join(name);
+        let crc = check_prefix(&path, mark, crcs.map(|c| c[i]))?;
+        checked.push((path, mark, crc));
+    }
+    Ok(checked)
+}
+
 /// Indices into [`layout::SEED_CSVS`].
 pub(super) const METRICS: usize = 0;
 pub(super) const QUANT: usize = 1;
@@ -112,13 +145,7 @@ impl Recorder {
         ];
         let mut files = Vec::new();
         for (name, header) in layout::SEED_CSVS.iter().zip(headers) {
-            let path = dir.join(name);
-            let file = BufWriter::new(File::create(&path).map_err(io_err(&path))?);
-            let mut s = Stream {
-                path,
-                file,
-                crc: crc32fast::Hasher::new(),
-            };
+            let mut s = Stream::create(dir.join(name))?;
             s.write(&header)?;
             files.push(s);
         }
@@ -133,21 +160,8 @@ impl Recorder {
         marks: &[u64],
         crcs: Option<&[u32]>,
     ) -> Result<Self, TrainError> {
-        let n = layout::SEED_CSVS.len();
-        if marks.len() != n || crcs.is_some_and(|c| c.len() != n) {
-            return Err(damaged(
-                &dir.join(layout::CHECKPOINT),
-                format!("records {} CSV lengths, expected {n}", marks.len()),
-            ));
-        }
-        let mut checked = Vec::new();
-        for (i, (name, &mark)) in layout::SEED_CSVS.iter().zip(marks).enumerate() {
-            let path = dir.join(name);
-            let crc = check_prefix(&path, mark, crcs.map(|c| c[i]))?;
-            checked.push((path, mark, crc));
-        }
         let mut files = Vec::new();
-        for (path, mark, crc) in checked {
+        for (path, mark, crc) in check_all(dir, marks, crcs)? {
             let f = OpenOptions::new()
                 .append(true)
                 .open(&path)
@@ -158,6 +172,44 @@ impl Recorder {
                 file: BufWriter::new(f),
                 crc,
             });
+        }
+        Ok(Recorder { files })
+    }
+
+    /// Starts the streams of a branch in `dir` from the source seed directory `src`: each
+    /// source file is checked against its checkpoint mark and CRC-32 (as a resume does),
+    /// its first `marks` bytes are copied with `metrics_line` applied to every line of
+    /// `metrics.csv` (the header included), and the copies stay open for appending. The
+    /// source is only read.
+    pub(super) fn branch(
+        src: &Path,
+        marks: &[u64],
+        crcs: Option<&[u32]>,
+        dir: &Path,
+        metrics_line: &dyn Fn(&str) -> String,
+    ) -> Result<Self, TrainError> {
+        let mut prefixes = Vec::new();
+        for (path, mark, _) in check_all(src, marks, crcs)? {
+            let mut bytes = Vec::new();
+            File::open(&path)
+                .map_err(io_err(&path))?
+                .take(mark)
+                .read_to_end(&mut bytes)
+                .map_err(io_err(&path))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| damaged(&path, "holds bytes that are not UTF-8".into()))?;
+            prefixes.push(text);
+        }
+        let mut files = Vec::new();
+        for (i, (name, text)) in layout::SEED_CSVS.iter().zip(prefixes).enumerate() {
+            let mut s = Stream::create(dir.join(name))?;
+            for line in text.lines() {
+                match i {
+                    METRICS => s.write(&metrics_line(line))?,
+                    _ => s.write(line)?,
+                }
+            }
+            files.push(s);
         }
         Ok(Recorder { files })
     }
