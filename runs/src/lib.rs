@@ -3,6 +3,7 @@
 
 pub mod accel;
 pub mod bench;
+pub mod compare;
 pub mod env_cmd;
 pub mod export;
 pub mod failure;

@@ -51,6 +51,9 @@ enum Command {
     Collect(runs::sweep::CollectArgs),
     /// Train DDPG/TD3 from a TOML config (runs/configs/), several seeds in parallel.
     Train(runs::train::TrainArgs),
+    /// Several training runs side by side (finished or under way): training-episode and
+    /// eval curves with a band over seeds, final returns, ratios, a schedule's dip.
+    Compare(runs::compare::CompareArgs),
     /// Fixed-point core: check HLS ap_fixed reference vectors.
     Fx {
         #[command(subcommand)]
@@ -87,6 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sweep(args) => runs::sweep::run_sweep(&args),
         Command::Collect(args) => runs::sweep::run_collect(&args),
         Command::Train(args) => runs::train::run(&args),
+        Command::Compare(args) => runs::compare::run(&args),
         Command::Fx { cmd } => runs::fx::run(&cmd),
         Command::Bench { what } => runs::bench::run(what),
     }

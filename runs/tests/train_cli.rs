@@ -375,3 +375,78 @@ fn a_branched_run_equals_the_run_from_scratch_and_bad_branches_exit_2() {
     ]);
     assert_eq!(r.code, Some(2), "{}", r.stderr);
 }
+
+/// `fixar compare` over a scheduled run and its unscheduled source: the tables name the
+/// schedule, the ratio of equal runs is 1, the figures exist; a bad `--run` exits 2.
+#[test]
+fn compare_tabulates_and_plots_runs_side_by_side() {
+    let d = Scratch::new("compare");
+    let cfg = config(&d, 800);
+    let a = d.join("a");
+    let b = d.join("b");
+    for (out, sets) in [
+        (&a, vec!["precision=fxp32"]),
+        (
+            &b,
+            vec![
+                "precision=fxp32",
+                "schedule.quantizer=affine",
+                "schedule.delay=600",
+            ],
+        ),
+    ] {
+        let mut args = vec![
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        for s in &sets {
+            args.extend(["--set", s]);
+        }
+        let r = train(&args);
+        assert!(r.success(), "{}", r.stderr);
+    }
+    let out = d.join("cmp");
+    let r = fixar()
+        .arg("compare")
+        .arg("--run")
+        .arg(format!("fxp32={}", a.display()))
+        .arg("--run")
+        .arg(format!("twice={}", a.display()))
+        .arg("--run")
+        .arg(format!("fixar={}", b.display()))
+        .arg("--out")
+        .arg(&out)
+        .arg("--stem")
+        .arg("fig")
+        .run();
+    assert!(r.success(), "{}", r.stderr);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("fig.json")).unwrap()).unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs[1]["ratio_to_reference"]["of_means"], 1.0, "{json}");
+    assert_eq!(
+        runs[2]["schedule"], "affine16 from step 600 (activation)",
+        "{json}"
+    );
+    assert_eq!(runs[2]["dip"]["delay"], 600, "{json}");
+    assert!(runs[2]["activation_saturation_after"].is_number(), "{json}");
+    for f in [
+        "fig.png",
+        "fig.svg",
+        "fig_eval.png",
+        "fig_eval.svg",
+        "fig.md",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let r = fixar().args(["compare", "--run", "nolabel"]).run();
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("LABEL=RUN_DIR"), "{}", r.stderr);
+    let r = fixar()
+        .args(["compare", "--run"])
+        .arg(format!("x={}", d.join("nothing").display()))
+        .run();
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+}
