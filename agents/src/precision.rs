@@ -129,6 +129,24 @@ impl LayerFormats {
         self.0.iter().all(Option::is_none)
     }
 
+    /// Every class's format as its config spelling (`float32` or the HLS type), in
+    /// [`TensorClass::ALL`] order: how checkpoints and rung records store formats.
+    pub fn to_strings(&self) -> Vec<String> {
+        TensorClass::ALL
+            .iter()
+            .map(|&c| FormatValue(self.get(c)).to_string())
+            .collect()
+    }
+
+    /// The inverse of [`LayerFormats::to_strings`]; missing trailing classes are float.
+    pub fn from_strings(v: &[String]) -> Result<Self, PrecisionError> {
+        let mut f = LayerFormats::float();
+        for (c, s) in TensorClass::ALL.iter().zip(v) {
+            f.set(*c, s.parse::<FormatValue>()?.0);
+        }
+        Ok(f)
+    }
+
     /// The widest fixed-point width in use, 0 when all float.
     pub fn max_width(&self) -> u32 {
         self.0.iter().flatten().map(|f| f.width).max().unwrap_or(0)

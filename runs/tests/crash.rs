@@ -1,4 +1,4 @@
-//! Crash consistency: `fixar train` and `fixar sweep --shard` killed with SIGKILL at
+//! Crash consistency: `fixar train`, `fixar sweep --shard` and `fixar qat` killed with SIGKILL at
 //! many seeded random moments (some of them while a checkpoint is being written),
 //! resumed each time, end with files byte-identical to an uninterrupted run's (wall
 //! times aside). Also damaged run-directory files found on resume: a `config.toml`
@@ -502,4 +502,81 @@ fn a_full_disk_stops_training_with_a_clear_error_and_the_run_resumes_once_there_
     assert!(o.success(), "{}", o.stderr);
     assert_eq!(summary_sans_wall_time(&a), summary_sans_wall_time(&b));
     assert_same_files(&a.join("seed_0"), &seed, &CSVS);
+}
+
+/// `fixar qat` killed 12 times at seeded random moments (some inside a rung's checkpoint
+/// write), continued each time with `--resume` (or started again when the kill came
+/// before the ladder recorded its plan), ends with the outputs of an uninterrupted
+/// ladder byte for byte; `--resume` with other flags is a usage error.
+#[test]
+fn qat_killed_12_times_resumes_to_the_uninterrupted_ladder() {
+    let _alone = alone();
+    let d = Scratch::new("crash-qat");
+    let parent = d.join("parent");
+    let cfg = d.write_config(
+        "parent.toml",
+        &TrainConfig {
+            precision: agents::precision::Preset::Fxp32,
+            ..crash_config(800)
+        },
+    );
+    fixar()
+        .args(["-q", "train", "--seeds", "0,1", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&parent)
+        .run_ok();
+    let (a, b) = (d.join("a"), d.join("b"));
+    copy_dir(&parent, &a);
+    copy_dir(&parent, &b);
+    let qat = |run: &Path, resume: bool| {
+        let mut v = [
+            "qat",
+            "--from",
+            run.to_str().unwrap(),
+            "--strategy",
+            "ptq,range,delay",
+            "--widths",
+            "12,8,6",
+            "--steps",
+            "300",
+            "--profile-steps",
+            "100",
+        ]
+        .map(String::from)
+        .to_vec();
+        if resume {
+            v.push("--resume".into());
+        }
+        v
+    };
+    let t = Instant::now();
+    fixar().args(qat(&a, false)).run_ok();
+    let whole = t.elapsed();
+    let mid_write = kill_repeatedly(12, 12, &b, whole / 6, || {
+        qat(&b, b.join("qat/plan.txt").is_file())
+    });
+    eprintln!(
+        "12 kills ({mid_write} inside a write); uninterrupted ladder {:.1} s",
+        whole.as_secs_f64()
+    );
+    assert_same_files(
+        &a.join("qat"),
+        &b.join("qat"),
+        &["qat.csv", "qat.md", "formats.json", "chosen.json"],
+    );
+    assert!(temp_files(&b).is_empty(), "{:?}", temp_files(&b));
+    // Every rung recorded that it finished (what a later --resume reads back).
+    for rung in ["ptq_w12", "range_w8", "delay_w6"] {
+        for s in ["seed_0", "seed_1"] {
+            let rec = b.join("qat").join(rung).join(s).join("rung.json");
+            assert!(rec.is_file(), "{} missing", rec.display());
+        }
+    }
+    // Other flags than the interrupted ladder's: refused, naming what differs.
+    let mut other = qat(&b, true);
+    other[8] = "200".into();
+    let r = fixar().args(&other).run();
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("other settings"), "{}", r.stderr);
 }

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use super::derive::derive_formats;
@@ -257,6 +258,56 @@ fn narrowed_classes(strategy: Strategy, mode: TrainMode) -> Vec<TensorClass> {
     }
 }
 
+/// A finished rung's record in its seed directory (`rung.json`): what `--resume` reads
+/// instead of running the rung again.
+const RUNG_RECORD: &str = "rung.json";
+
+/// What `rung.json` holds: the outcome (with the formats as their spellings, per layer
+/// in `TensorClass::ALL` order) and the observed ranges.
+#[derive(Serialize, Deserialize)]
+struct RungRecord {
+    outcome: SeedOutcome,
+    formats: BTreeMap<String, Vec<String>>,
+    ranges: Option<RangeTable>,
+}
+
+fn write_record(out: &Path, run: &RungRun) -> Result<()> {
+    let rec = RungRecord {
+        outcome: run.outcome.clone(),
+        formats: run
+            .outcome
+            .formats
+            .iter()
+            .map(|(k, f)| (k.clone(), f.to_strings()))
+            .collect(),
+        ranges: run.ranges.clone(),
+    };
+    let path = out.join(RUNG_RECORD);
+    let json = serde_json::to_vec_pretty(&rec).expect("a rung record serializes");
+    layout::write_atomic(&path, &json).map_err(io("writing", &path))
+}
+
+/// The finished rung recorded in `out`, if any (and its checkpoint is there).
+fn read_record(out: &Path) -> Result<Option<RungRun>> {
+    let path = out.join(RUNG_RECORD);
+    if !path.is_file() || !out.join(layout::CHECKPOINT).is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read(&path).map_err(io("reading", &path))?;
+    let rec: RungRecord = serde_json::from_slice(&text)
+        .map_err(|e| QatError::Invalid(format!("{}: {e}", path.display())))?;
+    let mut outcome = rec.outcome;
+    for (layer, v) in rec.formats {
+        let f = LayerFormats::from_strings(&v)
+            .map_err(|e| QatError::Invalid(format!("{}: layer `{layer}`: {e}", path.display())))?;
+        outcome.formats.insert(layer, f);
+    }
+    Ok(Some(RungRun {
+        outcome,
+        ranges: rec.ranges,
+    }))
+}
+
 /// The outcome of one seed at one rung, and the ranges its training observed.
 struct RungRun {
     outcome: SeedOutcome,
@@ -279,6 +330,7 @@ fn failed(seed: u64, formats: FormatTable, err: &QatError) -> RungRun {
 
 /// Runs one strategy at one rung for one seed, starting from `start` (a seed directory)
 /// with `ranges` observed before it; writes into `out`.
+#[allow(clippy::too_many_arguments)]
 fn run_rung(
     plan: &QatPlan,
     strategy: Strategy,
@@ -287,9 +339,17 @@ fn run_rung(
     start: &Path,
     ranges: &RangeTable,
     out: &Path,
+    resume: bool,
 ) -> RungRun {
     // libtorch's thread count is per calling thread (this runs on a rayon worker).
     tch::set_num_threads(1);
+    if resume {
+        match read_record(out) {
+            Ok(Some(r)) => return r,
+            Ok(None) => {}
+            Err(e) => tracing::warn!("{}: {e}; the rung runs again", out.display()),
+        }
+    }
     let mut formats = FormatTable::new();
     let result = (|| -> Result<RungRun> {
         let mut t = branch(start, out)?;
@@ -360,7 +420,7 @@ fn run_rung(
         // The budget may end mid-episode, and checkpoints hold no env state.
         t.end_episode();
         t.checkpoint()?;
-        Ok(RungRun {
+        let run = RungRun {
             outcome: SeedOutcome {
                 seed: parent.seed,
                 eval_mean: Some(eval.mean),
@@ -370,7 +430,10 @@ fn run_rung(
                 multipliers,
             },
             ranges,
-        })
+        };
+        // Last, after the checkpoint: a rung with a record is finished.
+        write_record(out, &run)?;
+        Ok(run)
     })();
     result.unwrap_or_else(|e| failed(parent.seed, formats, &e))
 }
@@ -380,6 +443,7 @@ fn run_rungs(
     plan: &QatPlan,
     parents: &[Parent],
     qat_dir: &Path,
+    resume: bool,
     progress: &(dyn Fn(QatProgress) + Sync),
 ) -> Vec<RungResult> {
     let slots: Mutex<BTreeMap<(Strategy, usize, u64), SeedOutcome>> = Mutex::new(BTreeMap::new());
@@ -414,7 +478,7 @@ fn run_rungs(
     jobs.par_iter().for_each(|job| match job {
         Job::Branch(st, i, p) => {
             let out = seed_dir(*st, rungs[*i].width, p.seed);
-            let r = run_rung(plan, *st, &rungs[*i], p, &p.dir, &p.ranges, &out);
+            let r = run_rung(plan, *st, &rungs[*i], p, &p.dir, &p.ranges, &out, resume);
             record(*st, *i, r.outcome);
         }
         Job::Chain(st, p) => {
@@ -422,7 +486,7 @@ fn run_rungs(
             let mut ranges = p.ranges.clone();
             for (i, rung) in rungs.iter().enumerate() {
                 let out = seed_dir(*st, rung.width, p.seed);
-                let r = run_rung(plan, *st, rung, p, &start, &ranges, &out);
+                let r = run_rung(plan, *st, rung, p, &start, &ranges, &out, resume);
                 if r.outcome.error.is_none() {
                     start = out;
                     if let Some(rg) = r.ranges {
@@ -472,17 +536,78 @@ pub fn progress_units(plan: &QatPlan, seeds: usize) -> u64 {
     (plan.strategies.len() * plan.ladder.rungs.len() * seeds + seeds) as u64
 }
 
+/// The ladder's settings as recorded in `qat/plan.txt`: a resume must find the same.
+const PLAN_RECORD: &str = "plan.txt";
+
+/// Starts the ladder's directory: a fresh ladder removes the rung records of an earlier
+/// one and records its plan; a resumed one requires the recorded plan to be `plan`.
+fn start_ladder(plan: &QatPlan, qat_dir: &Path, resume: bool) -> Result<()> {
+    let path = qat_dir.join(PLAN_RECORD);
+    let ours = format!("{plan:#?}\n");
+    if resume {
+        let theirs = std::fs::read_to_string(&path).map_err(|e| {
+            QatError::Invalid(format!(
+                "--resume: {}: {e}; no ladder to continue (run without --resume)",
+                path.display()
+            ))
+        })?;
+        if theirs != ours {
+            let diff = theirs
+                .lines()
+                .zip(ours.lines())
+                .find(|(a, b)| a != b)
+                .map_or("its length".to_string(), |(a, b)| {
+                    format!("`{}` then, `{}` now", a.trim(), b.trim())
+                });
+            return Err(QatError::Invalid(format!(
+                "--resume: the ladder in {} ran with other settings ({diff}); resume with the \
+                 same flags, or run without --resume to start it again",
+                qat_dir.display()
+            )));
+        }
+        return Ok(());
+    }
+    std::fs::create_dir_all(qat_dir).map_err(io("creating", qat_dir))?;
+    for e in std::fs::read_dir(qat_dir)
+        .map_err(io("reading", qat_dir))?
+        .flatten()
+    {
+        if !e.path().is_dir() {
+            continue;
+        }
+        for s in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
+            let rec = s.path().join(RUNG_RECORD);
+            if rec.is_file() {
+                std::fs::remove_file(&rec).map_err(io("removing", &rec))?;
+            }
+        }
+    }
+    layout::write_atomic(&path, ours.as_bytes()).map_err(io("writing", &path))
+}
+
 /// Runs the whole ladder of `plan` on the seeds of `plan.from`; rungs are written under
 /// `<from>/qat/`. Reports progress through `progress` (from several threads).
 pub fn run_ladder(
     plan: &QatPlan,
     progress: &(dyn Fn(QatProgress) + Sync),
 ) -> Result<LadderOutcome> {
+    run_ladder_resuming(plan, false, progress)
+}
+
+/// [`run_ladder`]; with `resume`, a ladder interrupted (killed) before its end goes on:
+/// every rung that finished (its checkpoint and then `rung.json` written) is read back
+/// instead of run, the others run again from their start. Rungs are deterministic, so
+/// the outcome equals an uninterrupted ladder's. The plan must equal the recorded one.
+pub fn run_ladder_resuming(
+    plan: &QatPlan,
+    resume: bool,
+    progress: &(dyn Fn(QatProgress) + Sync),
+) -> Result<LadderOutcome> {
     // One libtorch thread per task: rayon provides the parallelism.
     tch::set_num_threads(1);
     let seeds = seed_dirs(&plan.from)?;
     let qat_dir = layout::qat_dir(&plan.from);
-    std::fs::create_dir_all(&qat_dir).map_err(io("creating", &qat_dir))?;
+    start_ladder(plan, &qat_dir, resume)?;
     tracing::info!(
         "qat: {} seeds from {}, ladder {:?}, strategies {:?}",
         seeds.len(),
@@ -504,7 +629,7 @@ pub fn run_ladder(
         })
         .collect::<Result<_>>()?;
     progress(QatProgress::Phase("ladder"));
-    let results = run_rungs(plan, &parents, &qat_dir, progress);
+    let results = run_rungs(plan, &parents, &qat_dir, resume, progress);
 
     let p0 = &parents[0];
     let evals: Vec<f64> = parents.iter().map(|p| p.eval).collect();

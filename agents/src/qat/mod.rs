@@ -66,7 +66,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use derive::{derive_formats, FormatTable, RangeTable};
-pub use engine::{progress_units, run_ladder, seed_dirs};
+pub use engine::{progress_units, run_ladder, run_ladder_resuming, seed_dirs};
 pub use ladder::{parse_widths, Ladder, Rung, DEFAULT_WIDTHS};
 pub use verdict::{
     choose, mean_std, narrowest_within, ptq_verdict, Chosen, Reference, RungResult, Scale,

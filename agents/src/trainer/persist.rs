@@ -14,7 +14,7 @@ use crate::config::{Algo, TrainConfig};
 use crate::ddpg::{Ddpg, DdpgParams};
 use crate::dpg::{Agent, NetSpec};
 use crate::mlp::RangeTrack;
-use crate::precision::{FormatValue, TensorClass};
+use crate::precision::{LayerFormats, TensorClass};
 use crate::td3::{Td3, Td3Params};
 
 /// Builds the agent a config describes, for `env`'s spaces, with weights from `seed`.
@@ -69,12 +69,7 @@ pub fn save_agent(agent: &dyn Agent, w: &mut CheckpointWriter) -> Result<(), Che
         let formats: Vec<Vec<String>> = net
             .layers()
             .iter()
-            .map(|l| {
-                TensorClass::ALL
-                    .iter()
-                    .map(|&c| FormatValue(l.formats().get(c)).to_string())
-                    .collect()
-            })
+            .map(|l| l.formats().to_strings())
             .collect();
         w.meta(&format!("{p}.formats"), formats)?;
         let stats: Vec<[QuantStats; 9]> = net.layers().iter().map(|l| *l.stats()).collect();
@@ -121,18 +116,9 @@ pub fn load_agent(agent: &mut dyn Agent, r: &CheckpointReader) -> Result<(), Che
         }
         let mut parsed = Vec::new();
         for layer in &formats {
-            let mut f = crate::precision::LayerFormats::float();
-            for (c, s) in TensorClass::ALL.iter().zip(layer) {
-                f.set(
-                    *c,
-                    s.parse::<FormatValue>()
-                        .map_err(|e| {
-                            CheckpointError::Mismatch(format!("network `{}`: {e}", net.name()))
-                        })?
-                        .0,
-                );
-            }
-            parsed.push(f);
+            parsed.push(LayerFormats::from_strings(layer).map_err(|e| {
+                CheckpointError::Mismatch(format!("network `{}`: {e}", net.name()))
+            })?);
         }
         let mut it = parsed.into_iter();
         net.update_formats(|_, f| *f = it.next().expect("one format set per layer"));

@@ -108,6 +108,10 @@ pub struct QatArgs {
     /// A float32 run whose final evals give the float32 reference band.
     #[arg(long)]
     pub float_ref: Option<PathBuf>,
+    /// Continue a ladder that was interrupted (killed): rungs that finished are read
+    /// back from their `rung.json`, the rest run again; the flags must be the same.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 /// Parses a strategy list: `all` or `ptq,range,...`.
@@ -262,7 +266,7 @@ fn run_reference(run: &Path) -> Result<Reference> {
 /// `fixar qat`.
 pub fn run(args: &QatArgs) -> Result<ExitCode> {
     let plan = args.plan()?;
-    let report = execute(&plan)?;
+    let report = execute_resuming(&plan, args.resume)?;
     println!("{}", report.summary);
     Ok(ExitCode::SUCCESS)
 }
@@ -276,15 +280,22 @@ pub struct QatReport {
 
 /// Runs a validated plan under a progress bar and writes every output.
 pub fn execute(plan: &QatPlan) -> Result<QatReport> {
-    let seeds = agents::qat::seed_dirs(&plan.from).map_err(|e| match e {
+    execute_resuming(plan, false)
+}
+
+/// [`execute`], continuing an interrupted ladder when `resume` (`fixar qat --resume`).
+pub fn execute_resuming(plan: &QatPlan, resume: bool) -> Result<QatReport> {
+    let invalid = |e| match e {
         QatError::Invalid(m) => config_error(m),
         e => anyhow::Error::new(e),
-    })?;
+    };
+    let seeds = agents::qat::seed_dirs(&plan.from).map_err(invalid)?;
     let bar = crate_progress(agents::qat::progress_units(plan, seeds.len()));
-    let outcome = agents::qat::run_ladder(plan, &|p| match p {
+    let outcome = agents::qat::run_ladder_resuming(plan, resume, &|p| match p {
         QatProgress::Phase(m) => bar.set_message(m),
         QatProgress::UnitDone => bar.inc(1),
-    })?;
+    })
+    .map_err(invalid)?;
     bar.finish_and_clear();
     let paths = QatPaths::new(&plan.from);
     write_outputs(plan, &outcome, &paths).map(|summary| QatReport {
