@@ -128,10 +128,13 @@ impl FromStr for Overflow {
     }
 }
 
-/// Largest |integer bits| accepted. HLS bounds widths by its own maximum; this bound keeps
-/// the exact intermediates of operations on extreme formats small (an add of two formats
-/// whose binary points are far apart needs that many bits).
-pub const MAX_ABS_INT_BITS: i32 = 1 << 16;
+/// Largest |integer bits| accepted. It keeps every format's values f64 numbers: the range
+/// stays below 2^1010 and the LSB, 2^-(W - I) with W <= 64, at or above 2^-1074, the
+/// smallest f64 above zero (a larger bound let the long fuzz run find
+/// `ap_fixed<1,-6470>`, whose LSB is 0 in f64). It also keeps the exact intermediates of
+/// operations on extreme formats small (an add of two formats whose binary points are
+/// far apart needs that many bits).
+pub const MAX_ABS_INT_BITS: i32 = 1010;
 
 /// Why a format could not be built or parsed; each variant names the offending part.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
