@@ -87,6 +87,8 @@ impl Agent for Ddpg {
         }
         UpdateStats {
             critic_loss,
+            qf1_loss: critic_loss,
+            qf2_loss: None,
             actor_loss,
             q1_mean,
             q2_mean: None,

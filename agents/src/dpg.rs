@@ -15,7 +15,11 @@ use crate::replay::Batch;
 /// quantities; `actor_loss` only on updates that trained the actor).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct UpdateStats {
+    /// The sum of the critics' losses (TD3: `qf1_loss + qf2_loss`).
     pub critic_loss: f64,
+    /// Each critic's loss (TD3's second only for TD3).
+    pub qf1_loss: f64,
+    pub qf2_loss: Option<f64>,
     pub actor_loss: Option<f64>,
     pub q1_mean: f64,
     pub q2_mean: Option<f64>,

@@ -6,6 +6,7 @@
 //! ```text
 //! <run>/config.toml  run.json  summary.json  learning_curve.png/.svg
 //! <run>/seed_<n>/    checkpoint.bin metrics.csv quant.csv eval.csv episodes.csv
+//!                    events.out.tfevents.fixar weights.safetensors
 //! <run>/qat/         qat.csv qat.md formats.json chosen.json reward_vs_bits.png/.svg
 //! <run>/qat/<strategy>_w<width>/seed_<n>/   (a rung: the seed files above)
 //! <run>/export/<target>/                    (`fixar export`)
@@ -32,8 +33,11 @@ pub const EVAL: &str = "eval.csv";
 pub const EPISODES: &str = "episodes.csv";
 /// The CSV streams a trainer appends to, in the order a checkpoint records their lengths.
 pub const SEED_CSVS: [&str; 4] = [METRICS, QUANT, EVAL, EPISODES];
+/// The seed's TensorBoard event file (`crate::tfevents`; TensorBoard reads any file
+/// whose name holds `tfevents`). One per seed directory, cut back on resume like the CSVs.
+pub const EVENTS: &str = "events.out.tfevents.fixar";
 /// Every file a trainer keeps in a seed directory (what a QAT branch copies).
-pub const SEED_FILES: [&str; 5] = [CHECKPOINT, METRICS, QUANT, EVAL, EPISODES];
+pub const SEED_FILES: [&str; 6] = [CHECKPOINT, METRICS, QUANT, EVAL, EPISODES, EVENTS];
 
 /// The QAT ladder's directory inside a run, and its files.
 pub const QAT_DIR: &str = "qat";

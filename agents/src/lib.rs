@@ -136,6 +136,7 @@ pub mod schedule;
 pub mod stats;
 pub mod sweep;
 pub mod td3;
+pub mod tfevents;
 pub mod trainer;
 
 pub use dpg::Agent;

@@ -190,6 +190,8 @@ impl Agent for Td3 {
         }
         UpdateStats {
             critic_loss: l1 + l2,
+            qf1_loss: l1,
+            qf2_loss: Some(l2),
             actor_loss,
             q1_mean: q1,
             q2_mean: Some(q2),

@@ -1,7 +1,8 @@
 //! Crash consistency: `fixar train`, `fixar sweep --shard` and `fixar qat` killed with SIGKILL at
 //! many seeded random moments (some of them while a checkpoint is being written),
 //! resumed each time, end with files byte-identical to an uninterrupted run's (wall
-//! times aside). Also damaged run-directory files found on resume: a `config.toml`
+//! times aside), and event files holding the same scalars at the same steps (none lost,
+//! none twice; `charts/SPS` and wall times aside). Also damaged run-directory files found on resume: a `config.toml`
 //! edited after the run started, a `metrics.csv` cut short or altered; and a disk that
 //! fills up (a small tmpfs) mid-run.
 
@@ -69,6 +70,30 @@ fn assert_same_files(a: &Path, b: &Path, files: &[&str]) {
             a.join(f).display()
         );
     }
+}
+
+/// The scalars of a seed directory's event file but `charts/SPS` (a wall-clock figure),
+/// in file order.
+fn event_scalars(dir: &Path) -> Vec<(u64, String, f32)> {
+    let path = dir.join(agents::layout::EVENTS);
+    let mut s = agents::tfevents::read_scalars(&path).unwrap_or_else(|e| panic!("{e}"));
+    s.retain(|(_, tag, _)| tag != "charts/SPS");
+    s
+}
+
+/// The CSVs of two seed directories are byte-identical and their event files hold the
+/// same scalars.
+fn assert_same_records(a: &Path, b: &Path) {
+    assert_same_files(a, b, &CSVS);
+    let (ea, eb) = (event_scalars(a), event_scalars(b));
+    assert!(ea.len() > 50, "{}: only {} scalars", a.display(), ea.len());
+    assert!(
+        ea == eb,
+        "{}'s event file differs from the uninterrupted run's ({} vs {} scalars)",
+        b.display(),
+        eb.len(),
+        ea.len()
+    );
 }
 
 /// Any `*.tmp` left in `dir` or its subdirectories: a write the kill interrupted.
@@ -215,7 +240,7 @@ fn train_killed_24_times_at_random_moments_resumes_to_the_uninterrupted_run() {
     assert!(mid_write >= 1, "no kill landed inside a checkpoint write");
     assert_eq!(summary_sans_wall_time(&a), summary_sans_wall_time(&b));
     for s in ["seed_0", "seed_1"] {
-        assert_same_files(&a.join(s), &b.join(s), &CSVS);
+        assert_same_records(&a.join(s), &b.join(s));
     }
     assert!(temp_files(&b).is_empty(), "{:?}", temp_files(&b));
 }
@@ -266,7 +291,7 @@ fn sweep_shard_killed_12_times_resumes_to_the_uninterrupted_shard() {
     assert_eq!(trials.len(), 2, "{trials:?}");
     for t in trials {
         let (ta, tb) = (a.join("trials").join(&t), b.join("trials").join(&t));
-        assert_same_files(&ta, &tb, &CSVS);
+        assert_same_records(&ta, &tb);
         let trial = |p: &Path| {
             let mut v: serde_json::Value =
                 serde_json::from_slice(&read(&p.join("trial.json"))).unwrap();
@@ -377,8 +402,8 @@ fn damaged_run_files_are_refused_by_name_and_left_as_they_are_or_repaired() {
     );
     assert!(snapshot(&c) == before, "a refused resume changed files");
 
-    // metrics.csv cut short before the checkpoint's mark (its last rows, half a line):
-    // exit 1 naming it, nothing touched.
+    // metrics.csv or the event file cut short before the checkpoint's mark (its last
+    // rows, half a line) or altered before it: exit 1 naming it, nothing touched.
     type Damage = fn(&[u8]) -> Vec<u8>;
     let cut: Damage = |g| g[..g.len() / 4].to_vec();
     let flipped: Damage = |g| {
@@ -387,15 +412,23 @@ fn damaged_run_files_are_refused_by_name_and_left_as_they_are_or_repaired() {
         g[i] ^= 0x01;
         g
     };
-    for (name, damage) in [("cut", cut), ("flipped", flipped)] {
+    let events = agents::layout::EVENTS;
+    let good_events = read(&seed.join(events));
+    for (name, file, damage) in [
+        ("cut", "metrics.csv", cut),
+        ("flipped", "metrics.csv", flipped),
+        ("events-cut", events, cut),
+        ("events-flipped", events, flipped),
+    ] {
         let c = d.join(name);
         copy_dir(&b, &c);
-        std::fs::write(c.join("seed_0").join("metrics.csv"), damage(&good)).unwrap();
+        let bytes = if file == events { &good_events } else { &good };
+        std::fs::write(c.join("seed_0").join(file), damage(bytes)).unwrap();
         let before = snapshot(&c);
         let o = resume(&c);
         assert_eq!(o.code, Some(1), "{name}: {}", o.stderr);
         assert!(
-            o.stderr.contains("metrics.csv") && !o.stderr.contains("panicked"),
+            o.stderr.contains(file) && !o.stderr.contains("panicked"),
             "{name}: {}",
             o.stderr
         );
@@ -413,7 +446,7 @@ fn damaged_run_files_are_refused_by_name_and_left_as_they_are_or_repaired() {
     let o = resume(&b);
     assert!(o.success(), "{}", o.stderr);
     assert_eq!(summary_sans_wall_time(&a), summary_sans_wall_time(&b));
-    assert_same_files(&a.join("seed_0"), &seed, &CSVS);
+    assert_same_records(&a.join("seed_0"), &seed);
 }
 
 /// A tmpfs mounted for a test, unmounted on drop.
@@ -501,7 +534,7 @@ fn a_full_disk_stops_training_with_a_clear_error_and_the_run_resumes_once_there_
     let o = resume(&b);
     assert!(o.success(), "{}", o.stderr);
     assert_eq!(summary_sans_wall_time(&a), summary_sans_wall_time(&b));
-    assert_same_files(&a.join("seed_0"), &seed, &CSVS);
+    assert_same_records(&a.join("seed_0"), &seed);
 }
 
 /// `fixar qat` killed 12 times at seeded random moments (some inside a rung's checkpoint

@@ -1,6 +1,6 @@
 //! Branching a run from another run's checkpoint: the new run takes the source's whole
 //! state at a checkpoint (networks, optimizer, replay buffer, RNGs, observers, CSV rows
-//! so far) and goes on with a config that differs only where the source's past could
+//! and TensorBoard events so far) and goes on with a config that differs only where the source's past could
 //! not have been different.
 //!
 //! What may differ is the `[schedule]` table, provided neither run's schedule has
@@ -19,7 +19,7 @@
 use std::fs;
 use std::path::Path;
 
-use super::{config_difference, io_err, LoopState, Recorder, TrainError, Trainer};
+use super::{config_difference, io_err, EventsMark, LoopState, Recorder, TrainError, Trainer};
 use crate::checkpoint::CheckpointReader;
 use crate::config::TrainConfig;
 use crate::layout;
@@ -59,7 +59,8 @@ impl Trainer {
                 .to_string(),
             _ => line.to_string(),
         };
-        t.rec = Recorder::branch(src, &marks, crcs.as_deref(), dir, &metrics_line)?;
+        let events = EventsMark::of(&r)?;
+        t.rec = Recorder::branch(src, &marks, crcs.as_deref(), events, dir, &metrics_line)?;
         t.checkpoint()?;
         tracing::info!(
             "seed {seed}: branched at step {} from {}",

@@ -17,10 +17,24 @@
 //!   row are the window's, cast before the switch.
 //! - `eval.csv`: every evaluation: mean, std, min, max return over the episodes.
 //! - `episodes.csv`: every training episode: end step, return, length.
+//! - `events.out.tfevents.fixar`: the same scalars for TensorBoard (`crate::tfevents`)
+//!   under CleanRL's tags: per episode `charts/episodic_return` and
+//!   `charts/episodic_length` (episodes.csv); per evaluation `eval/return` (the mean),
+//!   `eval/return_std`, `eval/return_min`, `eval/return_max` (eval.csv); per metrics row
+//!   `charts/SPS` (env steps per second of training wall time, resumptions summed),
+//!   `charts/train_return`, `losses/qf1_loss`, `losses/qf1_values`,
+//!   `losses/actor_loss`, with TD3 also `losses/qf2_loss`, `losses/qf2_values` and
+//!   `losses/qf_loss` (CleanRL's: the mean of the two critics' losses, i.e. half of
+//!   metrics.csv's `critic_loss`), `quant/saturated`, `quant/wrapped`, and per quant.csv
+//!   row `quant/<layer>/<class>/{saturations,wraps,max_abs,ema,p999}`. Every value is
+//!   the CSV's as f32, at the CSV row's step, except `charts/SPS` and TD3's per-critic
+//!   losses, which have no column (their sum is `critic_loss`).
 //! - `checkpoint.bin`: the whole state (see [`Trainer::checkpoint`]).
 //!
-//! None of these files holds a wall-clock figure, so the same config and seed give
-//! byte-identical files, and so does a resumed run.
+//! None of the CSVs holds a wall-clock figure, so the same config and seed give
+//! byte-identical CSVs, and so does a resumed run. The event file holds wall times and
+//! `charts/SPS`; a resume cuts it back to the checkpoint like the CSVs, so it holds the
+//! same scalars at the same steps.
 
 mod branch;
 mod control;
@@ -48,7 +62,7 @@ use crate::precision::TensorClass;
 use crate::replay::ReplayBuffer;
 pub use branch::BranchError;
 pub use persist::{build_agent, load_agent, save_agent};
-use record::{Recorder, EPISODES, EVAL, METRICS, QUANT};
+use record::{EventsMark, Recorder, EPISODES, EVAL, METRICS, QUANT};
 pub use summary::{parse_seeds, AcrossSeeds, SeedsError, Summary};
 
 /// Why a run stopped early.
@@ -182,6 +196,11 @@ struct Window {
     return_sum: f64,
     updates: u64,
     critic_loss_sum: f64,
+    /// Each critic's loss (the event file's `losses/qf1_loss`, `losses/qf2_loss`).
+    #[serde(default)]
+    qf1_loss_sum: f64,
+    #[serde(default)]
+    qf2_loss_sum: f64,
     actor_updates: u64,
     actor_loss_sum: f64,
     q1_sum: f64,
@@ -313,11 +332,12 @@ impl Trainer {
             Err(CheckpointError::MissingField(_)) => None,
             Err(e) => return Err(e.into()),
         };
+        let events = EventsMark::of(&r)?;
         let mut t = Self::assemble(cfg, seed, dir)?;
         t.restore(&r)?;
-        // Last, once everything else is known to fit: the CSVs are checked, then cut
-        // back to the checkpoint.
-        t.rec = Recorder::reopen(dir, &marks, crcs.as_deref())?;
+        // Last, once everything else is known to fit: the CSVs and the event file are
+        // checked, then cut back to the checkpoint.
+        t.rec = Recorder::reopen(dir, &marks, crcs.as_deref(), events)?;
         if t.st.finished {
             // A run's last checkpoint may fall inside an episode, and checkpoints hold no
             // env state: whoever continues a finished run (the QAT ladder) starts a
@@ -369,7 +389,10 @@ impl Trainer {
             scale,
             st,
             eval_policy: EvalPolicy::Unset,
-            rec: Recorder { files: Vec::new() },
+            rec: Recorder {
+                files: Vec::new(),
+                events: None,
+            },
             dir: dir.to_path_buf(),
             cfg,
             seed,
@@ -440,6 +463,7 @@ impl Trainer {
         w.meta("loop", &self.st)?;
         w.meta("csv_marks", self.rec.marks()?)?;
         w.meta("csv_crcs", self.rec.crcs())?;
+        w.meta("events_mark", self.rec.events_mark()?)?;
         w.meta("rng", RngState::of(&self.rng))?;
         w.meta("noise", &self.noise)?;
         save_agent(self.agent.as_ref(), &mut w)?;
@@ -498,6 +522,7 @@ impl Trainer {
         while self.st.step < total {
             if stop_at == Some(self.st.step) {
                 self.rec.marks()?;
+                self.rec.flush_events()?;
                 return Ok(None);
             }
             if self.st.need_reset {
@@ -555,6 +580,13 @@ impl Trainer {
                     self.st.ep_len
                 );
                 self.rec.line(EPISODES, &line)?;
+                self.rec.scalars(
+                    self.st.step + 1,
+                    &[
+                        ("charts/episodic_return".into(), self.st.ep_return),
+                        ("charts/episodic_length".into(), self.st.ep_len as f64),
+                    ],
+                )?;
                 self.st.window.episodes += 1;
                 self.st.window.return_sum += self.st.ep_return;
                 self.st.episode += 1;
@@ -580,10 +612,19 @@ impl Trainer {
                     r.step, r.mean, r.std, r.min, r.max, r.episodes
                 );
                 self.rec.line(EVAL, &line)?;
+                self.rec.scalars(
+                    r.step,
+                    &[
+                        ("eval/return".into(), r.mean),
+                        ("eval/return_std".into(), r.std),
+                        ("eval/return_min".into(), r.min),
+                        ("eval/return_max".into(), r.max),
+                    ],
+                )?;
                 self.st.evals.push(r);
             }
             if step.is_multiple_of(self.cfg.log_every) || step == total || switched {
-                self.log_row()?;
+                self.log_row(self.st.elapsed_s + clock.elapsed().as_secs_f64())?;
             }
             if step.is_multiple_of(50) || step == total {
                 progress(Progress {
@@ -769,6 +810,8 @@ impl Trainer {
         let w = &mut self.st.window;
         w.updates += 1;
         w.critic_loss_sum += u.critic_loss;
+        w.qf1_loss_sum += u.qf1_loss;
+        w.qf2_loss_sum += u.qf2_loss.unwrap_or(0.0);
         w.q1_sum += u.q1_mean;
         w.q2_sum += u.q2_mean.unwrap_or(0.0);
         if let Some(a) = u.actor_loss {
@@ -823,16 +866,43 @@ impl Trainer {
         })
     }
 
-    fn log_row(&mut self) -> Result<(), TrainError> {
+    /// The metrics.csv row and its quant.csv rows for the window that ends now, and the
+    /// same scalars as one event (`elapsed_s`: training wall time so far, for
+    /// `charts/SPS`).
+    fn log_row(&mut self, elapsed_s: f64) -> Result<(), TrainError> {
         let step = self.st.step;
         let w = std::mem::take(&mut self.st.window);
-        let mean = |s: f64, n: u64| {
-            if n > 0 {
-                format!("{}", s / n as f64)
-            } else {
-                String::new()
+        let td3 = self.cfg.algo == Algo::Td3;
+        let avg = |s: f64, n: u64| (n > 0).then(|| s / n as f64);
+        let mean = |s: f64, n: u64| avg(s, n).map_or(String::new(), |m| m.to_string());
+        let mut scalars: Vec<(String, f64)> = Vec::new();
+        if elapsed_s > 0.0 {
+            scalars.push(("charts/SPS".into(), step as f64 / elapsed_s));
+        }
+        let critic_n = w.updates;
+        let window: [(&str, Option<f64>, bool); 7] = [
+            ("charts/train_return", avg(w.return_sum, w.episodes), true),
+            ("losses/qf1_loss", avg(w.qf1_loss_sum, critic_n), true),
+            ("losses/qf1_values", avg(w.q1_sum, critic_n), true),
+            (
+                "losses/actor_loss",
+                avg(w.actor_loss_sum, w.actor_updates),
+                true,
+            ),
+            ("losses/qf2_loss", avg(w.qf2_loss_sum, critic_n), td3),
+            ("losses/qf2_values", avg(w.q2_sum, critic_n), td3),
+            // CleanRL's TD3 `qf_loss` is the mean of the two critics' losses.
+            (
+                "losses/qf_loss",
+                avg(w.critic_loss_sum, critic_n).map(|c| c / 2.0),
+                td3,
+            ),
+        ];
+        for (tag, v, on) in window {
+            if let (true, Some(v)) = (on, v) {
+                scalars.push((tag.into(), v));
             }
-        };
+        }
         let eval = self
             .st
             .evals
@@ -864,6 +934,14 @@ impl Trainer {
                     if q.elements == 0 && max_abs == 0.0 {
                         continue;
                     }
+                    let tag = |what: &str| format!("quant/{}/{c}/{what}", l.name());
+                    scalars.extend([
+                        (tag("saturations"), q.saturated as f64),
+                        (tag("wraps"), q.wrapped as f64),
+                        (tag("max_abs"), max_abs),
+                        (tag("ema"), r.ema.range()),
+                        (tag("p999"), r.percentile.range()),
+                    ]);
                     quant_lines.push(format!(
                         "{step},{},{},{c},\"{}\",{},{},{},{},{},{max_abs},{},{}",
                         name,
@@ -894,7 +972,7 @@ impl Trainer {
             mean(w.critic_loss_sum, w.updates),
             mean(w.actor_loss_sum, w.actor_updates),
             mean(w.q1_sum, w.updates),
-            if self.cfg.algo == Algo::Td3 {
+            if td3 {
                 mean(w.q2_sum, w.updates)
             } else {
                 String::new()
@@ -904,6 +982,9 @@ impl Trainer {
         for l in quant_lines {
             self.rec.line(QUANT, &l)?;
         }
-        Ok(())
+        scalars.push(("quant/saturated".into(), sat_all as f64));
+        scalars.push(("quant/wrapped".into(), wrap_all as f64));
+        self.rec.scalars(step, &scalars)?;
+        self.rec.flush_events()
     }
 }

@@ -1,5 +1,5 @@
 //! What the whole-loop tests share: a tiny Pendulum config, scratch directories, and
-//! the byte comparison of two seed directories' CSVs.
+//! the byte comparison of two seed directories' CSVs (and their event files' scalars).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -40,8 +40,24 @@ pub fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// Panics naming the first differing line of the first differing file.
+/// The scalars of a seed directory's event file, but `charts/SPS` (a wall-clock figure).
+pub fn event_scalars(dir: &Path) -> Vec<(u64, String, f32)> {
+    let mut s = agents::tfevents::read_scalars(&dir.join(agents::layout::EVENTS)).unwrap();
+    s.retain(|(_, tag, _)| tag != "charts/SPS");
+    s
+}
+
+/// Panics naming the first differing line of the first differing file, or the first
+/// differing scalar of the event files.
 pub fn assert_same_files(a: &Path, b: &Path, what: &str) {
+    let (x, y) = (event_scalars(a), event_scalars(b));
+    if let Some(i) = (0..x.len().max(y.len())).find(|&i| x.get(i) != y.get(i)) {
+        panic!(
+            "{what}: event scalar {i} differs: {:?} vs {:?}",
+            x.get(i),
+            y.get(i)
+        );
+    }
     for ((name, x), (_, y)) in files(a).into_iter().zip(files(b)) {
         if x != y {
             let (x, y) = (

@@ -1,0 +1,101 @@
+//! The formats other tools read, read back by those tools: TensorBoard event files
+//! checked scalar by scalar against the CSVs with Python's `tensorboard` (after a
+//! resume, too).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use agents::config::{Algo, TrainConfig};
+use agents::trainer::Trainer;
+use common::{fixar, tiny_config, workspace, Ran, Run, Scratch};
+
+/// The project's venv Python (scripts/setup, scripts/setup-readers); its absence fails.
+fn python() -> PathBuf {
+    let p = workspace().join(".venv/bin/python");
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/setup-readers (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+/// Runs `runs/tests/py/<script>` with `args` in the venv's Python.
+fn py(script: &str, args: &[&Path]) -> Ran {
+    let mut c = Command::new(python());
+    c.arg(workspace().join("runs/tests/py").join(script));
+    c.args(args);
+    c.run()
+}
+
+/// More log rows and episodes than tiny_config: 1000 steps, a row every 100, an
+/// evaluation every 400, a checkpoint every episode.
+fn logged_config(algo: Algo) -> TrainConfig {
+    TrainConfig {
+        algo,
+        total_timesteps: 1000,
+        eval_every: 400,
+        log_every: 100,
+        checkpoint_every: 200,
+        eval_episodes: 1,
+        precision: agents::precision::Preset::Fxp16,
+        ..tiny_config()
+    }
+}
+
+#[test]
+fn event_files_hold_every_csv_scalar_once_even_after_a_resume() {
+    let d = Scratch::new("events");
+    // TD3 through the library: stopped after step 700 (its last checkpoint at 600, so
+    // rows 600..700 were written past it, as a kill leaves them), resumed, finished.
+    let td3 = d.join("td3");
+    let mut t = Trainer::new(logged_config(Algo::Td3), 0, &td3).unwrap();
+    assert!(t.run(Some(700), &mut |_| {}).unwrap().is_none());
+    drop(t);
+    let events = td3.join(agents::layout::EVENTS);
+    let before = std::fs::metadata(&events).unwrap().len();
+    let mut t = Trainer::resume(&td3).unwrap();
+    assert!(
+        std::fs::metadata(&events).unwrap().len() < before,
+        "the resume did not cut the event file back to the checkpoint"
+    );
+    t.run(None, &mut |_| {}).unwrap().unwrap();
+    drop(t);
+    // DDPG through the CLI.
+    let cfg = d.write_config("ddpg.toml", &logged_config(Algo::Ddpg));
+    let run = d.join("ddpg");
+    fixar()
+        .args(["-q", "train", "--seeds", "0", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&run)
+        .run_ok();
+    let ddpg = run.join("seed_0");
+
+    let ran = py("check_events.py", &[&td3, &ddpg]);
+    assert!(ran.success(), "{}{}", ran.stdout, ran.stderr);
+    eprint!("{}", ran.stdout);
+    for (dir, at_least) in [(&td3, 1000), (&ddpg, 1000)] {
+        let line = format!("scalars checked in {}", dir.display());
+        let n: usize = ran
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_suffix(&line))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no count for {}: {}", dir.display(), ran.stdout));
+        assert!(n >= at_least, "{n} scalars in {}", dir.display());
+    }
+
+    // The check fails when a value differs: an eval.csv mean one ulp off in f32 terms.
+    let eval = ddpg.join("eval.csv");
+    let text = std::fs::read_to_string(&eval).unwrap();
+    let row: Vec<&str> = text.lines().nth(1).unwrap().split(',').collect();
+    let mean: f64 = row[1].parse().unwrap();
+    let off = f64::from(f32::from_bits((mean as f32).to_bits() + 1));
+    std::fs::write(&eval, text.replacen(row[1], &off.to_string(), 1)).unwrap();
+    let ran = py("check_events.py", &[&ddpg]);
+    assert_eq!(ran.code, Some(1), "{}{}", ran.stdout, ran.stderr);
+    assert!(ran.stdout.contains("eval/return"), "{}", ran.stdout);
+}
