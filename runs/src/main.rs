@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -64,9 +64,19 @@ enum Command {
         #[command(subcommand)]
         what: runs::bench::BenchCommand,
     },
+    /// Print a shell completion script for fixar (bash, zsh, fish; also elvish,
+    /// powershell), e.g. `fixar completions bash > ~/.local/share/bash-completion/completions/fixar`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "fixar", &mut std::io::stdout());
+        return Ok(ExitCode::SUCCESS);
+    }
     // Read where bridged envs are made (deep inside commands): checked up front so a
     // typo is a usage error, not a warning halfway through a run.
     envs::bridge::Wait::from_env().map_err(|e| runs::failure::config_error(e.to_string()))?;
@@ -93,6 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compare(args) => runs::compare::run(&args),
         Command::Fx { cmd } => runs::fx::run(&cmd),
         Command::Bench { what } => runs::bench::run(what),
+        Command::Completions { .. } => unreachable!("handled above"),
     }
 }
 

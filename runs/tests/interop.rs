@@ -99,3 +99,44 @@ fn event_files_hold_every_csv_scalar_once_even_after_a_resume() {
     assert_eq!(ran.code, Some(1), "{}{}", ran.stdout, ran.stderr);
     assert!(ran.stdout.contains("eval/return"), "{}", ran.stdout);
 }
+
+#[test]
+fn completions_name_every_subcommand_and_bash_parses_them() {
+    let d = Scratch::new("completions");
+    for shell in ["bash", "zsh", "fish"] {
+        let ran = fixar().args(["completions", shell]).run_ok();
+        for sub in [
+            "train",
+            "qat",
+            "export",
+            "accel",
+            "pipeline",
+            "sweep",
+            "collect",
+            "bench",
+            "env",
+            "fx",
+            "info",
+            "completions",
+        ] {
+            assert!(
+                ran.stdout.contains(sub),
+                "{shell} completions do not name `{sub}`"
+            );
+        }
+        // Flags of a subcommand too, e.g. `fixar export --target` (fish: `-l target`).
+        let flag = if shell == "fish" {
+            "-l target"
+        } else {
+            "--target"
+        };
+        assert!(ran.stdout.contains(flag), "{shell}: no {flag}");
+        if shell == "bash" {
+            let script = d.write("fixar.bash", &ran.stdout);
+            Command::new("bash").arg("-n").arg(&script).run_ok();
+        }
+    }
+    let ran = fixar().args(["completions", "tcsh"]).run();
+    assert_eq!(ran.code, Some(2), "{}", ran.stderr);
+    assert!(ran.stderr.contains("tcsh"), "{}", ran.stderr);
+}
