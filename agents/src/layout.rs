@@ -36,6 +36,9 @@ pub const SEED_CSVS: [&str; 4] = [METRICS, QUANT, EVAL, EPISODES];
 /// The seed's TensorBoard event file (`crate::tfevents`; TensorBoard reads any file
 /// whose name holds `tfevents`). One per seed directory, cut back on resume like the CSVs.
 pub const EVENTS: &str = "events.out.tfevents.fixar";
+/// The online networks' weights (float values and raw codes) in the safetensors format,
+/// rewritten atomically at every checkpoint (`crate::weights`).
+pub const WEIGHTS: &str = "weights.safetensors";
 /// Every file a trainer keeps in a seed directory (what a QAT branch copies).
 pub const SEED_FILES: [&str; 6] = [CHECKPOINT, METRICS, QUANT, EVAL, EPISODES, EVENTS];
 

@@ -138,6 +138,7 @@ pub mod sweep;
 pub mod td3;
 pub mod tfevents;
 pub mod trainer;
+pub mod weights;
 
 pub use dpg::Agent;
 pub use precision::{Gemm, LayerFormats, PrecisionSpec, Preset, TensorClass, TrainMode};

@@ -1,6 +1,8 @@
 //! The formats other tools read, read back by those tools: TensorBoard event files
 //! checked scalar by scalar against the CSVs with Python's `tensorboard` (after a
-//! resume, too).
+//! resume, too); `weights.safetensors` loaded with Python's `safetensors`, the actor's
+//! integer forward redone in numpy from its codes and compared with the export's test
+//! vectors; shell completions.
 
 mod common;
 
@@ -9,7 +11,7 @@ use std::process::Command;
 
 use agents::config::{Algo, TrainConfig};
 use agents::trainer::Trainer;
-use common::{fixar, tiny_config, workspace, Ran, Run, Scratch};
+use common::{fixar, tiny_config, train_tiny_fxp16, workspace, Ran, Run, Scratch};
 
 /// The project's venv Python (scripts/setup, scripts/setup-readers); its absence fails.
 fn python() -> PathBuf {
@@ -28,6 +30,17 @@ fn py(script: &str, args: &[&Path]) -> Ran {
     c.arg(workspace().join("runs/tests/py").join(script));
     c.args(args);
     c.run()
+}
+
+/// `fixar train --seeds 0 --config CFG --out OUT`; returns OUT.
+fn train_seed_0(cfg: &Path, out: &Path) -> PathBuf {
+    fixar()
+        .args(["-q", "train", "--seeds", "0", "--config"])
+        .arg(cfg)
+        .arg("--out")
+        .arg(out)
+        .run_ok();
+    out.to_path_buf()
 }
 
 /// More log rows and episodes than tiny_config: 1000 steps, a row every 100, an
@@ -65,13 +78,7 @@ fn event_files_hold_every_csv_scalar_once_even_after_a_resume() {
     drop(t);
     // DDPG through the CLI.
     let cfg = d.write_config("ddpg.toml", &logged_config(Algo::Ddpg));
-    let run = d.join("ddpg");
-    fixar()
-        .args(["-q", "train", "--seeds", "0", "--config"])
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&run)
-        .run_ok();
+    let run = train_seed_0(&cfg, &d.join("ddpg"));
     let ddpg = run.join("seed_0");
 
     let ran = py("check_events.py", &[&td3, &ddpg]);
@@ -98,6 +105,63 @@ fn event_files_hold_every_csv_scalar_once_even_after_a_resume() {
     let ran = py("check_events.py", &[&ddpg]);
     assert_eq!(ran.code, Some(1), "{}{}", ran.stdout, ran.stderr);
     assert!(ran.stdout.contains("eval/return"), "{}", ran.stdout);
+}
+
+/// `fixar export --target c --vectors 256` of `run`: the path of its vectors.txt.
+fn export_vectors(run: &Path, out: &Path) -> PathBuf {
+    fixar()
+        .args(["-q", "export", "--target", "c", "--vectors", "256", "--run"])
+        .arg(run)
+        .arg("--out")
+        .arg(out)
+        .run_ok();
+    out.join("vectors.txt")
+}
+
+#[test]
+fn safetensors_codes_reproduce_the_integer_actor_in_numpy() {
+    let d = Scratch::new("safetensors");
+    let fxp16 = train_tiny_fxp16(&d);
+    let cfg = d.write_config(
+        "fxp32.toml",
+        &TrainConfig {
+            eval_episodes: 1,
+            precision: agents::precision::Preset::Fxp32,
+            ..tiny_config()
+        },
+    );
+    let fxp32 = train_seed_0(&cfg, &d.join("fxp32"));
+    for (run, name) in [(&fxp16, "fxp16"), (&fxp32, "fxp32")] {
+        let seed = run.join("seed_0");
+        assert!(
+            seed.join(agents::layout::WEIGHTS).is_file(),
+            "{name}: no weights"
+        );
+        let vectors = export_vectors(run, &d.join(format!("export-{name}")));
+        let ran = py("check_safetensors.py", &[&seed, &vectors]);
+        assert!(ran.success(), "{name}: {}{}", ran.stdout, ran.stderr);
+        assert!(
+            ran.stdout.contains("256 passed, 0 failed"),
+            "{name}: {}",
+            ran.stdout
+        );
+        eprintln!("{name}: {}", ran.stdout.trim());
+    }
+    // The check fails when one expected output code is off by one.
+    let vectors = d.join("export-fxp16/vectors.txt");
+    let text = std::fs::read_to_string(&vectors).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let mut row: Vec<i64> = lines[1].split(' ').map(|t| t.parse().unwrap()).collect();
+    *row.last_mut().unwrap() += 1;
+    lines[1] = row.iter().map(i64::to_string).collect::<Vec<_>>().join(" ");
+    std::fs::write(&vectors, lines.join("\n") + "\n").unwrap();
+    let ran = py("check_safetensors.py", &[&fxp16.join("seed_0"), &vectors]);
+    assert_eq!(ran.code, Some(1), "{}{}", ran.stdout, ran.stderr);
+    assert!(
+        ran.stdout.contains("255 passed, 1 failed"),
+        "{}",
+        ran.stdout
+    );
 }
 
 #[test]

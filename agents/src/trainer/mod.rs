@@ -30,6 +30,8 @@
 //!   the CSV's as f32, at the CSV row's step, except `charts/SPS` and TD3's per-critic
 //!   losses, which have no column (their sum is `critic_loss`).
 //! - `checkpoint.bin`: the whole state (see [`Trainer::checkpoint`]).
+//! - `weights.safetensors`: the online networks' weights as of the checkpoint, written
+//!   atomically right after it (`crate::weights`).
 //!
 //! None of the CSVs holds a wall-clock figure, so the same config and seed give
 //! byte-identical CSVs, and so does a resumed run. The event file holds wall times and
@@ -476,7 +478,38 @@ impl Trainer {
         {
             w.f32s(&format!("replay.{name}"), f)?;
         }
-        w.write_atomic(&path).map_err(io_err(&path))
+        w.write_atomic(&path).map_err(io_err(&path))?;
+        self.write_weights()
+    }
+
+    /// `weights.safetensors` for the current networks (see `crate::weights`), written
+    /// atomically. Networks whose stored values have no codes (non-finite; training
+    /// stops on those anyway) leave no file rather than a stale one, with a warning.
+    fn write_weights(&self) -> Result<(), TrainError> {
+        let path = self.dir.join(layout::WEIGHTS);
+        let info = [
+            (
+                "config",
+                serde_json::to_string(&self.cfg).unwrap_or_default(),
+            ),
+            ("seed", self.seed.to_string()),
+            ("step", self.st.step.to_string()),
+            ("updates", self.agent.updates().to_string()),
+        ];
+        match crate::weights::safetensors_bytes(self.agent.as_ref(), &info) {
+            Ok(bytes) => layout::write_atomic(&path, &bytes).map_err(io_err(&path)),
+            Err(e) => {
+                tracing::warn!(
+                    "{}: not written: {}",
+                    path.display(),
+                    crate::qat::error_chain(&e)
+                );
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&path)(e)),
+                    _ => Ok(()),
+                }
+            }
+        }
     }
 
     fn restore(&mut self, r: &CheckpointReader) -> Result<(), CheckpointError> {
