@@ -23,7 +23,7 @@ use quant::FxFormat;
 use safetensors::{Dtype, SafeTensorError};
 
 use crate::dpg::Agent;
-use crate::export::{export_network, ExportError};
+use crate::export::{export_network, ExportError, LayerExport};
 
 /// Why the weights could not be written as safetensors.
 #[derive(Debug, thiserror::Error)]
@@ -105,13 +105,7 @@ pub fn safetensors_bytes(
     agent: &dyn Agent,
     info: &[(&str, String)],
 ) -> Result<Vec<u8>, WeightsError> {
-    let mut tensors: Vec<(String, Owned)> = Vec::new();
-    let mut meta: HashMap<String, String> = info
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    meta.insert("layout".into(), LAYOUT.into());
-    let mut networks = Vec::new();
+    let mut nets = Vec::new();
     for net in agent.networks() {
         if net.name().ends_with("_target") {
             continue;
@@ -120,10 +114,29 @@ pub fn safetensors_bytes(
             network: net.name().to_string(),
             source,
         })?;
-        networks.push(net.name().to_string());
+        nets.push((net.name().to_string(), layers));
+    }
+    Ok(layers_safetensors(&nets, info)?)
+}
+
+/// The safetensors file of exported networks (name, layers), with `info` added to the
+/// metadata (see the module docs).
+pub fn layers_safetensors(
+    nets: &[(String, Vec<LayerExport>)],
+    info: &[(&str, String)],
+) -> Result<Vec<u8>, SafeTensorError> {
+    let mut tensors: Vec<(String, Owned)> = Vec::new();
+    let mut meta: HashMap<String, String> = info
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    meta.insert("layout".into(), LAYOUT.into());
+    let mut networks = Vec::new();
+    for (net, layers) in nets {
+        networks.push(net.clone());
         let names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
-        meta.insert(format!("{}.layers", net.name()), names.join(","));
-        for l in &layers {
+        meta.insert(format!("{net}.layers"), names.join(","));
+        for l in layers {
             let n = &l.name;
             let (rows, cols) = (l.in_dim, l.out_dim);
             let shape = vec![cols, rows];
@@ -164,7 +177,7 @@ pub fn safetensors_bytes(
             Ok((name.clone(), view))
         })
         .collect::<Result<Vec<_>, SafeTensorError>>()?;
-    Ok(safetensors::tensor::serialize(views, Some(meta))?)
+    safetensors::tensor::serialize(views, Some(meta))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use crate::failure::config_error;
 pub enum TargetArg {
     C,
     Hls,
+    Hls4ml,
 }
 
 impl From<TargetArg> for Target {
@@ -26,6 +27,7 @@ impl From<TargetArg> for Target {
         match t {
             TargetArg::C => Target::C,
             TargetArg::Hls => Target::Hls,
+            TargetArg::Hls4ml => Target::Hls4ml,
         }
     }
 }
@@ -37,7 +39,8 @@ pub struct ExportArgs {
     /// seed), or one seed's directory holding `checkpoint.bin`.
     #[arg(long)]
     pub run: PathBuf,
-    /// `c`: dependency-free C99; `hls`: HLS C++ with ap_fixed types.
+    /// `c`: dependency-free C99; `hls`: HLS C++ with ap_fixed types; `hls4ml`: hls4ml's
+    /// per-layer precision config, the weights and a script building the hls4ml model.
     #[arg(long, value_enum)]
     pub target: TargetArg,
     /// Output directory (default: `<run>/export/<target>`).

@@ -2,7 +2,9 @@
 //! checked scalar by scalar against the CSVs with Python's `tensorboard` (after a
 //! resume, too); `weights.safetensors` loaded with Python's `safetensors`, the actor's
 //! integer forward redone in numpy from its codes and compared with the export's test
-//! vectors; shell completions.
+//! vectors; the hls4ml export checked against hls4ml's config schema and converted by
+//! hls4ml, its C++ simulation compared layer by layer with fixar's codes; shell
+//! completions.
 
 mod common;
 
@@ -162,6 +164,63 @@ fn safetensors_codes_reproduce_the_integer_actor_in_numpy() {
         "{}",
         ran.stdout
     );
+}
+
+/// Runs `build_hls4ml.py --check` of an hls4ml export in the venv's Python.
+fn hls4ml_check(export: &Path) -> Ran {
+    Command::new(python())
+        .args(["build_hls4ml.py", "--check"])
+        .current_dir(export)
+        .run()
+}
+
+#[test]
+fn hls4ml_export_follows_hls4mls_schema_and_its_csim_matches_every_layer() {
+    let d = Scratch::new("hls4ml");
+    let run = train_tiny_fxp16(&d);
+    let out = d.join("hls4ml");
+    fixar()
+        .args(["-q", "export", "--target", "hls4ml", "--run"])
+        .arg(&run)
+        .arg("--out")
+        .arg(&out)
+        .run_ok();
+    // The schema hls4ml documents, every precision parsed by hls4ml, and the formats
+    // the training run's own weights.safetensors records.
+    let trained = run.join("seed_0").join(agents::layout::WEIGHTS);
+    let ran = py("check_hls4ml_config.py", &[&out, &trained]);
+    assert!(ran.success(), "{}{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.stdout.trim(), "ok: 7 layers");
+    // hls4ml converts the config and weights, compiles its C++ simulation, and every
+    // layer but the final tanh (fc1, fc1_relu, fc2, fc2_relu, fc3) equals fixar's codes
+    // on the 256 test vectors.
+    let ran = hls4ml_check(&out);
+    assert!(ran.success(), "{}{}", ran.stdout, ran.stderr);
+    assert!(
+        ran.stdout.contains("1280 passed, 0 failed"),
+        "{}",
+        ran.stdout
+    );
+    eprintln!("{}", ran.stdout.lines().last().unwrap_or_default());
+
+    // One weight precision off by an integer bit: both checks fail.
+    let config = out.join("hls4ml_config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let w = &mut json["HLSConfig"]["LayerName"]["fc1"]["Precision"]["weight"];
+    let f: quant::FxFormat = w.as_str().unwrap().parse().unwrap();
+    let wider = quant::FxFormat {
+        int_bits: f.int_bits + 1,
+        ..f
+    };
+    *w = wider.to_string().into();
+    std::fs::write(&config, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    let ran = py("check_hls4ml_config.py", &[&out, &trained]);
+    assert_eq!(ran.code, Some(1), "{}{}", ran.stdout, ran.stderr);
+    assert!(ran.stdout.starts_with("fc1.weight:"), "{}", ran.stdout);
+    let ran = hls4ml_check(&out);
+    assert_eq!(ran.code, Some(1), "{}{}", ran.stdout, ran.stderr);
+    assert!(!ran.stdout.contains(" 0 failed"), "{}", ran.stdout);
 }
 
 #[test]

@@ -31,6 +31,7 @@
 
 pub mod c;
 pub mod hls;
+pub mod hls4ml;
 pub mod native;
 mod policy;
 pub mod tanh;
@@ -87,6 +88,9 @@ pub enum Target {
     C,
     /// HLS C++ with `ap_fixed` types.
     Hls,
+    /// hls4ml's per-layer precision config, the weights and a script that builds the
+    /// hls4ml model ([`hls4ml`]).
+    Hls4ml,
 }
 
 impl Target {
@@ -95,6 +99,7 @@ impl Target {
         match self {
             Target::C => "c",
             Target::Hls => "hls",
+            Target::Hls4ml => "hls4ml",
         }
     }
 }
@@ -146,6 +151,8 @@ pub enum DeployError {
     },
     #[error("the actor's raw codes")]
     Codes(#[from] crate::export::ExportError),
+    #[error("the actor's weights as safetensors")]
+    Weights(#[from] safetensors::SafeTensorError),
     /// The checkpoint could not be read or does not hold the agent its config describes.
     #[error("{}", path.display())]
     Checkpoint {
@@ -185,6 +192,19 @@ pub(crate) fn activation_label(a: &Activation) -> &'static str {
 }
 
 impl DeployedLayer {
+    /// The activation codes of pre-activation codes `z` (`table`: the tanh layer's).
+    fn activate(&self, z: &[i64], table: Option<&[TanhTable]>) -> Vec<i64> {
+        let (pf, af) = (&self.preact_fmt, &self.act_fmt);
+        z.iter()
+            .enumerate()
+            .map(|(j, &zi)| match self.activation {
+                Activation::Relu => quant::cast(zi.max(0), pf, af),
+                Activation::Identity => quant::cast(zi, pf, af),
+                Activation::Tanh { .. } => table.expect("tanh tables")[j].lookup(zi),
+            })
+            .collect()
+    }
+
     /// This layer's pre-activation codes for one input row of codes in `xf`, by
     /// `quant::golden_gemm`.
     pub fn golden_preact(&self, x: &[i64], xf: &FxFormat) -> Vec<i64> {
@@ -306,18 +326,29 @@ impl DeployedActor {
         let mut cur_fmt = self.input_fmt;
         for (i, (l, table)) in self.layers.iter().zip(tanh).enumerate() {
             let z = preact(i, l, &cur, &cur_fmt);
-            cur = z
-                .iter()
-                .enumerate()
-                .map(|(j, &zi)| match l.activation {
-                    Activation::Relu => quant::cast(zi.max(0), &l.preact_fmt, &l.act_fmt),
-                    Activation::Identity => quant::cast(zi, &l.preact_fmt, &l.act_fmt),
-                    Activation::Tanh { .. } => table.as_ref().expect("tanh tables")[j].lookup(zi),
-                })
-                .collect();
+            cur = l.activate(&z, table.as_deref());
             cur_fmt = l.act_fmt;
         }
         cur
+    }
+
+    /// [`DeployedActor::infer_raw`] layer by layer: each layer's pre-activation and
+    /// activation codes.
+    pub fn infer_layers(
+        &self,
+        x: &[i64],
+        tanh: &[Option<Vec<TanhTable>>],
+    ) -> Vec<(Vec<i64>, Vec<i64>)> {
+        let mut cur = x.to_vec();
+        let mut cur_fmt = self.input_fmt;
+        let mut out = Vec::new();
+        for (l, table) in self.layers.iter().zip(tanh) {
+            let z = l.golden_preact(&cur, &cur_fmt);
+            cur = l.activate(&z, table.as_deref());
+            cur_fmt = l.act_fmt;
+            out.push((z, cur.clone()));
+        }
+        out
     }
 
     /// Tanh tables, one per output column, for every tanh layer (None for the others).
@@ -379,15 +410,20 @@ pub fn generate(
 ) -> Result<Vec<GeneratedFile>, DeployError> {
     actor.validate()?;
     let tables = actor.tanh_tables()?;
-    let (names, texts) = match target {
-        Target::C => (c::FILES, c::sources(actor, &tables)),
-        Target::Hls => (hls::FILES, hls::sources(actor, &tables)),
-    };
-    let mut files: Vec<GeneratedFile> = names
-        .into_iter()
-        .zip(texts)
-        .map(|(name, text)| GeneratedFile { name, text })
-        .collect();
+    let mut files: Vec<GeneratedFile> = match target {
+        Target::C => c::FILES
+            .into_iter()
+            .zip(c::sources(actor, &tables))
+            .collect(),
+        Target::Hls => hls::FILES
+            .into_iter()
+            .zip(hls::sources(actor, &tables))
+            .collect(),
+        Target::Hls4ml => hls4ml::sources(actor, &tables, vectors),
+    }
+    .into_iter()
+    .map(|(name, text)| GeneratedFile { name, text })
+    .collect();
     files.push(GeneratedFile {
         name: "vectors.txt",
         text: vectors::vectors_txt(actor, &tables, vectors),
@@ -422,7 +458,12 @@ pub fn export(
     let mut paths = Vec::new();
     for f in files {
         let path = out.join(f.name);
-        write_atomic(&path, &f.text)?;
+        write_atomic(&path, f.text.as_bytes())?;
+        paths.push(path);
+    }
+    if target == Target::Hls4ml {
+        let path = out.join(hls4ml::WEIGHTS);
+        write_atomic(&path, &hls4ml::weights(actor)?)?;
         paths.push(path);
     }
     Ok(ExportSummary {
@@ -431,7 +472,7 @@ pub fn export(
     })
 }
 
-fn write_atomic(path: &Path, text: &str) -> Result<(), DeployError> {
+fn write_atomic(path: &Path, text: &[u8]) -> Result<(), DeployError> {
     let tmp = path.with_extension("tmp~");
     std::fs::write(&tmp, text).map_err(|source| DeployError::Write {
         path: tmp.clone(),
@@ -470,6 +511,7 @@ fn readme(actor: &DeployedActor, target: Target) -> String {
     s.push_str(match target {
         Target::C => c::BUILD_LINE,
         Target::Hls => hls::BUILD_LINE,
+        Target::Hls4ml => hls4ml::BUILD_LINE,
     });
     s
 }

@@ -41,7 +41,7 @@ pub fn test_inputs(actor: &DeployedActor, count: usize, seed: u64) -> Vec<Vec<i6
 }
 
 /// Seed of the exported test inputs (fixed, so an export is reproducible).
-const VECTOR_SEED: u64 = 0x5eed;
+pub(super) const VECTOR_SEED: u64 = 0x5eed;
 
 /// `vectors.txt`: a header line `count obs_dim act_dim`, then per vector the raw input
 /// codes followed by the expected raw output codes.
