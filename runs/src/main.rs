@@ -41,7 +41,7 @@ enum Command {
     /// Narrow a trained run down a ladder of bit widths (PTQ, range QAT, quantization
     /// delay, learned binary point); writes qat.csv/md, formats, chosen.json and a plot.
     Qat(runs::qat::QatArgs),
-    /// Export the quantized actor as integer-only C99 or HLS C++ with test vectors and a bench.
+    /// Export the quantized actor as integer-only C99, HLS C++ (with test vectors and a bench), or an hls4ml config with its weights.
     Export(runs::export::ExportArgs),
     /// Train fxp32 -> QAT ladder -> accelerator estimate -> report.md + report.html.
     Pipeline(runs::pipeline::PipelineArgs),

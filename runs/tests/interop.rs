@@ -236,6 +236,7 @@ fn completions_name_every_subcommand_and_bash_parses_them() {
             "pipeline",
             "sweep",
             "collect",
+            "compare",
             "bench",
             "env",
             "fx",
