@@ -190,6 +190,17 @@ pub fn read_scalars(path: &Path) -> Result<Vec<(u64, String, f32)>, EventFileErr
         .collect())
 }
 
+/// The tag whose value is a wall-clock figure (env steps per second of wall time).
+pub const SPS_TAG: &str = "charts/SPS";
+
+/// [`read_scalars`] without [`SPS_TAG`]: what the same config and seed reproduce exactly
+/// (an uninterrupted, a resumed and a branched run hold the same).
+pub fn reproducible_scalars(path: &Path) -> Result<Vec<(u64, String, f32)>, EventFileError> {
+    let mut s = read_scalars(path)?;
+    s.retain(|(_, tag, _)| tag != SPS_TAG);
+    Ok(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

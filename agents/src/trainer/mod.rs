@@ -58,10 +58,10 @@ use tch::Tensor;
 use crate::checkpoint::{CheckpointError, CheckpointReader, CheckpointWriter, RngState};
 use crate::config::{Algo, TrainConfig};
 use crate::dpg::Agent;
-use crate::layout;
 use crate::noise::ExplorationNoise;
 use crate::precision::TensorClass;
 use crate::replay::ReplayBuffer;
+use crate::{layout, tfevents};
 pub use branch::BranchError;
 pub use persist::{build_agent, load_agent, save_agent};
 use record::{EventsMark, Recorder, EPISODES, EVAL, METRICS, QUANT};
@@ -910,7 +910,7 @@ impl Trainer {
         let mean = |s: f64, n: u64| avg(s, n).map_or(String::new(), |m| m.to_string());
         let mut scalars: Vec<(String, f64)> = Vec::new();
         if elapsed_s > 0.0 {
-            scalars.push(("charts/SPS".into(), step as f64 / elapsed_s));
+            scalars.push((tfevents::SPS_TAG.into(), step as f64 / elapsed_s));
         }
         let critic_n = w.updates;
         let window: [(&str, Option<f64>, bool); 7] = [

@@ -40,17 +40,12 @@ pub fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// The scalars of a seed directory's event file, but `charts/SPS` (a wall-clock figure).
-pub fn event_scalars(dir: &Path) -> Vec<(u64, String, f32)> {
-    let mut s = agents::tfevents::read_scalars(&dir.join(agents::layout::EVENTS)).unwrap();
-    s.retain(|(_, tag, _)| tag != "charts/SPS");
-    s
-}
-
 /// Panics naming the first differing line of the first differing file, or the first
 /// differing scalar of the event files.
 pub fn assert_same_files(a: &Path, b: &Path, what: &str) {
-    let (x, y) = (event_scalars(a), event_scalars(b));
+    let scalars =
+        |d: &Path| agents::tfevents::reproducible_scalars(&d.join(agents::layout::EVENTS)).unwrap();
+    let (x, y) = (scalars(a), scalars(b));
     if let Some(i) = (0..x.len().max(y.len())).find(|&i| x.get(i) != y.get(i)) {
         panic!(
             "{what}: event scalar {i} differs: {:?} vs {:?}",
