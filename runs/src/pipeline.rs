@@ -169,6 +169,16 @@ pub fn run(args: &PipelineArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `, IQM -140.2 (95% CI -152.0 to -131.9)`, or nothing without an estimate.
+fn iqm_text(e: Option<&agents::stats::Estimate>) -> String {
+    e.map_or(String::new(), |e| {
+        format!(
+            ", IQM {:.1} (95% CI {:.1} to {:.1})",
+            e.estimate, e.ci_low, e.ci_high
+        )
+    })
+}
+
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("—".into(), |x| format!("{x:.digits$}"))
 }
@@ -185,13 +195,14 @@ fn build_report(
     let mut sections = Vec::new();
     let f = summary.final_eval_return;
     sections.push(Section::new("Summary").text(format!(
-        "{} on {} trained at `fxp32` for {} environment steps over {} seed(s): final eval return {:.1} ± {:.1}. QAT chose **{}**. Accelerator preset `{}`. Stage times: training {:.0} s, QAT {:.0} s, accelerator {:.0} s.",
+        "{} on {} trained at `fxp32` for {} environment steps over {} seed(s): final eval return {:.1} ± {:.1}{}. QAT chose **{}**. Accelerator preset `{}`. Stage times: training {:.0} s, QAT {:.0} s, accelerator {:.0} s.",
         summary.algo.to_uppercase(),
         summary.env_id,
         summary.total_timesteps,
         f.n,
         f.mean,
         f.std,
+        iqm_text(summary.final_eval_return_iqm.as_ref()),
         match &qat.outcome.chosen {
             Some(c) => format!("{} bits ({}; mean return {:.1} ± {:.1})", c.width, c.strategy.name(), c.mean_return, c.std_return),
             None => "no width (no rung stayed within tolerance)".into(),
@@ -225,7 +236,7 @@ fn build_report(
     sections.push(
         Section::new("Training at fxp32")
             .text(format!(
-                "Final eval return of a seed: mean over {} deterministic evaluation episodes at the last evaluation; across seeds mean ± std (population). Precision `{}`, GEMM `{}`, mode `{}`; {} libtorch thread per seed, {} seed(s) in parallel.",
+                "Final eval return of a seed: mean over {} deterministic evaluation episodes at the last evaluation; across seeds mean ± std (population) and the interquartile mean with its 95% stratified-bootstrap interval (rliable's statistics; the learning curve's band is that interval at every evaluation). Precision `{}`, GEMM `{}`, mode `{}`; {} libtorch thread per seed, {} seed(s) in parallel.",
                 summary.eval_episodes, summary.precision, summary.gemm, summary.mode, summary.libtorch_threads_per_seed, summary.parallel_seeds
             ))
             .table(t)
@@ -239,21 +250,29 @@ fn build_report(
         "std",
         "seeds",
         "status",
+        "IQM",
+        "IQM CI low",
+        "IQM CI high",
+        "P(rung > ref)",
+        "P CI low",
+        "P CI high",
     ]);
     for r in csv_rows(&qat.paths.csv())? {
         qt.row(r);
     }
     let mut qsec = Section::new("QAT ladder: reward vs bit width")
         .text(format!(
-            "Reference `{}`: {:.1} ± {:.1} over {} seed(s). A rung holds when its mean return is within the tolerance ({}); the chosen width is the narrowest rung that holds. Details: `qat/qat.md`.",
+            "Reference `{}`: {:.1} ± {:.1}{} over {} seed(s). A rung holds when its mean return is within the tolerance ({}); the chosen width is the narrowest rung that holds. IQM: the mean of the middle 50% of the seeds' returns; P(rung > ref): the probability that a seed of the rung returns more than a seed of the reference (ties count one half); CI: 95% percentile interval of {} stratified-bootstrap replicates over seeds, as rliable computes them. Details: `qat/qat.md`.",
             qat.outcome.reference.label,
             qat.outcome.reference.mean,
             qat.outcome.reference.std,
+            iqm_text(qat.outcome.reference.iqm_ci().as_ref()),
             qat.outcome.reference.seeds,
-            spec.qat.tolerance
+            spec.qat.tolerance,
+            agents::stats::BOOTSTRAP_REPS
         ))
         .table(qt)
-        .figure(qat.paths.plot_stem().with_extension("png"), "Mean eval return against bit width, per strategy");
+        .figure(qat.paths.plot_stem().with_extension("png"), "IQM eval return against bit width per strategy; bands: 95% bootstrap CIs");
     if let Some(c) = &qat.outcome.chosen {
         let mut ft = Table::new(&["layer", "class", "format"]);
         for (layer, spec) in &c.actor_formats {
@@ -281,7 +300,8 @@ fn build_report(
 
     let mut at = Table::new(&[
         "datapath",
-        "training IPS",
+        "accelerator training IPS",
+        "system training IPS",
         "inference IPS",
         "power (W)",
         "IPS/W",
@@ -290,6 +310,7 @@ fn build_report(
     for p in &accel.precisions {
         at.row(vec![
             format!("{:?}", p.precision).to_uppercase(),
+            fmt_opt(p.accelerator_training_ips, 1),
             fmt_opt(p.training_ips, 1),
             fmt_opt(p.inference_ips, 1),
             fmt_opt(p.power_w, 2),
@@ -367,6 +388,8 @@ fn build_report(
 
     sections.push(
         Section::new("Definitions")
+            .text(accel_model::ACCELERATOR_IPS_DEFINITION.to_string())
+            .text(accel_model::SYSTEM_IPS_DEFINITION.to_string())
             .text(accel_model::TRAINING_IPS_DEFINITION.to_string())
             .text(accel_model::INFERENCE_IPS_DEFINITION.to_string())
             .text("Final eval return: the mean return of the deterministic policy (no exploration noise) over the evaluation episodes of the last evaluation, on an environment instance separate from training.")

@@ -43,6 +43,21 @@ pub struct LineChart {
     pub vlines: Vec<(f64, String)>,
     pub log_x: bool,
     pub log_y: bool,
+    /// Category names for a categorical x axis: when not empty, x values are the
+    /// positions 0, 1, ... of these categories, evenly spaced and labelled by name
+    /// (e.g. bit widths 4, 6, 8, ... 32 rather than a linear scale).
+    pub x_categories: Vec<String>,
+}
+
+/// The label of x position `v` on a categorical axis: the category at a whole position,
+/// nothing between categories.
+fn category_label(categories: &[String], v: f64) -> String {
+    let i = v.round();
+    if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < categories.len() {
+        categories[i as usize].clone()
+    } else {
+        String::new()
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -215,7 +230,12 @@ impl Figure for LineChart {
             })
             .chain(c.vlines.iter().map(|v| v.0))
             .map(|x| axis_value(x, lx));
-        let x_range = span(xs);
+        let categorical = !c.x_categories.is_empty();
+        let x_range = if categorical {
+            (-0.5, c.x_categories.len() as f64 - 0.5)
+        } else {
+            span(xs)
+        };
         let ys = c
             .series
             .iter()
@@ -238,11 +258,23 @@ impl Figure for LineChart {
                 .y_label_area_size(72)
                 .build_cartesian_2d(x_range.0..x_range.1, y_range.0..y_range.1)
                 .map_err(err)?;
+            let x_tick = |v: &f64| {
+                if categorical {
+                    category_label(&c.x_categories, *v)
+                } else {
+                    tick_label(*v, lx)
+                }
+            };
             chart
                 .configure_mesh()
+                .x_labels(if categorical {
+                    c.x_categories.len() + 1
+                } else {
+                    10
+                })
                 .x_desc(&c.x_label)
                 .y_desc(&c.y_label)
-                .x_label_formatter(&|v| tick_label(*v, lx))
+                .x_label_formatter(&x_tick)
                 .y_label_formatter(&|v| tick_label(*v, ly))
                 .label_style((FONT, 15))
                 .axis_desc_style((FONT, 17))
@@ -550,6 +582,7 @@ mod tests {
             vlines: vec![(1000.0, "chosen".into())],
             log_x: false,
             log_y: false,
+            x_categories: Vec::new(),
         };
         line_chart(&chart, &stem).unwrap();
         let svg = std::fs::read_to_string(stem.with_extension("svg")).unwrap();

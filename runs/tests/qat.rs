@@ -95,7 +95,18 @@ fn ptq_at_the_parent_width_reproduces_the_parent_eval_and_every_output_is_writte
     let p = &report.paths;
     let csv = std::fs::read_to_string(p.csv()).unwrap();
     assert_eq!(csv.lines().count(), 4, "{csv}");
-    assert!(csv.starts_with("strategy,width,mean_return,std_return,seeds,status\nptq,32,"));
+    assert!(csv.starts_with(
+        "strategy,width,mean_return,std_return,seeds,status,iqm_return,iqm_ci_low,iqm_ci_high,\
+         prob_improvement,prob_improvement_ci_low,prob_improvement_ci_high\nptq,32,"
+    ));
+    // rliable's statistics on every finished rung: the IQM inside its interval, P in [0, 1].
+    for row in csv.lines().skip(1) {
+        let f: Vec<&str> = row.split(',').collect();
+        let num = |i: usize| f[i].parse::<f64>().unwrap_or_else(|_| panic!("{row}"));
+        assert!(num(7) <= num(6) && num(6) <= num(8), "{row}");
+        assert!((0.0..=1.0).contains(&num(9)), "{row}");
+        assert!(num(10) <= num(9) && num(9) <= num(11), "{row}");
+    }
     let formats: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p.formats()).unwrap()).unwrap();
     for w in ["w32", "w12", "w6"] {

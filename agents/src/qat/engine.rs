@@ -639,6 +639,7 @@ pub fn run_ladder_resuming(
         mean,
         std,
         seeds: evals.len(),
+        returns: evals.clone(),
     };
     let float_reference = match &plan.float_reference {
         Some(r) => Some(r.clone()),
@@ -650,6 +651,7 @@ pub fn run_ladder_resuming(
                 mean: m,
                 std: s,
                 seeds: f.len(),
+                returns: f.clone(),
             })
         }
         None => None,

@@ -121,6 +121,21 @@ impl RungResult {
         mean_std(&self.returns())
     }
 
+    /// The IQM over seeds of the per-seed eval means with its 95% stratified-bootstrap
+    /// interval (rliable's statistic); `None` when no seed finished.
+    pub fn iqm_ci(&self) -> Option<crate::stats::Estimate> {
+        crate::stats::iqm_ci(&self.returns())
+    }
+
+    /// P(this rung's return > the reference's) over seeds, rliable's probability of
+    /// improvement with its 95% bootstrap interval; `None` without returns on either side.
+    pub fn improvement_over(&self, reference: &Reference) -> Option<crate::stats::Estimate> {
+        crate::stats::probability_of_improvement_ci(
+            &[self.returns()],
+            std::slice::from_ref(&reference.returns),
+        )
+    }
+
     /// `None` when every seed finished; otherwise the reasons, seed by seed.
     pub fn failure(&self) -> Option<String> {
         let reasons: Vec<String> = self
@@ -159,6 +174,17 @@ pub struct Reference {
     pub mean: f64,
     pub std: f64,
     pub seeds: usize,
+    /// The per-seed returns behind `mean` (for the IQM and the probability of
+    /// improvement); empty in files written before they were recorded.
+    #[serde(default)]
+    pub returns: Vec<f64>,
+}
+
+impl Reference {
+    /// The reference's IQM with its 95% bootstrap interval; `None` without returns.
+    pub fn iqm_ci(&self) -> Option<crate::stats::Estimate> {
+        crate::stats::iqm_ci(&self.returns)
+    }
 }
 
 /// What "within tolerance" is measured against.

@@ -1,5 +1,6 @@
 //! What a multi-seed run reports (`summary.json`): each seed's result and the final
-//! eval return across seeds (mean and population std, agents.md's rule), and the seed
+//! eval return across seeds (mean and population std, agents.md's rule; the IQM with its
+//! 95% stratified-bootstrap interval, rliable's statistic), and the seed
 //! lists users write (`0..5`, `0,3,7`, `2`).
 
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,11 @@ pub struct Summary {
     pub seeds: Vec<SeedResult>,
     /// Across seeds: mean and std (ddof 0) of the final eval returns.
     pub final_eval_return: AcrossSeeds,
+    /// Across seeds: the interquartile mean of the final eval returns with its 95%
+    /// stratified-bootstrap percentile interval (`stats::iqm_ci`); absent when a return
+    /// is not finite (and in files written before it existed).
+    #[serde(default)]
+    pub final_eval_return_iqm: Option<crate::stats::Estimate>,
     pub libtorch_threads_per_seed: i32,
     pub parallel_seeds: usize,
 }
@@ -60,6 +66,7 @@ impl Summary {
             eval_episodes: cfg.eval_episodes,
             seeds,
             final_eval_return: AcrossSeeds::of(&finals),
+            final_eval_return_iqm: crate::stats::iqm_ci(&finals),
             libtorch_threads_per_seed: 1,
             parallel_seeds,
         }

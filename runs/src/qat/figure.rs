@@ -1,6 +1,9 @@
-//! The reward-vs-bit-width figure: one line per strategy with ±1 std error bars over
-//! seeds, the reference precisions as horizontal bands (mean ± std), the tolerance band
-//! around the reference, and the chosen width as a vertical marker.
+//! The reward-vs-bit-width figure: one line per strategy, the IQM over seeds with its 95%
+//! stratified-bootstrap interval as a band (rliable's statistic), the reference
+//! precisions as horizontal bands (their IQM interval, or mean ± std without per-seed
+//! returns), the tolerance band around the reference mean, and the chosen width as a
+//! vertical marker. The widths are categories (4, 6, 8, ... 32 evenly spaced), not a
+//! linear scale on which 16 to 32 would take half the width.
 
 use std::path::Path;
 
@@ -8,6 +11,7 @@ use anyhow::Result;
 
 use crate::plot::{line_chart, HBand, LineChart, Series};
 use agents::qat::{Reference, RungResult, Strategy, Tolerance};
+use agents::stats::Estimate;
 
 /// What the figure's title and labels name.
 pub struct FigureContext<'a> {
@@ -38,28 +42,39 @@ pub fn seeds_label(seeds: &[u64]) -> String {
 
 /// The chart description (separate from drawing, so it can be checked).
 pub fn chart(ctx: &FigureContext, results: &[RungResult]) -> LineChart {
+    let mut widths: Vec<u32> = results.iter().map(|r| r.rung.width).collect();
+    widths.sort_unstable();
+    widths.dedup();
+    let position = |w: u32| widths.iter().position(|&x| x == w).unwrap_or(0) as f64;
     let mut series = Vec::new();
     for st in Strategy::ALL {
-        let mut pts: Vec<(f64, f64, f64)> = results
+        let mut pts: Vec<(f64, Estimate)> = results
             .iter()
             .filter(|r| r.strategy == st && r.failure().is_none())
-            .filter_map(|r| r.mean_std().map(|(m, s)| (r.rung.width as f64, m, s)))
+            .filter_map(|r| r.iqm_ci().map(|e| (position(r.rung.width), e)))
             .collect();
         if pts.is_empty() {
             continue;
         }
-        pts.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         series.push(Series {
             label: st.name().to_string(),
-            points: pts.iter().map(|p| (p.0, p.1)).collect(),
-            band: Vec::new(),
-            error_bars: pts.iter().map(|p| (p.0, p.1 - p.2, p.1 + p.2)).collect(),
+            points: pts.iter().map(|(x, e)| (*x, e.estimate)).collect(),
+            band: pts.iter().map(|(x, e)| (*x, e.ci_low, e.ci_high)).collect(),
+            error_bars: Vec::new(),
         });
     }
-    let band = |r: &Reference| HBand {
-        label: format!("{} (mean ± std)", r.label),
-        lo: r.mean - r.std,
-        hi: r.mean + r.std,
+    let band = |r: &Reference| match r.iqm_ci() {
+        Some(e) => HBand {
+            label: format!("{} (IQM, 95% CI)", r.label),
+            lo: e.ci_low,
+            hi: e.ci_high,
+        },
+        None => HBand {
+            label: format!("{} (mean ± std)", r.label),
+            lo: r.mean - r.std,
+            hi: r.mean + r.std,
+        },
     };
     let mut hbands = vec![band(ctx.reference)];
     if let Some(f) = ctx.float_reference {
@@ -80,7 +95,7 @@ pub fn chart(ctx: &FigureContext, results: &[RungResult]) -> LineChart {
         .chosen
         .map(|c| {
             vec![(
-                c.rung.width as f64,
+                position(c.rung.width),
                 format!("chosen: {} {} bits", c.strategy, c.rung.width),
             )]
         })
@@ -94,12 +109,13 @@ pub fn chart(ctx: &FigureContext, results: &[RungResult]) -> LineChart {
             ctx.episodes
         ),
         x_label: "bit width (bits)".into(),
-        y_label: "mean eval return (± std over seeds)".into(),
+        y_label: "eval return: IQM over seeds (band: 95% bootstrap CI)".into(),
         series,
         hbands,
         vlines,
         log_x: false,
         log_y: false,
+        x_categories: widths.iter().map(|w| w.to_string()).collect(),
     }
 }
 
@@ -150,12 +166,14 @@ mod tests {
             mean: -155.0,
             std: 5.0,
             seeds: 2,
+            returns: vec![-150.0, -160.0],
         };
         let float = Reference {
             label: "float32".into(),
             mean: -150.0,
             std: 4.0,
             seeds: 2,
+            returns: Vec::new(),
         };
         let tol = agents::qat::Tolerance {
             fraction: 0.05,
@@ -178,10 +196,16 @@ mod tests {
                 && c.title.contains("0–2 (3 seeds)")
         );
         assert_eq!(c.series.len(), 2);
-        assert_eq!(c.series[0].points, vec![(8.0, -950.0), (16.0, -155.0)]);
-        assert_eq!(c.series[0].error_bars[0], (8.0, -1000.0, -900.0));
+        // Widths as evenly spaced categories: 8 at position 0, 16 at position 1.
+        assert_eq!(c.x_categories, vec!["8".to_string(), "16".to_string()]);
+        assert_eq!(c.series[0].points, vec![(0.0, -950.0), (1.0, -155.0)]);
+        // Two seeds: the bootstrap replicates range over {-1000, -950, -900}.
+        assert_eq!(c.series[0].band[0], (0.0, -1000.0, -900.0));
         assert_eq!(c.hbands.len(), 3);
-        assert_eq!(c.vlines[0].0, 8.0);
+        assert!(c.hbands[0].label.contains("IQM, 95% CI"));
+        assert_eq!((c.hbands[0].lo, c.hbands[0].hi), (-160.0, -150.0));
+        assert!(c.hbands[1].label.contains("mean ± std"));
+        assert_eq!(c.vlines[0].0, 0.0);
         let dir = std::env::temp_dir().join(format!("fixar-qat-fig-{}", std::process::id()));
         let stem = dir.join("reward_vs_bits");
         write(&ctx, &results, &stem).unwrap();

@@ -260,6 +260,7 @@ fn run_reference(run: &Path) -> Result<Reference> {
         mean: s.final_eval_return.mean,
         std: s.final_eval_return.std,
         seeds: s.final_eval_return.n,
+        returns: s.seeds.iter().map(|r| r.final_eval_return).collect(),
     })
 }
 
@@ -308,7 +309,7 @@ pub fn execute_resuming(plan: &QatPlan, resume: bool) -> Result<QatReport> {
 /// `qat.csv`, `formats.json`, `qat.md`, the plot and `chosen.json`; returns the summary
 /// `fixar qat` prints.
 fn write_outputs(plan: &QatPlan, o: &LadderOutcome, paths: &QatPaths) -> Result<String> {
-    table::write_csv(&paths.csv(), &o.results)?;
+    table::write_csv(&paths.csv(), &o.results, &o.reference)?;
     table::write_formats_json(&paths.formats(), &o.results)?;
     let title = format!(
         "QAT ladder: {} on {}, seeds {}",

@@ -9,13 +9,17 @@ use agents::layout;
 use agents::precision::ClassSpec;
 use agents::qat::derive::table_spec;
 use agents::qat::{narrowest_within, ptq_verdict, Reference, RungResult, Strategy, Tolerance};
+use agents::stats::Estimate;
 use anyhow::{Context, Result};
 
 use crate::report::{bullets, heading, Table};
 
-/// `qat.csv`: strategy, width, mean_return, std_return, seeds, status (one row per rung;
-/// mean/std empty when no seed finished).
-pub fn write_csv(path: &Path, results: &[RungResult]) -> Result<()> {
+/// `qat.csv`: strategy, width, mean_return, std_return, seeds, status, then rliable's
+/// statistics over seeds: iqm_return with its 95% stratified-bootstrap interval
+/// (iqm_ci_low, iqm_ci_high) and prob_improvement = P(rung return > reference return)
+/// with its interval (one row per rung; statistics empty when no seed finished, the
+/// probability also when the reference has no per-seed returns).
+pub fn write_csv(path: &Path, results: &[RungResult], reference: &Reference) -> Result<()> {
     let mut w =
         csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
     w.write_record([
@@ -25,20 +29,37 @@ pub fn write_csv(path: &Path, results: &[RungResult]) -> Result<()> {
         "std_return",
         "seeds",
         "status",
+        "iqm_return",
+        "iqm_ci_low",
+        "iqm_ci_high",
+        "prob_improvement",
+        "prob_improvement_ci_low",
+        "prob_improvement_ci_high",
     ])?;
+    let columns = |e: Option<Estimate>| {
+        e.map(|e| {
+            [e.estimate, e.ci_low, e.ci_high]
+                .map(|v| format!("{v:.4}"))
+                .to_vec()
+        })
+        .unwrap_or_else(|| vec![String::new(); 3])
+    };
     for r in results {
         let (m, s) = r
             .mean_std()
             .map(|(m, s)| (format!("{m:.4}"), format!("{s:.4}")))
             .unwrap_or_default();
-        w.write_record([
+        let mut row = vec![
             r.strategy.name().to_string(),
             r.rung.width.to_string(),
             m,
             s,
             r.returns().len().to_string(),
             r.status(),
-        ])?;
+        ];
+        row.extend(columns(r.iqm_ci()));
+        row.extend(columns(r.improvement_over(reference)));
+        w.write_record(row)?;
     }
     w.flush()
         .with_context(|| format!("writing {}", path.display()))?;
@@ -86,6 +107,15 @@ pub fn render_md(ctx: &MdContext, results: &[RungResult]) -> String {
         "Reference ({}): {:.2} ± {:.2} over {} seeds.",
         ctx.reference.label, ctx.reference.mean, ctx.reference.std, ctx.reference.seeds
     );
+    if let Some(e) = ctx.reference.iqm_ci() {
+        let _ = writeln!(
+            s,
+            "Reference IQM: {} (95% stratified-bootstrap CI, {} replicates, seed {}).",
+            interval(&e),
+            e.reps,
+            e.seed
+        );
+    }
     if let Some(f) = ctx.float_reference {
         let _ = writeln!(
             s,
@@ -127,6 +157,13 @@ pub fn render_md(ctx: &MdContext, results: &[RungResult]) -> String {
         "\nCells: mean ± std of the final eval return over seeds (seeds finished), the gap to \
          the reference on the tolerance's scale, ✓ within tolerance, ✗ outside.\n"
     );
+
+    s.push_str(&aggregate_table(
+        ctx.reference,
+        &strategies,
+        &widths,
+        results,
+    ));
 
     let _ = writeln!(s, "{}", heading(2, "Narrowest width within tolerance"));
     let narrowest: Vec<String> = strategies
@@ -193,6 +230,57 @@ pub fn render_md(ctx: &MdContext, results: &[RungResult]) -> String {
         let _ = writeln!(s, "\n{}", heading(2, "Notes"));
         s.push_str(&bullets(ctx.notes));
     }
+    s
+}
+
+/// `1.23 [0.50, 2.00]`: an estimate and its interval.
+pub fn interval(e: &Estimate) -> String {
+    format!("{:.2} [{:.2}, {:.2}]", e.estimate, e.ci_low, e.ci_high)
+}
+
+/// The rliable section of `qat.md`: per rung the IQM over seeds and P(rung > reference),
+/// each with its 95% stratified-bootstrap interval.
+fn aggregate_table(
+    reference: &Reference,
+    strategies: &[Strategy],
+    widths: &[u32],
+    results: &[RungResult],
+) -> String {
+    let mut s = format!("{}\n", heading(2, "Aggregate statistics (rliable)"));
+    let mut t = Table::new(&[
+        "strategy",
+        "width",
+        "IQM [95% CI]",
+        &format!("P(rung > {}) [95% CI]", reference.label),
+    ])
+    .right(1);
+    for st in strategies {
+        for w in widths {
+            if let Some(r) = results
+                .iter()
+                .find(|r| r.strategy == *st && r.rung.width == *w)
+            {
+                let show = |e: Option<Estimate>| e.map_or("–".into(), |e| interval(&e));
+                t.row(vec![
+                    st.to_string(),
+                    w.to_string(),
+                    show(r.iqm_ci()),
+                    show(r.improvement_over(reference)),
+                ]);
+            }
+        }
+    }
+    s.push_str(&t.to_markdown());
+    let _ = writeln!(
+        s,
+        "\nIQM: the mean of the middle 50% of the seeds' final eval returns (scipy's \
+         `trim_mean(x, 0.25)`). P(rung > reference): the probability that a seed of the rung \
+         returns more than a seed of the reference, ties counting one half (the Mann-Whitney \
+         U over all pairs). Intervals: percentile intervals of {} stratified-bootstrap \
+         replicates over seeds, seed {}, as rliable computes them.\n",
+        agents::stats::BOOTSTRAP_REPS,
+        agents::stats::BOOTSTRAP_SEED
+    );
     s
 }
 
@@ -284,6 +372,7 @@ mod tests {
                     mean: -150.0,
                     std: 1.0,
                     seeds: 2,
+                    returns: vec![-149.0, -151.0],
                 },
                 float_reference: None,
                 random_mean: None,
@@ -298,6 +387,10 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("## Failed rungs"), "{md}");
+        // rliable's section: range 8 bits (-153, -151) against (-149, -151): P = 0.125.
+        assert!(md.contains("## Aggregate statistics (rliable)"), "{md}");
+        assert!(md.contains("| range | 8 | -152.00 ["), "{md}");
+        assert!(md.contains("| 0.12 ["), "{md}");
     }
 
     #[test]
@@ -305,26 +398,43 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fixar-qat-csv-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("qat.csv");
+        let reference = Reference {
+            label: "fxp32".into(),
+            mean: -155.0,
+            std: 5.0,
+            seeds: 2,
+            returns: vec![-155.0, -150.0],
+        };
         write_csv(
             &p,
             &[
                 rung(Strategy::Ptq, 32, &[Some(-150.0), Some(-160.0)]),
                 rung(Strategy::Range, 4, &[None]),
             ],
+            &reference,
         )
         .unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "strategy,width,mean_return,std_return,seeds,status"
+            "strategy,width,mean_return,std_return,seeds,status,iqm_return,iqm_ci_low,\
+             iqm_ci_high,prob_improvement,prob_improvement_ci_low,prob_improvement_ci_high"
         );
-        assert_eq!(lines[1], "ptq,32,-155.0000,5.0000,2,ok");
+        // IQM of two seeds is their mean; its replicates range over {-160, -155, -150}.
+        // P(ptq > ref): pairs (-150 vs -155, -150) = 1 + 0.5, (-160 vs both) = 0 -> 0.375.
+        assert!(
+            lines[1]
+                .starts_with("ptq,32,-155.0000,5.0000,2,ok,-155.0000,-160.0000,-150.0000,0.3750,"),
+            "{}",
+            lines[1]
+        );
         assert!(
             lines[2].starts_with("range,4,,,0,failed: seed 0: diverged"),
             "{}",
             lines[2]
         );
+        assert!(lines[2].ends_with(",,,,,,"), "{}", lines[2]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
