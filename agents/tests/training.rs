@@ -99,6 +99,47 @@ fn resumed_run_equals_uninterrupted_run_bit_for_bit() {
     }
 }
 
+/// What a preemption signal does (`Trainer::stop_when`, set by `fixar sweep`'s SIGUSR1
+/// handler): stop at the next episode boundary with a checkpoint there, so the resumed
+/// run loses nothing and equals an uninterrupted one.
+#[test]
+fn a_stop_request_checkpoints_at_the_episode_end_and_resumes_bit_for_bit() {
+    static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    once();
+    let cfg = tiny(Algo::Td3, Preset::Fxp16);
+    let (a, b) = (scratch("unstopped"), scratch("stopped"));
+    let ra = Trainer::new(cfg.clone(), 3, &a)
+        .unwrap()
+        .run(None, &mut |_| {})
+        .unwrap()
+        .unwrap();
+    let mut t = Trainer::new(cfg, 3, &b).unwrap();
+    t.stop_when(&STOP);
+    let stopped = t
+        .run(None, &mut |p| {
+            if p.step >= 900 {
+                STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+        .unwrap();
+    assert!(stopped.is_none());
+    // Pendulum's episodes are 200 steps: the request at step 900 stops at step 1000,
+    // past the last periodic checkpoint, and the checkpoint is taken there.
+    assert_eq!(t.step(), 1000);
+    drop(t);
+    let mut t = Trainer::resume(&b).unwrap();
+    assert_eq!(t.step(), 1000);
+    let rb = t.run(None, &mut |_| {}).unwrap().unwrap();
+    assert_same_files(&a, &b, "stopped and resumed");
+    assert_eq!(
+        ra.final_eval_return.to_bits(),
+        rb.final_eval_return.to_bits()
+    );
+    for d in [a, b] {
+        fs::remove_dir_all(d).unwrap();
+    }
+}
+
 #[test]
 fn diverging_run_names_step_network_layer_and_class_and_keeps_last_checkpoint() {
     once();

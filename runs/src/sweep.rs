@@ -25,17 +25,96 @@ fn lift(e: SweepError) -> anyhow::Error {
     }
 }
 
-/// A Slurm array-job script that runs every shard of the sweep, one array task each.
-pub fn slurm_script(spec_path: &Path, spec: &SweepSpec, shards: usize) -> String {
+/// A Slurm array-job script that runs every shard of the sweep, one array task each
+/// (at most `throttle` at once: `--array=0-N%K`). Each task runs `fixar sweep` without
+/// `--shard`, so fixar takes its shard from `SLURM_ARRAY_TASK_ID`. The task is
+/// requeueable: Slurm sends the batch shell SIGUSR1 60 s before a time limit or when it
+/// preempts (`--signal=B:USR1@60`), the trap passes it to fixar, which checkpoints every
+/// trial at its next episode boundary and exits, and the shell requeues the task; the
+/// rerun resumes every partial trial from its checkpoint.
+pub fn slurm_script(
+    spec_path: &Path,
+    spec: &SweepSpec,
+    shards: usize,
+    throttle: Option<usize>,
+) -> String {
     let out = spec.out_dir();
+    let last = shards.saturating_sub(1);
+    let array = match throttle {
+        Some(k) => format!("0-{last}%{k}"),
+        None => format!("0-{last}"),
+    };
     format!(
-        "#!/bin/bash\n# Slurm array job for sweep `{name}`: {shards} shards, one per array task.\n# Submit from the fixar checkout: sbatch {script}\n#SBATCH --job-name=fixar-{name}\n#SBATCH --array=0-{last}\n#SBATCH --cpus-per-task=2\n#SBATCH --output={out}/slurm-%A_%a.log\nset -euo pipefail\ntarget/release/fixar sweep --config {cfg} --shard \"$SLURM_ARRAY_TASK_ID/{shards}\"\n# When every task is done: target/release/fixar collect {out}\n",
+        r#"#!/bin/bash
+# Slurm array job for sweep `{name}`: {shards} shards, one per array task.
+# Submit from the fixar checkout: sbatch {script}
+#SBATCH --job-name=fixar-{name}
+#SBATCH --array={array}
+#SBATCH --cpus-per-task=2
+#SBATCH --output={out}/slurm-%A_%a.log
+#SBATCH --open-mode=append
+#SBATCH --requeue
+#SBATCH --signal=B:USR1@60
+set -uo pipefail
+fixar="${{FIXAR:-target/release/fixar}}"
+requeue() {{
+  echo "task ${{SLURM_ARRAY_TASK_ID}}: SIGUSR1 (preemption or time limit): checkpointing, then requeueing"
+  kill -USR1 "$pid" 2>/dev/null
+  wait "$pid"
+  scontrol requeue "${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
+  exit 0
+}}
+trap requeue USR1
+# No --shard: fixar takes shard $SLURM_ARRAY_TASK_ID of --shards.
+"$fixar" sweep --config {cfg} --out {out} --shards {shards} &
+pid=$!
+wait "$pid"
+exit $?
+# When every task is done: target/release/fixar collect {out}
+"#,
         name = spec.name,
         script = out.join("sweep.slurm").display(),
-        last = shards.saturating_sub(1),
         out = out.display(),
         cfg = spec_path.display(),
     )
+}
+
+/// Set by SIGUSR1 or SIGTERM during a sweep: every trial checkpoints at its next episode
+/// boundary and stops.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn request_stop(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Installs the handler that turns SIGUSR1/SIGTERM into [`STOP`].
+fn stop_on_signals() {
+    let handler = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGUSR1, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+/// The shard this process runs: `--shard`, else Slurm's `SLURM_ARRAY_TASK_ID` of
+/// `--shards` inside an array task, else the whole grid.
+fn own_shard(args: &SweepArgs) -> Result<Option<Shard>> {
+    if args.shard.is_some() {
+        return Ok(args.shard);
+    }
+    match std::env::var("SLURM_ARRAY_TASK_ID") {
+        Ok(id) => {
+            let spec = format!("{}/{}", id.trim(), args.shards);
+            spec.parse::<Shard>().map(Some).map_err(|e| {
+                config_error(format!(
+                    "SLURM_ARRAY_TASK_ID={id} with --shards {}: {e}",
+                    args.shards
+                ))
+            })
+        }
+        Err(_) => Ok(None),
+    }
 }
 
 /// Writes results.csv (one row per trial), results.md (mean ± std per algo/env/precision)
@@ -143,7 +222,7 @@ pub fn run_trial(
     if dir.join(agents::layout::CHECKPOINT).is_file() {
         tracing::info!("{}: resuming from its checkpoint", trial.id);
     }
-    let res = crate::train::train_run(&cfg, trial.seed, dir, &mut |_| {})
+    let res = crate::train::train_run_until(&cfg, trial.seed, dir, &mut |_| {}, Some(&STOP))
         .with_context(|| format!("trial {}", trial.id))?;
     let result = TrialResult {
         trial: trial.clone(),
@@ -168,9 +247,13 @@ pub struct SweepArgs {
     /// Write a cluster script instead of running: `slurm` (one array task per shard).
     #[arg(long, value_parser = ["slurm"])]
     pub emit: Option<String>,
-    /// Number of shards for `--emit slurm`.
+    /// Number of shards for `--emit slurm`, and of the array inside a Slurm array task
+    /// (where the shard index is `SLURM_ARRAY_TASK_ID` when `--shard` is omitted).
     #[arg(long, default_value_t = 4)]
     pub shards: usize,
+    /// With `--emit slurm`: at most K array tasks run at once (`--array=0-N%K`).
+    #[arg(long)]
+    pub throttle: Option<usize>,
     /// Output directory (overrides the sweep file's `out`).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -210,7 +293,13 @@ pub fn run_sweep(args: &SweepArgs) -> Result<std::process::ExitCode> {
         }
         std::fs::create_dir_all(&out)?;
         let path = out.join("sweep.slurm");
-        std::fs::write(&path, slurm_script(&args.config, &spec, args.shards))?;
+        if args.throttle == Some(0) {
+            return Err(config_error("--throttle must be at least 1"));
+        }
+        std::fs::write(
+            &path,
+            slurm_script(&args.config, &spec, args.shards, args.throttle),
+        )?;
         println!(
             "wrote {} ({} trials in {} shards)",
             path.display(),
@@ -219,10 +308,12 @@ pub fn run_sweep(args: &SweepArgs) -> Result<std::process::ExitCode> {
         );
         return Ok(std::process::ExitCode::SUCCESS);
     }
-    let mine = match args.shard {
+    let own = own_shard(args)?;
+    let mine = match own {
         Some(s) => shard(&trials, s),
         None => trials.clone(),
     };
+    stop_on_signals();
     write_grid(&out, &spec).map_err(lift)?;
     let todo: Vec<(Trial, agents::config::TrainConfig)> = mine
         .into_iter()
@@ -265,7 +356,7 @@ pub fn run_sweep(args: &SweepArgs) -> Result<std::process::ExitCode> {
     if !failed.is_empty() {
         bail!("{} trial(s) failed:\n{}", failed.len(), failed.join("\n"));
     }
-    if args.shard.is_none() {
+    if own.is_none() {
         let c = collect(std::slice::from_ref(&out)).map_err(lift)?;
         check_complete(&c, false)?;
         for p in write_tables(&out, &spec.name, &c.results)? {
@@ -303,10 +394,15 @@ mod tests {
             "name = \"t\"\nbase = \"b.toml\"\nalgos = [\"td3\"]\nenvs = [\"Pendulum-v1\"]\nprecisions = [\"fxp32\"]\nseeds = [0]\n",
         )
         .unwrap();
-        let s = slurm_script(Path::new("sweep.toml"), &spec, 4);
-        assert!(s.contains("#SBATCH --array=0-3"));
-        assert!(s.contains("--shard \"$SLURM_ARRAY_TASK_ID/4\""));
+        let s = slurm_script(Path::new("sweep.toml"), &spec, 4, None);
+        assert!(s.contains("#SBATCH --array=0-3\n"));
+        assert!(s.contains("--shards 4 &"));
+        assert!(!s.contains("--shard "));
         assert!(s.contains("--output=runs-out/sweeps/t/slurm-%A_%a.log"));
+        assert!(s.contains("#SBATCH --requeue") && s.contains("#SBATCH --signal=B:USR1@60"));
+        assert!(s.contains("trap requeue USR1") && s.contains("scontrol requeue"));
+        let s = slurm_script(Path::new("sweep.toml"), &spec, 4, Some(2));
+        assert!(s.contains("#SBATCH --array=0-3%2\n"));
     }
 
     #[test]

@@ -91,6 +91,18 @@ pub fn train_run(
     seed_dir: &Path,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<SeedResult> {
+    train_run_until(cfg, seed, seed_dir, progress, None)
+}
+
+/// [`train_run`] that stops at the next episode boundary with a checkpoint once `stop`
+/// is set (a preemption signal); the error then says where it stopped.
+pub fn train_run_until(
+    cfg: &TrainConfig,
+    seed: u64,
+    seed_dir: &Path,
+    progress: &mut dyn FnMut(Progress),
+    stop: Option<&'static std::sync::atomic::AtomicBool>,
+) -> Result<SeedResult> {
     let mut t = if seed_dir.join(agents::layout::CHECKPOINT).is_file() {
         Trainer::resume_expecting(seed_dir, Some(cfg))
             .map_err(|e| anyhow!("seed {seed}: resuming {}: {e}", seed_dir.display()))?
@@ -100,9 +112,17 @@ pub fn train_run(
     if t.is_finished() {
         return Ok(t.result());
     }
+    if let Some(flag) = stop {
+        t.stop_when(flag);
+    }
     t.run(None, progress)
         .map_err(|e| anyhow!("seed {seed}: {e}"))?
-        .ok_or_else(|| anyhow!("seed {seed}: stopped before the end"))
+        .ok_or_else(|| {
+            anyhow!(
+                "seed {seed}: stopped on request at env step {} (checkpoint written; rerun to resume)",
+                t.step()
+            )
+        })
 }
 
 fn bar_style() -> ProgressStyle {
@@ -187,14 +207,15 @@ pub fn train_seeds(
     Ok(summary)
 }
 
-/// Eval return against env steps: mean over seeds, band min-max over seeds (PNG + SVG).
+/// Eval return against env steps: per eval step the IQM over seeds with its 95%
+/// stratified-bootstrap interval as the band (rliable's statistic, `agents::stats`), and
+/// the mean over seeds as a thin line (PNG + SVG).
 fn plot_curve(cfg: &TrainConfig, results: &[SeedResult], dir: &Path) -> Result<()> {
     if results.is_empty() {
         return Ok(());
     }
     let steps: Vec<u64> = results[0].eval_curve.iter().map(|e| e.step).collect();
-    let mut points = Vec::new();
-    let mut band = Vec::new();
+    let (mut iqm, mut band, mut means) = (Vec::new(), Vec::new(), Vec::new());
     for (i, &s) in steps.iter().enumerate() {
         let ys: Vec<f64> = results
             .iter()
@@ -203,10 +224,12 @@ fn plot_curve(cfg: &TrainConfig, results: &[SeedResult], dir: &Path) -> Result<(
         if ys.len() != results.len() {
             continue;
         }
-        let mean = ys.iter().sum::<f64>() / ys.len() as f64;
-        let (lo, hi) = agents::stats::min_max(&ys);
-        points.push((s as f64, mean));
-        band.push((s as f64, lo, hi));
+        let x = s as f64;
+        means.push((x, ys.iter().sum::<f64>() / ys.len() as f64));
+        if let Some(e) = agents::stats::iqm_ci(&ys) {
+            iqm.push((x, e.estimate));
+            band.push((x, e.ci_low, e.ci_high));
+        }
     }
     let algo = format!("{:?}", cfg.algo).to_uppercase();
     let chart = LineChart {
@@ -218,15 +241,23 @@ fn plot_curve(cfg: &TrainConfig, results: &[SeedResult], dir: &Path) -> Result<(
         ),
         x_label: "environment steps".into(),
         y_label: format!("eval return (mean of {} episodes)", cfg.eval_episodes),
-        series: vec![Series {
-            label: format!(
-                "{algo} {}: mean over seeds, band = min-max over seeds",
-                cfg.precision
-            ),
-            points,
-            band,
-            error_bars: vec![],
-        }],
+        // The mean first, so the IQM line (the same for up to 3 seeds) is drawn on top.
+        series: vec![
+            Series {
+                label: "mean over seeds".into(),
+                points: means,
+                ..Default::default()
+            },
+            Series {
+                label: format!(
+                    "{algo} {}: IQM over seeds, band = 95% bootstrap CI",
+                    cfg.precision
+                ),
+                points: iqm,
+                band,
+                error_bars: vec![],
+            },
+        ],
         ..Default::default()
     };
     line_chart(&chart, &dir.join(rundir::CURVE))
@@ -382,6 +413,12 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     let f = summary.final_eval_return;
     println!("final_eval_return_mean: {:.1}", f.mean);
     println!("final_eval_return_std: {:.1}", f.std);
+    if let Some(e) = summary.final_eval_return_iqm {
+        println!(
+            "final_eval_return_iqm: {:.1} (95% CI {:.1} to {:.1})",
+            e.estimate, e.ci_low, e.ci_high
+        );
+    }
     println!("seeds: {}", f.n);
     println!("run_dir: {}", dir.display());
     Ok(ExitCode::SUCCESS)

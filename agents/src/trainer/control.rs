@@ -15,6 +15,14 @@ use super::{TrainError, Trainer};
 use crate::config::TrainConfig;
 
 impl Trainer {
+    /// Makes [`Trainer::run`] stop at the next episode boundary once `flag` is set
+    /// (e.g. by a SIGUSR1 handler when a cluster preempts the job): it writes a
+    /// checkpoint there and returns `Ok(None)`, so a resume continues exactly where it
+    /// stopped and equals an uninterrupted run.
+    pub fn stop_when(&mut self, flag: &'static std::sync::atomic::AtomicBool) {
+        self.stop = Some(flag);
+    }
+
     /// The run's configuration (as the checkpoint records it).
     pub fn config(&self) -> &TrainConfig {
         &self.cfg

@@ -285,6 +285,9 @@ pub struct Trainer {
     st: LoopState,
     rec: Recorder,
     eval_policy: EvalPolicy,
+    /// Set (e.g. by a signal handler) to stop at the next episode boundary with a
+    /// checkpoint: [`Trainer::stop_when`].
+    stop: Option<&'static std::sync::atomic::AtomicBool>,
 }
 
 fn make_env(id: &str) -> Result<Box<dyn Env>, TrainError> {
@@ -391,6 +394,7 @@ impl Trainer {
             scale,
             st,
             eval_policy: EvalPolicy::Unset,
+            stop: None,
             rec: Recorder {
                 files: Vec::new(),
                 events: None,
@@ -559,6 +563,15 @@ impl Trainer {
                 return Ok(None);
             }
             if self.st.need_reset {
+                if self
+                    .stop
+                    .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
+                {
+                    // Asked to stop (preemption): checkpoint here so a resume loses nothing.
+                    self.st.elapsed_s += clock.elapsed().as_secs_f64();
+                    self.checkpoint()?;
+                    return Ok(None);
+                }
                 if self.st.step >= self.st.next_checkpoint {
                     self.st.elapsed_s += clock.elapsed().as_secs_f64();
                     clock = Instant::now();
