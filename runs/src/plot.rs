@@ -24,6 +24,25 @@ pub struct Series {
     pub error_bars: Vec<(f64, f64, f64)>,
 }
 
+impl Series {
+    /// A line through the IQM of each x's samples (e.g. the seeds' eval returns at an env
+    /// step) with their 95% stratified-bootstrap interval as the band (rliable's
+    /// statistics, `agents::stats::iqm_ci`); x values without finite samples are left out.
+    pub fn iqm_ci(label: String, samples: impl IntoIterator<Item = (f64, Vec<f64>)>) -> Self {
+        let (points, band) = samples
+            .into_iter()
+            .filter_map(|(x, ys)| agents::stats::iqm_ci(&ys).map(|e| (x, e)))
+            .map(|(x, e)| ((x, e.estimate), (x, e.ci_low, e.ci_high)))
+            .unzip();
+        Series {
+            label,
+            points,
+            band,
+            error_bars: Vec::new(),
+        }
+    }
+}
+
 /// A horizontal reference band across the whole x range (e.g. a reference return ± std).
 #[derive(Clone, Debug)]
 pub struct HBand {

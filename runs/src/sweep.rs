@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use agents::layout;
 use agents::sweep::{
-    collect, shard, summarize, trial_dir, write_grid, write_json_atomic, Collected, Shard,
-    SweepError, SweepSpec, Trial, TrialResult,
+    collect, shard, summarize, trial_dir, write_grid, write_json_atomic, Collected, GroupSummary,
+    Shard, SweepError, SweepSpec, Trial, TrialResult,
 };
 use anyhow::{bail, Context, Result};
 
@@ -117,8 +117,9 @@ fn own_shard(args: &SweepArgs) -> Result<Option<Shard>> {
     }
 }
 
-/// Writes results.csv (one row per trial), results.md (mean ± std per algo/env/precision)
-/// and one learning-curve plot per algo x env (mean over seeds, min-max band).
+/// Writes results.csv (one row per trial), results.md (mean ± std and the IQM with its
+/// 95% bootstrap interval per algo/env/precision) and one learning-curve plot per algo x
+/// env (IQM over seeds, the interval as the band).
 pub fn write_tables(out: &Path, name: &str, results: &[TrialResult]) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out)?;
     let mut written = Vec::new();
@@ -141,19 +142,25 @@ pub fn write_tables(out: &Path, name: &str, results: &[TrialResult]) -> Result<V
         "precision",
         "seeds",
         "final eval return (mean ± std)",
+        "IQM [95% CI]",
     ]);
     for g in &groups {
+        let finals: Vec<f64> = members(results, g).map(|r| r.final_eval_return).collect();
         table.row(vec![
             g.algo.clone(),
             g.env.clone(),
             g.precision.clone(),
             g.seeds.to_string(),
             format!("{:.1} ± {:.1}", g.mean, g.std),
+            agents::stats::iqm_ci(&finals).map_or("–".into(), |e| {
+                format!("{:.1} [{:.1}, {:.1}]", e.estimate, e.ci_low, e.ci_high)
+            }),
         ]);
     }
     let md = format!(
-        "{}\nFinal eval return: mean over the evaluation episodes at the last evaluation of each seed; across seeds mean ± sample std.\n\n{}",
+        "{}\nFinal eval return: mean over the evaluation episodes at the last evaluation of each seed; across seeds mean ± sample std, and the interquartile mean with its 95% stratified-bootstrap interval ({} replicates, rliable's statistics). The plots show the IQM over seeds at every evaluation with that interval as the band.\n\n{}",
         heading(1, &format!("Sweep `{name}`")),
+        agents::stats::BOOTSTRAP_REPS,
         table.to_markdown()
     );
     let p = out.join(layout::SWEEP_RESULTS_MD);
@@ -167,22 +174,21 @@ pub fn write_tables(out: &Path, name: &str, results: &[TrialResult]) -> Result<V
         let seeds = task.iter().map(|g| g.seeds).max().unwrap_or(0);
         let series = task
             .iter()
-            .map(|g| plot::Series {
-                label: g.precision.clone(),
-                points: g.curve.iter().map(|p| (p.step as f64, p.mean)).collect(),
-                band: g
-                    .curve
-                    .iter()
-                    .map(|p| (p.step as f64, p.min, p.max))
-                    .collect(),
-                ..Default::default()
+            .map(|g| {
+                let at = |step: u64| -> Vec<f64> {
+                    members(results, g)
+                        .filter_map(|r| r.eval_curve.iter().find(|e| e.0 == step).map(|e| e.1))
+                        .collect()
+                };
+                let samples = g.curve.iter().map(|p| (p.step as f64, at(p.step)));
+                plot::Series::iqm_ci(g.precision.clone(), samples)
             })
             .collect();
         let stem = out.join(format!("curves_{algo}_{env}"));
         plot::line_chart(
             &plot::LineChart {
                 title: format!(
-                    "{} {env}: eval return, mean over {seeds} seed(s) (band: min-max)",
+                    "{} {env}: eval return, IQM over {seeds} seed(s) (band: 95% bootstrap CI)",
                     algo.to_uppercase()
                 ),
                 x_label: "environment steps".into(),
@@ -195,6 +201,17 @@ pub fn write_tables(out: &Path, name: &str, results: &[TrialResult]) -> Result<V
         written.push(stem.with_extension("png"));
     }
     Ok(written)
+}
+
+/// The trials of one summary group.
+fn members<'a>(
+    results: &'a [TrialResult],
+    g: &'a GroupSummary,
+) -> impl Iterator<Item = &'a TrialResult> {
+    results.iter().filter(move |r| {
+        let t = &r.trial;
+        (&t.algo, &t.env, &t.precision) == (&g.algo, &g.env, &g.precision)
+    })
 }
 
 /// Prints what `collect` found wrong; fails unless partial results are allowed.

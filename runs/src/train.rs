@@ -208,29 +208,20 @@ pub fn train_seeds(
 }
 
 /// Eval return against env steps: per eval step the IQM over seeds with its 95%
-/// stratified-bootstrap interval as the band (rliable's statistic, `agents::stats`), and
-/// the mean over seeds as a thin line (PNG + SVG).
+/// stratified-bootstrap interval as the band (rliable's statistic, `agents::stats`)
+/// (PNG + SVG).
 fn plot_curve(cfg: &TrainConfig, results: &[SeedResult], dir: &Path) -> Result<()> {
     if results.is_empty() {
         return Ok(());
     }
     let steps: Vec<u64> = results[0].eval_curve.iter().map(|e| e.step).collect();
-    let (mut iqm, mut band, mut means) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, &s) in steps.iter().enumerate() {
+    let samples = steps.iter().enumerate().filter_map(|(i, &s)| {
         let ys: Vec<f64> = results
             .iter()
             .filter_map(|r| r.eval_curve.get(i).filter(|e| e.step == s).map(|e| e.mean))
             .collect();
-        if ys.len() != results.len() {
-            continue;
-        }
-        let x = s as f64;
-        means.push((x, ys.iter().sum::<f64>() / ys.len() as f64));
-        if let Some(e) = agents::stats::iqm_ci(&ys) {
-            iqm.push((x, e.estimate));
-            band.push((x, e.ci_low, e.ci_high));
-        }
-    }
+        (ys.len() == results.len()).then_some((s as f64, ys))
+    });
     let algo = format!("{:?}", cfg.algo).to_uppercase();
     let chart = LineChart {
         title: format!(
@@ -241,23 +232,13 @@ fn plot_curve(cfg: &TrainConfig, results: &[SeedResult], dir: &Path) -> Result<(
         ),
         x_label: "environment steps".into(),
         y_label: format!("eval return (mean of {} episodes)", cfg.eval_episodes),
-        // The mean first, so the IQM line (the same for up to 3 seeds) is drawn on top.
-        series: vec![
-            Series {
-                label: "mean over seeds".into(),
-                points: means,
-                ..Default::default()
-            },
-            Series {
-                label: format!(
-                    "{algo} {}: IQM over seeds, band = 95% bootstrap CI",
-                    cfg.precision
-                ),
-                points: iqm,
-                band,
-                error_bars: vec![],
-            },
-        ],
+        series: vec![Series::iqm_ci(
+            format!(
+                "{algo} {}: IQM over seeds, band = 95% bootstrap CI",
+                cfg.precision
+            ),
+            samples,
+        )],
         ..Default::default()
     };
     line_chart(&chart, &dir.join(rundir::CURVE))
