@@ -49,6 +49,28 @@ pub struct ExportArgs {
     /// Number of test vectors.
     #[arg(long, default_value_t = 256)]
     pub vectors: usize,
+    /// Multiplier-free code: every product as the shifts and adds of its weight's signed
+    /// powers of two; every weight must have at most K (default: the `--pow2-terms` the
+    /// QAT choice in `qat/chosen.json` was trained with, if any).
+    #[arg(long, allow_negative_numbers = true)]
+    pub pow2_terms: Option<i64>,
+}
+
+/// The `K` of `--pow2-terms`, else of the run's QAT choice; `--pow2-terms` out of
+/// 1..=32 is a usage error.
+fn pow2_terms(args: &ExportArgs) -> Result<Option<u32>> {
+    if let Some(k) = args.pow2_terms {
+        if !(1..=32).contains(&k) {
+            return Err(config_error(format!(
+                "--pow2-terms must be between 1 and 32 (the widest exported weight), got {k}"
+            )));
+        }
+        return Ok(Some(k as u32));
+    }
+    if args.run.join(layout::CHECKPOINT).is_file() || !layout::chosen_path(&args.run).is_file() {
+        return Ok(None);
+    }
+    Ok(agents::qat::Chosen::load(&args.run)?.pow2_terms)
 }
 
 /// The checkpoint directory `fixar export --run` means.
@@ -103,8 +125,15 @@ pub fn resolve_checkpoint_dir(run: &Path) -> Result<PathBuf> {
 
 /// `fixar export`.
 pub fn run(args: &ExportArgs) -> Result<ExitCode> {
+    let terms = pow2_terms(args)?;
     let dir = resolve_checkpoint_dir(&args.run)?;
-    let actor = DeployedActor::load(&dir).context("loading the actor to export")?;
+    let mut actor = DeployedActor::load(&dir).context("loading the actor to export")?;
+    if let Some(k) = terms {
+        actor
+            .check_pow2_terms(k)
+            .map_err(|e| config_error(format!("--pow2-terms {k}: {} in {}", e, dir.display())))?;
+        actor.shift_add = true;
+    }
     let target = Target::from(args.target);
     let out = args
         .out
@@ -120,5 +149,6 @@ pub fn run(args: &ExportArgs) -> Result<ExitCode> {
         summary.vectors,
         out.join("README.md").display()
     );
+    println!("{}", agents::deploy::ops_line(&actor));
     Ok(ExitCode::SUCCESS)
 }
