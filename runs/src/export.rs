@@ -129,6 +129,12 @@ pub fn run(args: &ExportArgs) -> Result<ExitCode> {
     let dir = resolve_checkpoint_dir(&args.run)?;
     let mut actor = DeployedActor::load(&dir).context("loading the actor to export")?;
     if let Some(k) = terms {
+        let widest = actor.layers.iter().map(|l| l.weight_fmt.width).max();
+        if let Some(w) = widest.filter(|&w| k > w) {
+            return Err(config_error(format!(
+                "--pow2-terms must be between 1 and the actor's weight width ({w}), got {k}"
+            )));
+        }
         actor
             .check_pow2_terms(k)
             .map_err(|e| config_error(format!("--pow2-terms {k}: {} in {}", e, dir.display())))?;

@@ -293,14 +293,22 @@ fn multiplier_free_actor_weights_have_at_most_k_powers_of_two() {
     assert_eq!(tb.stdout.trim(), "256 passed, 0 failed");
     let src = std::fs::read_to_string(out.join("fixar_actor.c")).unwrap();
     assert!(!src.contains("_W[") && src.contains("multiplier-free"));
-    // The parent's weights are not multiplier-free: refused, naming the flag (exit 2).
-    for (k, says) in [
-        ("2", "signed powers of two, more than 2"),
-        ("0", "between 1 and 32"),
+    // Refused, naming the flag (exit 2): the parent's weights are not multiplier-free,
+    // K is out of range, or more than the rung's 10-bit weights have.
+    let parent = run.join("seed_0");
+    for (dir, k, says) in [
+        (&parent, "2", "signed powers of two, more than 2"),
+        (&parent, "0", "between 1 and 32"),
+        (&parent, "-1", "between 1 and 32"),
+        (
+            &seed_dir.to_path_buf(),
+            "12",
+            "the actor's weight width (10), got 12",
+        ),
     ] {
         let o = fixar()
             .args(["export", "--target", "c", "--pow2-terms", k, "--run"])
-            .arg(run.join("seed_0"))
+            .arg(dir)
             .arg("--out")
             .arg(run.join("export-bad"))
             .run();
