@@ -462,7 +462,7 @@ fn source(actor: &DeployedActor, tables: &[Option<Vec<TanhTable>>]) -> String {
             p
         })
         .collect();
-    s.push_str(C_RUNTIME);
+    s.push_str(&runtime(actor.shift_add));
     if plans.iter().any(LayerPlan::needs_wide) {
         s.push_str(C_WIDE_RUNTIME);
     }
@@ -674,6 +674,17 @@ static inline int64_t fx_table(const int64_t *thr, const int64_t *codes, int n, 
     return codes[lo > 0 ? lo - 1 : 0];
 }
 "#;
+
+/// [`C_RUNTIME`], without the blocked dot products (the only weight multiplications in
+/// it) when every layer is multiplier-free.
+fn runtime(shift_add: bool) -> String {
+    let block = C_RUNTIME.find("/* The 64 outputs of one block");
+    let table = C_RUNTIME.find("/* Step function:");
+    match (shift_add, block, table) {
+        (true, Some(a), Some(b)) => format!("{}{}", &C_RUNTIME[..a], &C_RUNTIME[b..]),
+        _ => C_RUNTIME.to_string(),
+    }
+}
 
 /// The 128-bit emulation, emitted only for layers whose sums or casts `int64_t` cannot be
 /// proven to hold ([`LayerPlan`]): a two-limb accumulator and the cast from it.
@@ -928,6 +939,7 @@ mod tests {
                 "{src}"
             );
             assert!(!src.contains("_W["), "no weight array is left");
+            assert!(!src.contains("fx_block_dot") && mul.contains("fx_block_dot1"));
             // One shift-and-add term per signed digit of each weight.
             // (each layer's declaration and offset loop name `u[` twice more)
             let terms = src.matches("u[").count() - 2 * actor.layers.len();
