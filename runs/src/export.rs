@@ -125,7 +125,17 @@ pub fn resolve_checkpoint_dir(run: &Path) -> Result<PathBuf> {
 
 /// `fixar export`.
 pub fn run(args: &ExportArgs) -> Result<ExitCode> {
-    let terms = pow2_terms(args)?;
+    let target = Target::from(args.target);
+    // hls4ml builds its own multipliers from the precision config: shift-add code is C
+    // and HLS only (a QAT choice's K is then not applied).
+    let terms =
+        match target {
+            Target::Hls4ml if args.pow2_terms.is_some() => return Err(config_error(
+                "--pow2-terms applies to --target c and hls (hls4ml builds its own multipliers)",
+            )),
+            Target::Hls4ml => None,
+            _ => pow2_terms(args)?,
+        };
     let dir = resolve_checkpoint_dir(&args.run)?;
     let mut actor = DeployedActor::load(&dir).context("loading the actor to export")?;
     if let Some(k) = terms {
@@ -140,7 +150,6 @@ pub fn run(args: &ExportArgs) -> Result<ExitCode> {
             .map_err(|e| config_error(format!("--pow2-terms {k}: {} in {}", e, dir.display())))?;
         actor.shift_add = true;
     }
-    let target = Target::from(args.target);
     let out = args
         .out
         .clone()

@@ -296,18 +296,16 @@ fn multiplier_free_actor_weights_have_at_most_k_powers_of_two() {
     // Refused, naming the flag (exit 2): the parent's weights are not multiplier-free,
     // K is out of range, or more than the rung's 10-bit weights have.
     let parent = run.join("seed_0");
-    for (dir, k, says) in [
-        (&parent, "2", "signed powers of two, more than 2"),
-        (&parent, "0", "between 1 and 32"),
-        (&parent, "-1", "between 1 and 32"),
-        (
-            &seed_dir.to_path_buf(),
-            "12",
-            "the actor's weight width (10), got 12",
-        ),
+    let rung = seed_dir.to_path_buf();
+    for (dir, target, k, says) in [
+        (&parent, "c", "2", "signed powers of two, more than 2"),
+        (&parent, "c", "0", "between 1 and 32"),
+        (&parent, "hls", "-1", "between 1 and 32"),
+        (&rung, "c", "12", "the actor's weight width (10), got 12"),
+        (&rung, "hls4ml", "2", "applies to --target c and hls"),
     ] {
         let o = fixar()
-            .args(["export", "--target", "c", "--pow2-terms", k, "--run"])
+            .args(["export", "--target", target, "--pow2-terms", k, "--run"])
             .arg(dir)
             .arg("--out")
             .arg(run.join("export-bad"))
