@@ -38,6 +38,11 @@
 //! learned class whatever the new format says, so a ladder's next rung narrows the
 //! width and keeps the learned binary point. Only [`LearnedPoints::of`] (the start of a
 //! ladder) sets `s` from a format.
+//!
+//! A critic's TD target is not cast into the critic's learned output format
+//! (`crate::dpg::td_target`): with the target clipped at the same learned bound as Q, a
+//! saturated Q has a saturated target, the TD error there is 0, and the range never
+//! widens again (measured: Q pinned at the bound for every seed of a Pendulum ladder).
 
 use quant::FxFormat;
 use serde::{Deserialize, Serialize};
