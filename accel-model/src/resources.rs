@@ -73,11 +73,11 @@ pub struct LogicBits {
 }
 
 impl LogicBits {
-    fn lut(&self, r: &crate::hw::ResourceCosts) -> f64 {
+    pub fn lut(&self, r: &crate::hw::ResourceCosts) -> f64 {
         self.adder * r.lut_per_adder_bit + self.mux * r.lut_per_mux_bit
     }
 
-    fn ff(&self, r: &crate::hw::ResourceCosts) -> f64 {
+    pub fn ff(&self, r: &crate::hw::ResourceCosts) -> f64 {
         self.regs * r.ff_per_result_bit
     }
 }

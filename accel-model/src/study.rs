@@ -101,6 +101,9 @@ pub struct Study {
     pub simulator_checks: Vec<crate::sim::PhaseCheck>,
     /// Stems of the figures written beside the report (filled in by whoever writes them).
     pub plots: Vec<String>,
+    /// The multiplier-free PE against the multiplying one (`fixar accel --pow2-terms K`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shift_add: Option<crate::shift_add::PeComparison>,
 }
 
 impl Study {
@@ -166,6 +169,7 @@ impl Study {
             simulator_batch,
             simulator_checks,
             plots: Vec::new(),
+            shift_add: None,
         })
     }
 

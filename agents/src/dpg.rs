@@ -127,7 +127,7 @@ pub fn critic_input(obs: &Tensor, actions: &Tensor, kind: Kind) -> Tensor {
 }
 
 /// y = r + gamma (1 - terminated) min(q_next), cast into `critic`'s output pre-activation
-/// format: `q_next` holds one target critic's values (DDPG) or two (TD3's clipped
+/// format unless that format is learned (`crate::learned_point`; then y stays as is): `q_next` holds one target critic's values (DDPG) or two (TD3's clipped
 /// double-Q: their elementwise minimum, NaN propagating, in the first one's kind).
 pub fn td_target(critic: &mut Mlp, batch: &Batch, gamma: f64, q_next: &[&Tensor]) -> Tensor {
     let q = q_next[0];
@@ -145,6 +145,15 @@ pub fn td_target(critic: &mut Mlp, batch: &Batch, gamma: f64, q_next: &[&Tensor]
         batch.rewards.to_kind(kind) + q * not_done * gamma
     });
     let last = critic.layers().len() - 1;
+    // A learned output format is not imposed on the target: once Q saturated at a
+    // learned bound, a target cast to the same bound would make the TD error 0 there
+    // and the collapse self-consistent (no gradient to widen the range again).
+    let learned = critic
+        .learned_points()
+        .is_some_and(|lp| lp.index(last, TensorClass::Preact).is_some());
+    if learned {
+        return y;
+    }
     critic.cast_at(last, TensorClass::Preact, y)
 }
 
@@ -380,5 +389,60 @@ pub(crate) mod small {
     pub fn mean(t: &Tensor) -> Option<f64> {
         let v = read::<f64>(t)?;
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::mlp::Activation;
+    use crate::precision::{PrecisionSpec, Preset};
+
+    /// A critic whose output pre-activation is `ap_fixed<6,5>`: [-16, 16).
+    fn critic() -> Mlp {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let spec = PrecisionSpec::preset(Preset::Fxp16);
+        let mut net = Mlp::new(
+            "critic",
+            &[4, 8, 1],
+            Activation::Identity,
+            &spec,
+            &mut rng,
+            1,
+        );
+        net.update_formats(|_, f| {
+            f.set(
+                TensorClass::Preact,
+                Some(quant::FxFormat {
+                    overflow: quant::Overflow::Sat,
+                    ..quant::FxFormat::signed(6, 5).unwrap()
+                }),
+            )
+        });
+        net
+    }
+
+    #[test]
+    fn a_learned_output_format_does_not_clip_the_td_target() {
+        let batch = Batch {
+            obs: Tensor::zeros([2, 3], (Kind::Float, tch::Device::Cpu)),
+            actions: Tensor::zeros([2, 1], (Kind::Float, tch::Device::Cpu)),
+            rewards: Tensor::from_slice(&[-5.0f32, -1.0]),
+            next_obs: Tensor::zeros([2, 3], (Kind::Float, tch::Device::Cpu)),
+            terminated: Tensor::from_slice(&[0.0f32, 0.0]),
+        };
+        let q_next = Tensor::from_slice(&[-16.0f32, -15.0]);
+        // Range-derived (not learned): the target is cast, and saturates at -16.
+        let mut c = critic();
+        let y: Vec<f32> = Vec::try_from(td_target(&mut c, &batch, 0.99, &[&q_next])).unwrap();
+        assert_eq!(y[0], -16.0);
+        // Learned: the target keeps its value, so a Q saturated at -16 still has an error.
+        assert!(c.learn_binary_points(0.01));
+        let y: Vec<f32> = Vec::try_from(td_target(&mut c, &batch, 0.99, &[&q_next])).unwrap();
+        assert!((y[0] - (-5.0 - 0.99 * 16.0)).abs() < 1e-4, "{y:?}");
+        assert!((y[1] - (-1.0 - 0.99 * 15.0)).abs() < 1e-4, "{y:?}");
     }
 }

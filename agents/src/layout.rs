@@ -49,6 +49,9 @@ pub const QAT_MD: &str = "qat.md";
 pub const QAT_FORMATS: &str = "formats.json";
 pub const QAT_CHOSEN: &str = "chosen.json";
 pub const QAT_PLOT: &str = "reward_vs_bits";
+/// The learned binary points' trajectories: `learned_points` (the actor) and
+/// `learned_points_<critic>` (`.png` and `.svg`).
+pub const QAT_LEARNED_PLOT: &str = "learned_points";
 
 /// A sweep's grid record, its collected tables, and one trial's result.
 pub const SWEEP: &str = "sweep.json";

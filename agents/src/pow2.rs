@@ -67,6 +67,24 @@ pub fn signed_digit_count(r: i64) -> u32 {
     count
 }
 
+/// The non-adjacent form of `r`: its non-zero signed digits as (position, negative),
+/// lowest first; `r = Σ ±2^position` with the fewest terms ([`signed_digit_count`]).
+pub fn signed_digits(r: i64) -> Vec<(u32, bool)> {
+    let mut n = r as i128;
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while n != 0 {
+        if n & 1 != 0 {
+            let d = 2 - n.rem_euclid(4);
+            n -= d;
+            out.push((pos, d < 0));
+        }
+        n >>= 1;
+        pos += 1;
+    }
+    out
+}
+
 /// Every code of a format whose value is a sum of at most `k` signed powers of two,
 /// sorted, for nearest-value projection.
 #[derive(Clone, Debug)]
@@ -260,6 +278,20 @@ mod tests {
         for r in -300i64..=300 {
             assert_eq!(signed_digit_count(r), min_terms_brute(r, 10), "r = {r}");
         }
+    }
+
+    #[test]
+    fn signed_digits_sum_to_the_code_and_are_the_fewest() {
+        for r in -3000i64..=3000 {
+            let d = signed_digits(r);
+            let sum: i64 = d
+                .iter()
+                .map(|&(p, neg)| if neg { -(1i64 << p) } else { 1i64 << p })
+                .sum();
+            assert_eq!(sum, r);
+            assert_eq!(d.len() as u32, signed_digit_count(r), "r = {r}");
+        }
+        assert_eq!(signed_digits(i64::MIN).len(), 1);
     }
 
     #[test]

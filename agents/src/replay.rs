@@ -143,6 +143,13 @@ impl ReplayBuffer {
         )
     }
 
+    /// Sets the capacity before a [`ReplayBuffer::restore`] (the checkpoint's, which
+    /// may differ from what the config sizes now).
+    pub fn set_capacity(&mut self, capacity: usize) {
+        assert!(capacity > 0, "replay capacity must be positive");
+        self.capacity = capacity;
+    }
+
     /// Restores what `state` returned.
     pub fn restore(
         &mut self,

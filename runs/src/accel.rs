@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use accel_model::presets;
 use accel_model::sweep::SweepSpec;
-use accel_model::{Algo, MacAccounting, ModelError, Optimizer, Precision, Workload};
+use accel_model::{Algo, HwConfig, MacAccounting, ModelError, Optimizer, Precision, Workload};
 use agents::config::{Algo as AgentAlgo, OptimizerKind, TrainConfig};
 use agents::Preset as AgentPrecision;
 use anyhow::Context;
@@ -65,9 +65,53 @@ pub struct AccelArgs {
     /// Seconds of each timed CPU run (float32 agent, then the fixed-point one; 0 skips them).
     #[arg(long, default_value_t = 3.0)]
     pub cpu_seconds: f64,
+    /// Also compare a multiplier-free (shift-add) PE for weights of at most K signed
+    /// powers of two (`fixar qat --pow2-terms K`) against the multiplying PE: DSP, LUT,
+    /// FF and inference power of the same workload.
+    #[arg(long, allow_negative_numbers = true)]
+    pub pow2_terms: Option<i64>,
+    /// With --pow2-terms: the PE operand widths `W,A` (weight, activation bits) both PEs
+    /// are sized for (default: the preset's, e.g. 32,16 for fixar-u50).
+    #[arg(long)]
+    pub pe_bits: Option<String>,
     /// The host side of the system throughput.
     #[command(flatten)]
     pub host: HostArgs,
+}
+
+/// PE operand widths (weight, activation bits).
+type PeBits = (usize, usize);
+
+/// `--pow2-terms K [--pe-bits W,A]` checked: K in 1..=W, widths in 2..=64.
+fn shift_add_args(
+    args: &AccelArgs,
+    hw: &HwConfig,
+) -> anyhow::Result<Option<(u32, Option<PeBits>)>> {
+    let bits = match &args.pe_bits {
+        None => None,
+        Some(text) => {
+            let parsed: Option<Vec<usize>> =
+                text.split(',').map(|v| v.trim().parse().ok()).collect();
+            match parsed.as_deref() {
+                Some(&[w, a]) if (2..=64).contains(&w) && (2..=64).contains(&a) => Some((w, a)),
+                _ => {
+                    return Err(config_error(format!(
+                        "--pe-bits `{text}`: expected W,A, two widths between 2 and 64"
+                    )))
+                }
+            }
+        }
+    };
+    let Some(k) = args.pow2_terms else {
+        require(bits.is_none(), "--pe-bits needs --pow2-terms".into())?;
+        return Ok(None);
+    };
+    let width = bits.map_or(hw.resources.weight_bits, |(w, _)| w);
+    require(
+        (1..=width as i64).contains(&k),
+        format!("--pow2-terms must be between 1 and the PE weight width ({width}), got {k}"),
+    )?;
+    Ok(Some((k as u32, bits)))
 }
 
 /// `fixar accel` options that change the workload's batch or the host model.
@@ -361,7 +405,12 @@ pub fn produce(args: &AccelArgs) -> anyhow::Result<AccelReport> {
         preset.hw.name,
         sweep.points().len()
     );
+    let shift_add = shift_add_args(args, &preset.hw)?;
     let mut report = AccelReport::new(&preset, &w, source, &sweep, notes).map_err(model_error)?;
+    if let Some((k, bits)) = shift_add {
+        let c = accel_model::shift_add::compare(&w, &preset.hw, k, bits).map_err(model_error)?;
+        report.shift_add = Some(c);
+    }
     if report.estimate.performance.is_none() {
         return Err(config_error(format!(
             "`{}` does not fit {}: {}",

@@ -49,6 +49,28 @@ pub struct ExportArgs {
     /// Number of test vectors.
     #[arg(long, default_value_t = 256)]
     pub vectors: usize,
+    /// Multiplier-free code: every product as the shifts and adds of its weight's signed
+    /// powers of two; every weight must have at most K (default: the `--pow2-terms` the
+    /// QAT choice in `qat/chosen.json` was trained with, if any).
+    #[arg(long, allow_negative_numbers = true)]
+    pub pow2_terms: Option<i64>,
+}
+
+/// The `K` of `--pow2-terms`, else of the run's QAT choice; `--pow2-terms` out of
+/// 1..=32 is a usage error.
+fn pow2_terms(args: &ExportArgs) -> Result<Option<u32>> {
+    if let Some(k) = args.pow2_terms {
+        if !(1..=32).contains(&k) {
+            return Err(config_error(format!(
+                "--pow2-terms must be between 1 and 32 (the widest exported weight), got {k}"
+            )));
+        }
+        return Ok(Some(k as u32));
+    }
+    if args.run.join(layout::CHECKPOINT).is_file() || !layout::chosen_path(&args.run).is_file() {
+        return Ok(None);
+    }
+    Ok(agents::qat::Chosen::load(&args.run)?.pow2_terms)
 }
 
 /// The checkpoint directory `fixar export --run` means.
@@ -103,9 +125,31 @@ pub fn resolve_checkpoint_dir(run: &Path) -> Result<PathBuf> {
 
 /// `fixar export`.
 pub fn run(args: &ExportArgs) -> Result<ExitCode> {
-    let dir = resolve_checkpoint_dir(&args.run)?;
-    let actor = DeployedActor::load(&dir).context("loading the actor to export")?;
     let target = Target::from(args.target);
+    // hls4ml builds its own multipliers from the precision config: shift-add code is C
+    // and HLS only (a QAT choice's K is then not applied).
+    let terms =
+        match target {
+            Target::Hls4ml if args.pow2_terms.is_some() => return Err(config_error(
+                "--pow2-terms applies to --target c and hls (hls4ml builds its own multipliers)",
+            )),
+            Target::Hls4ml => None,
+            _ => pow2_terms(args)?,
+        };
+    let dir = resolve_checkpoint_dir(&args.run)?;
+    let mut actor = DeployedActor::load(&dir).context("loading the actor to export")?;
+    if let Some(k) = terms {
+        let widest = actor.layers.iter().map(|l| l.weight_fmt.width).max();
+        if let Some(w) = widest.filter(|&w| k > w) {
+            return Err(config_error(format!(
+                "--pow2-terms must be between 1 and the actor's weight width ({w}), got {k}"
+            )));
+        }
+        actor
+            .check_pow2_terms(k)
+            .map_err(|e| config_error(format!("--pow2-terms {k}: {} in {}", e, dir.display())))?;
+        actor.shift_add = true;
+    }
     let out = args
         .out
         .clone()
@@ -120,5 +164,6 @@ pub fn run(args: &ExportArgs) -> Result<ExitCode> {
         summary.vectors,
         out.join("README.md").display()
     );
+    println!("{}", agents::deploy::ops_line(&actor));
     Ok(ExitCode::SUCCESS)
 }

@@ -150,6 +150,8 @@ pub fn run(args: &PipelineArgs) -> Result<ExitCode> {
         out: Some(accel_dir.clone()),
         cpu_watts: spec.accel.cpu_watts,
         cpu_seconds: spec.accel.cpu_seconds,
+        pow2_terms: None,
+        pe_bits: None,
         host: Default::default(),
     })?;
     let accel_s = t2.elapsed().as_secs_f64();

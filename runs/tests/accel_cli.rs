@@ -25,6 +25,15 @@ fn within(model: f64, paper: f64, tol: f64) -> bool {
     ((model - paper) / paper).abs() <= tol
 }
 
+/// `fixar accel ARGS --format json --out OUT`: its JSON (the run must succeed).
+fn accel_json(args: &[&str], out: &Path) -> serde_json::Value {
+    let mut all = vec!["accel", "--format", "json", "--out", out.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let o = fixar(&all);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 fn u50_json(batch: Option<usize>, out: &Path) -> serde_json::Value {
     let b = batch.map(|b| b.to_string());
     let mut args = vec![
@@ -277,6 +286,14 @@ fn bad_input_exits_2_naming_what_is_wrong() {
         ),
         (vec!["--sweep", "cores=0"], "sweep.cores"),
         (vec!["--cpu-watts=-3"], "--cpu-watts"),
+        (vec!["--pow2-terms", "0"], "--pow2-terms must be between 1"),
+        (vec!["--pow2-terms", "-2"], "got -2"),
+        (
+            vec!["--pow2-terms", "9", "--pe-bits", "8,8"],
+            "PE weight width (8), got 9",
+        ),
+        (vec!["--pow2-terms", "2", "--pe-bits", "8"], "--pe-bits `8`"),
+        (vec!["--pe-bits", "8,8"], "--pe-bits needs --pow2-terms"),
     ];
     for (extra, needle) in cases {
         let mut args = vec!["accel", "--cpu-seconds", "0", "--out", dir];
@@ -294,4 +311,37 @@ fn bad_input_exits_2_naming_what_is_wrong() {
             String::from_utf8_lossy(&o.stderr)
         );
     }
+}
+
+#[test]
+fn a_shift_add_pe_trades_every_pe_dsp_for_luts_at_the_same_inference_rate() {
+    let out = tmp("shift-add");
+    let j = accel_json(
+        &[
+            "--cpu-seconds",
+            "0",
+            "--sweep",
+            "cores=1",
+            "--pow2-terms",
+            "2",
+            "--pe-bits",
+            "8,8",
+        ],
+        &out,
+    );
+    let c = &j["shift_add"];
+    let (m, s) = (&c["multiplying"], &c["shift_add"]);
+    let pes = c["pes"].as_u64().unwrap();
+    let u = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap();
+    // An 8 x 8 product fits one DSP48E2: two per PE, none in the shift-add PE.
+    assert_eq!((u(m, "pe_dsp"), u(s, "pe_dsp")), (2, 0));
+    assert_eq!(u(m, "dsp") - u(s, "dsp"), 2 * pes);
+    assert!(u(s, "lut") > u(m, "lut") && u(s, "pe_lut") > u(m, "pe_lut"));
+    assert_eq!(m["inference_ips"], s["inference_ips"]);
+    assert!(s["inference_power_w"].as_f64().unwrap() > 0.0);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## Multiplier-free PE: 8-bit weights of at most 2 signed powers of two"));
+    // Without the flag the report has no such section.
+    let j = u50_json(None, &out);
+    assert!(j.get("shift_add").is_none());
 }

@@ -269,6 +269,65 @@ fn multiplier_free_actor_weights_have_at_most_k_powers_of_two() {
             }
         }
     }
+    // The multiplier-free export of that checkpoint: no weight multiplication, a clean
+    // -Wall -Wextra -Werror build, and its bench passes on the golden path's vectors.
+    let seed_dir = r.seeds[0].checkpoint.as_ref().unwrap().parent().unwrap();
+    let out = run.join("export-c");
+    let o = fixar()
+        .args([
+            "-q",
+            "export",
+            "--target",
+            "c",
+            "--pow2-terms",
+            "2",
+            "--run",
+        ])
+        .arg(seed_dir)
+        .arg("--out")
+        .arg(&out)
+        .run_ok();
+    assert!(
+        o.stdout.contains("per inference: 0 multiplications"),
+        "{}",
+        o.stdout
+    );
+    std::process::Command::new("cc")
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2"])
+        .args(["-o", "tb", "tb.c", "fixar_actor.c"])
+        .current_dir(&out)
+        .run_ok();
+    let tb = std::process::Command::new(out.join("tb"))
+        .arg("vectors.txt")
+        .current_dir(&out)
+        .run_ok();
+    assert_eq!(tb.stdout.trim(), "256 passed, 0 failed");
+    let src = std::fs::read_to_string(out.join("fixar_actor.c")).unwrap();
+    assert!(!src.contains("_W[") && src.contains("multiplier-free"));
+    // Refused, naming the flag (exit 2): the parent's weights are not multiplier-free,
+    // K is out of range, or more than the rung's 10-bit weights have.
+    let parent = run.join("seed_0");
+    let rung = seed_dir.to_path_buf();
+    for (dir, target, k, says) in [
+        (&parent, "c", "2", "signed powers of two, more than 2"),
+        (&parent, "c", "0", "between 1 and 32"),
+        (&parent, "hls", "-1", "between 1 and 32"),
+        (&rung, "c", "12", "the actor's weight width (10), got 12"),
+        (&rung, "hls4ml", "2", "applies to --target c and hls"),
+    ] {
+        let o = fixar()
+            .args(["export", "--target", target, "--pow2-terms", k, "--run"])
+            .arg(dir)
+            .arg("--out")
+            .arg(run.join("export-bad"))
+            .run();
+        assert_eq!(o.code, Some(2), "{}", o.stderr);
+        assert!(
+            o.stderr.contains("--pow2-terms") && o.stderr.contains(says),
+            "{}",
+            o.stderr
+        );
+    }
 }
 
 #[test]
@@ -299,4 +358,102 @@ fn bad_input_exits_2_with_a_message_naming_it() {
     let (code, err) = fixar(&["qat", "--from", e, "--strategy", "magic"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("unknown strategy `magic`"), "{err}");
+    for (flag, value, says) in [
+        ("--pow2-terms", "0", "--pow2-terms must be between 1 and"),
+        ("--pow2-terms", "-2", "got -2"),
+        ("--pow2-terms", "7", "weight width of the ladder (6), got 7"),
+        ("--pow2-terms", "two", "--pow2-terms"),
+        ("--learn-lr", "0", "--learn-lr must be in (0, 1]"),
+        ("--learn-lr", "-0.1", "--learn-lr"),
+        ("--learn-lr", "NaN", "--learn-lr"),
+        ("--learn-lr", "2", "got 2"),
+        ("--train-mode", "fixed", "--train-mode qat"),
+    ] {
+        let (code, err) = fixar(&[
+            "qat",
+            "--from",
+            e,
+            "--widths",
+            "8,6",
+            "--strategy",
+            "learned",
+            flag,
+            value,
+        ]);
+        assert_eq!(code, 2, "{flag} {value}: {err}");
+        assert!(err.contains(says), "{flag} {value}: {err}");
+    }
+}
+
+#[test]
+fn learned_points_differ_from_range_at_every_rung_and_are_never_reset() {
+    let run = parent_copy("learned");
+    let plan = args(
+        &run,
+        &[
+            "--strategy",
+            "learned,range",
+            "--widths",
+            "8,6",
+            "--steps",
+            "400",
+            "--profile-steps",
+            "60",
+            "--learn-lr",
+            "0.05",
+        ],
+    )
+    .plan()
+    .unwrap();
+    let report = execute(&plan).unwrap();
+    let qat = run.join("qat");
+    // formats.json: at every rung and seed some layer's learned format is not range's.
+    let formats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(qat.join("formats.json")).unwrap()).unwrap();
+    for w in ["w8", "w6"] {
+        for seed in ["seed_0", "seed_1"] {
+            let (l, r) = (&formats["learned"][w][seed], &formats["range"][w][seed]);
+            assert!(l.is_object() && r.is_object(), "{w} {seed} missing");
+            assert_ne!(l, r, "{w} {seed}: learned formats are range's");
+        }
+    }
+    let md = std::fs::read_to_string(qat.join("qat.md")).unwrap();
+    assert!(md.contains("## Learned binary points vs range"), "{md}");
+    for f in [
+        "learned_points",
+        "learned_points_critic1",
+        "learned_points_critic2",
+    ] {
+        for ext in ["png", "svg"] {
+            let p = qat.join(format!("{f}.{ext}"));
+            assert!(
+                p.metadata().map(|m| m.len() > 1000).unwrap_or(false),
+                "{p:?}"
+            );
+        }
+    }
+    // Not reset between rungs: the w6 rung's points continue w8's Adam state (a reset
+    // restarts its step count), and each rung's checkpoint holds its points.
+    let adam_steps = |w: u32| {
+        let r = report
+            .outcome
+            .results
+            .iter()
+            .find(|r| r.strategy == Strategy::Learned && r.rung.width == w)
+            .unwrap();
+        let dir = r.seeds[0].checkpoint.as_ref().unwrap().parent().unwrap();
+        let t = agents::trainer::Trainer::resume(dir).unwrap();
+        let actor = t.agent().actor();
+        let lp = actor
+            .learned_points()
+            .expect("the checkpoint holds learned points");
+        for p in &lp.points {
+            let f = actor.layers()[p.layer].formats().get(p.class).unwrap();
+            assert_eq!(f.int_bits, p.int_bits(), "w{w}: format is not round(s)");
+            assert_eq!(f.width, w);
+        }
+        lp.t
+    };
+    let (t8, t6) = (adam_steps(8), adam_steps(6));
+    assert!(t8 > 0 && t6 == 2 * t8, "Adam steps: w8 {t8}, w6 {t6}");
 }

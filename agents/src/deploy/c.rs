@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 use quant::{FxFormat, Overflow, Rounding};
 
 use super::native::{Accumulation, CInt, LayerPlan};
+use super::shift_add::ShiftAddLayer;
 use super::{activation_label, AccSpec, DeployedActor, DeployedLayer, TanhTable};
 use crate::mlp::Activation;
 
@@ -222,26 +223,15 @@ fn cast(value: &str, wide_value: bool, native: bool, from_frac: i32, to: &FxForm
     }
 }
 
-/// `static void fixar_layer<li>(x, y)`: one layer on its native types.
-fn layer_function(li: usize, l: &DeployedLayer, in_fmt: &FxFormat, plan: &LayerPlan) -> String {
-    let (k, n) = (l.in_dim, l.out_dim);
-    let x_t = CInt::holding(in_fmt).name();
-    let y_t = CInt::holding(&l.act_fmt).name();
-    let w_t = CInt::holding(&l.weight_fmt).name();
-    let wide = plan.accumulation == Accumulation::Wide;
-    let mut s = format!(
-        "static void fixar_layer{li}(const {x_t} *restrict x, {y_t} *restrict y) {{\n    int i, j;\n"
-    );
-    if let Accumulation::Int32Limbs { low_bits } = plan.accumulation {
-        // x = x_hi * 2^L + x_lo with 0 <= x_lo < 2^L: the unsigned conversion keeps the
-        // two's-complement bits, and x - x_lo is an exact multiple of 2^L.
-        let _ = write!(
-            s,
-            "    {x_t} x_lo[{k}], x_hi[{k}];\n    for (i = 0; i < {k}; ++i) {{\n        x_lo[i] = ({x_t})((uint32_t)x[i] & {mask}u);\n        x_hi[i] = ({x_t})((x[i] - x_lo[i]) / {div});\n    }}\n",
-            mask = (1u64 << low_bits) - 1,
-            div = 1u64 << low_bits,
-        );
-    }
+/// The expressions of output `j`'s pre-activation cast (of `acc`, the 128-bit
+/// emulation's when `wide`) and of its activation (of `z`).
+fn preact_and_act(
+    li: usize,
+    l: &DeployedLayer,
+    in_fmt: &FxFormat,
+    plan: &LayerPlan,
+    wide: bool,
+) -> (String, String) {
     let acc_frac = AccSpec::of(in_fmt, l).frac;
     let z = cast(
         "acc",
@@ -266,6 +256,30 @@ fn layer_function(li: usize, l: &DeployedLayer, in_fmt: &FxFormat, plan: &LayerP
             format!("fx_table(L{li}_TANH_T[j], L{li}_TANH_C[j], L{li}_TANH_N[j], z)")
         }
     };
+    (z, act)
+}
+
+/// `static void fixar_layer<li>(x, y)`: one layer on its native types.
+fn layer_function(li: usize, l: &DeployedLayer, in_fmt: &FxFormat, plan: &LayerPlan) -> String {
+    let (k, n) = (l.in_dim, l.out_dim);
+    let x_t = CInt::holding(in_fmt).name();
+    let y_t = CInt::holding(&l.act_fmt).name();
+    let w_t = CInt::holding(&l.weight_fmt).name();
+    let wide = plan.accumulation == Accumulation::Wide;
+    let mut s = format!(
+        "static void fixar_layer{li}(const {x_t} *restrict x, {y_t} *restrict y) {{\n    int i, j;\n"
+    );
+    if let Accumulation::Int32Limbs { low_bits } = plan.accumulation {
+        // x = x_hi * 2^L + x_lo with 0 <= x_lo < 2^L: the unsigned conversion keeps the
+        // two's-complement bits, and x - x_lo is an exact multiple of 2^L.
+        let _ = write!(
+            s,
+            "    {x_t} x_lo[{k}], x_hi[{k}];\n    for (i = 0; i < {k}; ++i) {{\n        x_lo[i] = ({x_t})((uint32_t)x[i] & {mask}u);\n        x_hi[i] = ({x_t})((x[i] - x_lo[i]) / {div});\n    }}\n",
+            mask = (1u64 << low_bits) - 1,
+            div = 1u64 << low_bits,
+        );
+    }
+    let (z, act) = preact_and_act(li, l, in_fmt, plan, wide);
     if blocked(l, plan, CInt::holding(in_fmt), CInt::holding(&l.weight_fmt)) {
         let _ = write!(
             s,
@@ -318,6 +332,71 @@ fn block_sum(li: usize, plan: &LayerPlan) -> String {
     )
 }
 
+/// `static void fixar_layer<li>(x, y)` without multiplications: each output's
+/// accumulator is a literal plus the offset inputs shifted by the weights' signed
+/// digits ([`ShiftAddLayer`]), the same integer the multiplying layer forms.
+fn shift_add_function(
+    li: usize,
+    l: &DeployedLayer,
+    in_fmt: &FxFormat,
+    plan: &LayerPlan,
+    sa: &ShiftAddLayer,
+) -> String {
+    let (k, n) = (l.in_dim, l.out_dim);
+    let x_t = CInt::holding(in_fmt).name();
+    let y_t = CInt::holding(&l.act_fmt).name();
+    let (z, act) = preact_and_act(li, l, in_fmt, plan, false);
+    let mut s = format!(
+        "static void fixar_layer{li}(const {x_t} *restrict x, {y_t} *restrict y) {{
+    int i, j;
+    int64_t u[{k}], acc, z;
+    /* u = x - ({off}) >= 0: left shifts of non-negative values only. */
+    for (i = 0; i < {k}; ++i)
+        u[i] = (int64_t)x[i] - ({off}LL);
+",
+        off = sa.input_offset,
+    );
+    for (j, o) in sa.outputs.iter().enumerate().take(n) {
+        let _ = write!(
+            s,
+            "    j = {j};
+    acc = {}LL",
+            o.constant
+        );
+        for (t, &(i, shift, neg)) in o.terms.iter().enumerate() {
+            if t % 6 == 0 {
+                s.push_str(
+                    "
+        ",
+                );
+            } else {
+                s.push(' ');
+            }
+            let op = if neg { '-' } else { '+' };
+            match shift {
+                0 => {
+                    let _ = write!(s, "{op} u[{i}]");
+                }
+                sh => {
+                    let _ = write!(s, "{op} (u[{i}] << {sh})");
+                }
+            }
+        }
+        let _ = write!(
+            s,
+            ";
+    z = {z};
+    y[j] = ({y_t})({act});
+"
+        );
+    }
+    s.push_str(
+        "}
+",
+    );
+    s
+}
+
 /// How a layer's sums run, for the comment above it.
 fn plan_label(p: &LayerPlan) -> String {
     let sums = match p.accumulation {
@@ -329,6 +408,43 @@ fn plan_label(p: &LayerPlan) -> String {
         Accumulation::Wide => "128-bit emulated sums".to_string(),
     };
     format!("{sums}; |products| <= {} by the formats", p.sum_bound)
+}
+
+/// The comment above a layer: its shape, formats, and how it sums (`how`).
+fn layer_comment(l: &DeployedLayer, how: &str) -> String {
+    format!(
+        "\n/* layer {}: {}x{}, W {}, b {}, z {}, a = {} {}; {how} */\n",
+        l.name,
+        l.in_dim,
+        l.out_dim,
+        l.weight_fmt,
+        l.bias_fmt,
+        l.preact_fmt,
+        activation_label(&l.activation),
+        l.act_fmt,
+    )
+}
+
+/// Layer `li`'s tanh threshold and code arrays and their index, if it has tables.
+fn tanh_tables_c(s: &mut String, li: usize, table: Option<&[TanhTable]>) {
+    let Some(ts) = table else {
+        return;
+    };
+    for (j, t) in ts.iter().enumerate() {
+        int_array(s, "int64_t", &format!("L{li}_TANH_T{j}"), &t.thresholds);
+        int_array(s, "int64_t", &format!("L{li}_TANH_C{j}"), &t.codes);
+    }
+    tanh_index(
+        s,
+        "int64_t",
+        [
+            &format!("L{li}_TANH_T"),
+            &format!("L{li}_TANH_C"),
+            &format!("L{li}_TANH_N"),
+        ],
+        "",
+        ts,
+    );
 }
 
 fn source(actor: &DeployedActor, tables: &[Option<Vec<TanhTable>>]) -> String {
@@ -346,25 +462,32 @@ fn source(actor: &DeployedActor, tables: &[Option<Vec<TanhTable>>]) -> String {
             p
         })
         .collect();
-    s.push_str(C_RUNTIME);
+    s.push_str(&runtime(actor.shift_add));
     if plans.iter().any(LayerPlan::needs_wide) {
         s.push_str(C_WIDE_RUNTIME);
     }
+    let shift_add = if actor.shift_add {
+        actor.shift_add_layers().ok()
+    } else {
+        None
+    };
     let mut in_fmt = actor.input_fmt;
     for (li, ((l, table), plan)) in actor.layers.iter().zip(tables).zip(&plans).enumerate() {
-        let _ = writeln!(
-            s,
-            "\n/* layer {}: {}x{}, W {}, b {}, z {}, a = {} {}; {} */",
-            l.name,
-            l.in_dim,
-            l.out_dim,
-            l.weight_fmt,
-            l.bias_fmt,
-            l.preact_fmt,
-            activation_label(&l.activation),
-            l.act_fmt,
-            plan_label(plan)
-        );
+        if let Some(sa) = shift_add.as_ref().map(|v| &v[li]) {
+            let terms: usize = sa.outputs.iter().map(|o| o.terms.len()).sum();
+            s.push_str(&layer_comment(
+                l,
+                &format!(
+                    "multiplier-free: {terms} shifts and adds of the offset inputs on int64_t (|terms| < 2^{})",
+                    sa.bits - 1
+                ),
+            ));
+            tanh_tables_c(&mut s, li, table.as_deref());
+            s.push_str(&shift_add_function(li, l, &in_fmt, plan, sa));
+            in_fmt = l.act_fmt;
+            continue;
+        }
+        s.push_str(&layer_comment(l, &plan_label(plan)));
         int_array(
             &mut s,
             CInt::holding(&l.weight_fmt).name(),
@@ -386,28 +509,7 @@ fn source(actor: &DeployedActor, tables: &[Option<Vec<TanhTable>>]) -> String {
             &format!("L{li}_B"),
             &l.bias,
         );
-        if let Some(ts) = table {
-            for (j, t) in ts.iter().enumerate() {
-                int_array(
-                    &mut s,
-                    "int64_t",
-                    &format!("L{li}_TANH_T{j}"),
-                    &t.thresholds,
-                );
-                int_array(&mut s, "int64_t", &format!("L{li}_TANH_C{j}"), &t.codes);
-            }
-            tanh_index(
-                &mut s,
-                "int64_t",
-                [
-                    &format!("L{li}_TANH_T"),
-                    &format!("L{li}_TANH_C"),
-                    &format!("L{li}_TANH_N"),
-                ],
-                "",
-                ts,
-            );
-        }
+        tanh_tables_c(&mut s, li, table.as_deref());
         s.push_str(&layer_function(li, l, &in_fmt, plan));
         in_fmt = l.act_fmt;
     }
@@ -573,6 +675,17 @@ static inline int64_t fx_table(const int64_t *thr, const int64_t *codes, int n, 
 }
 "#;
 
+/// [`C_RUNTIME`], without the blocked dot products (the only weight multiplications in
+/// it) when every layer is multiplier-free.
+fn runtime(shift_add: bool) -> String {
+    let block = C_RUNTIME.find("/* The 64 outputs of one block");
+    let table = C_RUNTIME.find("/* Step function:");
+    match (shift_add, block, table) {
+        (true, Some(a), Some(b)) => format!("{}{}", &C_RUNTIME[..a], &C_RUNTIME[b..]),
+        _ => C_RUNTIME.to_string(),
+    }
+}
+
 /// The 128-bit emulation, emitted only for layers whose sums or casts `int64_t` cannot be
 /// proven to hold ([`LayerPlan`]): a two-limb accumulator and the cast from it.
 pub const C_WIDE_RUNTIME: &str = r#"
@@ -689,7 +802,9 @@ mod tests {
     use std::path::Path;
     use std::process::Command;
 
-    use super::super::synthetic::{run_bench, scratch, synthetic_actor, synthetic_wide_actor};
+    use super::super::synthetic::{
+        run_bench, scratch, synthetic_actor, synthetic_pow2_actor, synthetic_wide_actor,
+    };
     use super::super::{export, Target};
 
     fn corrupt_first_output(dir: &Path) {
@@ -764,5 +879,71 @@ mod tests {
         }
         assert!(wide.contains("typedef struct { uint64_t lo; uint64_t hi; } fx128;"));
         assert_eq!(wide.matches("fx_block_dot2(L0_W").count(), 1);
+    }
+
+    /// The multiplications in the generated layer functions: every `*` outside comments
+    /// and pointer declarations (`*restrict`, `*w`).
+    pub(crate) fn multiplications_in(src: &str, start: &str) -> usize {
+        let mut count = 0;
+        let mut rest = src;
+        while let Some(at) = rest.find(start) {
+            let body = &rest[at..];
+            let end = body.find("\n}\n").map_or(body.len(), |e| e + 3);
+            let mut code = body[..end].to_string();
+            while let (Some(a), Some(b)) = (code.find("/*"), code.find("*/")) {
+                code.replace_range(a..b + 2, "");
+            }
+            let code = code.replace("*restrict", "").replace(" *w", "");
+            count += code.matches('*').count();
+            rest = &body[end..];
+        }
+        count
+    }
+
+    #[test]
+    fn multiplier_free_c_multiplies_no_weight_compiles_cleanly_and_matches_the_golden_path() {
+        for seed in [1u64, 3] {
+            let actor = synthetic_pow2_actor(seed, 2);
+            let mut multiplying = actor.clone();
+            multiplying.shift_add = false;
+            let dirs = [
+                (scratch(&format!("sa{seed}")), &actor),
+                (scratch(&format!("sa-mul{seed}")), &multiplying),
+            ];
+            for (dir, a) in &dirs {
+                export(a, Target::C, dir, 300).unwrap();
+                let mut cc = Command::new("cc");
+                cc.args([
+                    "-std=c99",
+                    "-Wall",
+                    "-Wextra",
+                    "-pedantic",
+                    "-Werror",
+                    "-O2",
+                ])
+                .args(["-o", "tb", "tb.c", "fixar_actor.c"]);
+                let (ok, stdout) = run_bench(dir, &mut cc);
+                assert!(
+                    ok && stdout.trim() == "300 passed, 0 failed",
+                    "seed {seed} shift-add {}: {stdout}",
+                    a.shift_add
+                );
+            }
+            let src = std::fs::read_to_string(dirs[0].0.join("fixar_actor.c")).unwrap();
+            let mul = std::fs::read_to_string(dirs[1].0.join("fixar_actor.c")).unwrap();
+            // The scan finds the multiplying code's products, and none in the shift-add code.
+            assert!(multiplications_in(&mul, "static void fixar_layer") >= 3);
+            assert_eq!(
+                multiplications_in(&src, "static void fixar_layer"),
+                0,
+                "{src}"
+            );
+            assert!(!src.contains("_W["), "no weight array is left");
+            assert!(!src.contains("fx_block_dot") && mul.contains("fx_block_dot1"));
+            // One shift-and-add term per signed digit of each weight.
+            // (each layer's declaration and offset loop name `u[` twice more)
+            let terms = src.matches("u[").count() - 2 * actor.layers.len();
+            assert_eq!(terms as u64, actor.op_counts(true).shifts);
+        }
     }
 }

@@ -34,6 +34,7 @@ pub mod hls;
 pub mod hls4ml;
 pub mod native;
 mod policy;
+pub mod shift_add;
 pub mod tanh;
 mod trained;
 mod vectors;
@@ -79,6 +80,9 @@ pub struct DeployedActor {
     pub origin: String,
     pub input_fmt: FxFormat,
     pub layers: Vec<DeployedLayer>,
+    /// Emit every layer multiplier-free: its products as shifts and adds of each
+    /// weight's signed power-of-two digits ([`shift_add`]).
+    pub shift_add: bool,
 }
 
 /// Export target.
@@ -141,6 +145,8 @@ pub enum DeployError {
     },
     #[error("layer {layer}: exact accumulation needs {bits} bits, more than the {MAX_ACC_BITS} the exported code holds")]
     Accumulator { layer: String, bits: i32 },
+    #[error("layer {layer}: no multiplier-free (shift-add) code: {what}")]
+    ShiftAdd { layer: String, what: String },
     #[error("layer {layer}: tanh needs one scale and offset per output ({out_dim})")]
     TanhParameters { layer: String, out_dim: usize },
     #[error("layer {layer}")]
@@ -409,6 +415,10 @@ pub fn generate(
     vectors: usize,
 ) -> Result<Vec<GeneratedFile>, DeployError> {
     actor.validate()?;
+    if actor.shift_add {
+        // Refused here, before any file, when a layer's sums do not fit int64_t.
+        actor.shift_add_layers()?;
+    }
     let tables = actor.tanh_tables()?;
     let mut files: Vec<GeneratedFile> = match target {
         Target::C => c::FILES
@@ -484,6 +494,32 @@ fn write_atomic(path: &Path, text: &[u8]) -> Result<(), DeployError> {
     })
 }
 
+/// `per inference: M multiplications, S shifts, A adds` of the code as exported, and for
+/// multiplier-free code the multiplying code's figures beside it.
+pub fn ops_line(actor: &DeployedActor) -> String {
+    let c = actor.op_counts(actor.shift_add);
+    let mut s = format!(
+        "per inference: {} multiplications, {} shifts, {} adds ({} code)",
+        c.multiplications,
+        c.shifts,
+        c.adds,
+        if actor.shift_add {
+            "multiplier-free"
+        } else {
+            "multiplying"
+        }
+    );
+    if actor.shift_add {
+        let m = actor.op_counts(false);
+        let _ = write!(
+            s,
+            "; the multiplying code: {} multiplications, {} adds",
+            m.multiplications, m.adds
+        );
+    }
+    s
+}
+
 fn readme(actor: &DeployedActor, target: Target) -> String {
     let mut s = format!(
         "# Exported actor\n\nFrom: {}\n\nInput: {} values in `{}`; output: {} values in `{}` (raw two's-complement codes; value = raw * 2^(I-W)).\n\n",
@@ -508,6 +544,7 @@ fn readme(actor: &DeployedActor, target: Target) -> String {
             l.act_fmt
         );
     }
+    let _ = writeln!(s, "\n{}", ops_line(actor));
     s.push_str(match target {
         Target::C => c::BUILD_LINE,
         Target::Hls => hls::BUILD_LINE,

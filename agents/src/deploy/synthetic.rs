@@ -60,6 +60,20 @@ fn layer(
     }
 }
 
+/// [`synthetic_actor`] with every weight the nearest code of at most `k` signed powers
+/// of two, exported multiplier-free.
+pub fn synthetic_pow2_actor(seed: u64, k: u32) -> DeployedActor {
+    let mut a = synthetic_actor(seed);
+    for l in &mut a.layers {
+        let book = crate::pow2::Pow2Codebook::new(&l.weight_fmt, k).unwrap();
+        for w in &mut l.weight {
+            *w = book.project_raw(quant::to_f64(*w, &l.weight_fmt));
+        }
+    }
+    a.shift_add = true;
+    a
+}
+
 /// A small actor whose formats exercise every rounding and overflow mode, with weights
 /// large enough that pre-activations overflow their formats now and then. Its layers sum
 /// in `int32_t`, `int32_t` and `int64_t` in the C target, the second over blocks of 64 outputs.
@@ -111,6 +125,7 @@ pub fn synthetic_actor(seed: u64) -> DeployedActor {
         origin: "synthetic test actor".into(),
         input_fmt: fmt("ap_fixed<16,5,AP_RND_CONV,AP_SAT>"),
         layers,
+        shift_add: false,
     }
 }
 
@@ -165,6 +180,7 @@ pub fn synthetic_wide_actor(seed: u64) -> DeployedActor {
         origin: "synthetic wide test actor".into(),
         input_fmt: fmt("ap_fixed<16,6,AP_RND_CONV,AP_SAT>"),
         layers,
+        shift_add: false,
     }
 }
 

@@ -86,6 +86,7 @@ impl DeployedActor {
             origin,
             input_fmt,
             layers,
+            shift_add: false,
         })
     }
 }

@@ -42,6 +42,7 @@ pub use crate::cast::{RangeTrack, RANGE_EMA_DECAY, RANGE_QUANTILE};
 pub use layer::Layer;
 pub use mismatch::{fast_exact_mismatch, LayerMismatch};
 
+use crate::learned_point::LearnedPoints;
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::params::ParamView;
 use crate::precision::{layer_name, Gemm, LayerFormats, PrecisionSpec, TensorClass, TrainMode};
@@ -89,6 +90,10 @@ pub struct Mlp {
     source: StochasticSource,
     qat_input: Option<Tensor>,
     qat_output: Option<Tensor>,
+    /// The learned binary points (`crate::learned_point`), trained in QAT mode.
+    learned: Option<LearnedPoints>,
+    /// Their gradient-recording leaf in the last training forward.
+    qat_points: Option<Tensor>,
     /// Use the fused kernels (`fused`) where they apply; off only to test them
     /// against the unfused path.
     fused: bool,
@@ -220,6 +225,8 @@ impl Mlp {
             source: StochasticSource::new(stochastic_seed),
             qat_input: None,
             qat_output: None,
+            learned: None,
+            qat_points: None,
             fused: true,
         };
         net.resolve_gemm();
@@ -388,11 +395,78 @@ impl Mlp {
     /// formats)` edits each layer's formats in place. The stored weights are recast
     /// into the new weight/bias formats (pure fixed-point mode) and the storage type
     /// follows the widest format.
+    /// Learned binary points win: a class whose binary point is learned keeps
+    /// `round(s)` integer bits in whatever format `f` gives it.
     pub fn update_formats(&mut self, mut f: impl FnMut(&str, &mut LayerFormats)) {
         for l in &mut self.layers {
             f(&l.name, &mut l.formats);
         }
+        self.impose_learned();
         self.after_format_change();
+    }
+
+    /// Writes the learned points' integer bits into the layers' formats; whether any
+    /// changed.
+    fn impose_learned(&mut self) -> bool {
+        let Some(lp) = &self.learned else {
+            return false;
+        };
+        let mut formats: Vec<LayerFormats> = self.layers.iter().map(|l| l.formats).collect();
+        let changed = lp.impose(&mut formats);
+        for (l, f) in self.layers.iter_mut().zip(formats) {
+            l.formats = f;
+        }
+        changed
+    }
+
+    /// The learned binary points, if this network learns them.
+    pub fn learned_points(&self) -> Option<&LearnedPoints> {
+        self.learned.as_ref()
+    }
+
+    /// Makes the binary points of this network's casts trainable from their current
+    /// formats (`LearnedPoints::of`), or with `Some(points)` restores saved ones (a
+    /// checkpoint); `None` stops learning them (formats stay as they are).
+    pub(crate) fn set_learned_points(&mut self, points: Option<LearnedPoints>) {
+        self.learned = points;
+        if self.impose_learned() {
+            self.after_format_change();
+        }
+    }
+
+    /// Starts learning the binary points of every fixed-point cast at its current format,
+    /// with Adam step `lr` (no-op when they are already learned: only the start of a
+    /// ladder sets them from formats).
+    pub(crate) fn learn_binary_points(&mut self, lr: f64) -> bool {
+        if self.learned.is_some() {
+            return false;
+        }
+        let formats: Vec<LayerFormats> = self.layers.iter().map(|l| l.formats).collect();
+        self.learned = Some(LearnedPoints::of(&formats, lr));
+        true
+    }
+
+    /// Takes the formats of `online`'s learned casts (a target network follows its online
+    /// network's binary points).
+    pub(crate) fn follow_learned(&mut self, online: &Mlp) {
+        let Some(lp) = &online.learned else {
+            return;
+        };
+        let mut changed = false;
+        for p in &lp.points {
+            let (Some(src), Some(dst)) = (online.layers.get(p.layer), self.layers.get_mut(p.layer))
+            else {
+                continue;
+            };
+            let f = src.formats.get(p.class);
+            if dst.formats.get(p.class) != f && f.is_some() {
+                dst.formats.set(p.class, f);
+                changed = true;
+            }
+        }
+        if changed {
+            self.after_format_change();
+        }
     }
 
     /// Switches GEMM emulation and training mode.
@@ -598,12 +672,17 @@ impl Mlp {
             .expect("step on a network without optimizer");
         opt.step(self.param_view());
         self.optimizer = Some(opt);
+        let moved = self.learned.as_mut().is_some_and(LearnedPoints::step);
+        if moved && self.impose_learned() {
+            self.after_format_change();
+        }
     }
 
     /// Polyak averaging: self = self + tau (online - self), cast into this network's
     /// weight and bias formats.
     pub fn soft_update_from(&mut self, online: &Mlp, tau: f64) {
         let _g = tch::no_grad_guard();
+        self.follow_learned(online);
         if self.is_float() || self.mode == TrainMode::Qat {
             let src = online.params.detach().to_kind(self.kind);
             let _ = self.params.lerp_(&src, tau);

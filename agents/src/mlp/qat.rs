@@ -9,6 +9,7 @@ use tch::Tensor;
 
 use super::{Layer, Mlp};
 use crate::cast::observe_into;
+use crate::learned_point::{with_point_gradient, LearnedPoints};
 use crate::precision::TensorClass;
 
 impl Mlp {
@@ -33,7 +34,15 @@ impl Mlp {
             self.params.detach()
         };
         let observe = self.observe && record;
-        let ste = |l: &mut Layer, class: TensorClass, t: Tensor| -> Tensor {
+        // Learned binary points: one gradient-recording leaf per training forward.
+        let learned = self.learned.as_ref().filter(|_| record);
+        let leaf = learned.map(LearnedPoints::leaf);
+        self.qat_points = leaf.as_ref().map(Tensor::shallow_clone);
+        let point = |li: usize, class: TensorClass| {
+            let i = learned?.index(li, class)?;
+            leaf.as_ref().map(|s| s.get(i as i64))
+        };
+        let ste = |l: &mut Layer, li: usize, class: TensorClass, t: Tensor| -> Tensor {
             if observe {
                 observe_into(&mut l.ranges[class.index()], &t);
             }
@@ -44,24 +53,28 @@ impl Mlp {
                     if record {
                         l.stats[class.index()].merge(&st);
                     }
-                    y
+                    match point(li, class) {
+                        Some(s) => with_point_gradient(&t, y, &f, &s),
+                        None => y,
+                    }
                 }
             }
         };
         let mut h = ste(
             &mut self.layers[0],
+            0,
             TensorClass::Input,
             input.shallow_clone(),
         );
-        for l in &mut self.layers {
+        for (li, l) in self.layers.iter_mut().enumerate() {
             let (k, n) = (l.in_dim as i64, l.out_dim as i64);
             let w = params.narrow(0, l.w_off as i64, k * n).view([k, n]);
             let b = params.narrow(0, l.b_off as i64, n);
-            let w = ste(l, TensorClass::Weight, w);
-            let b = ste(l, TensorClass::Bias, b);
-            let z = ste(l, TensorClass::Preact, b.addmm(&h, &w));
+            let w = ste(l, li, TensorClass::Weight, w);
+            let b = ste(l, li, TensorClass::Bias, b);
+            let z = ste(l, li, TensorClass::Preact, b.addmm(&h, &w));
             let a = l.act_forward(&z);
-            h = ste(l, TensorClass::Activation, a);
+            h = ste(l, li, TensorClass::Activation, a);
         }
         h
     }
@@ -81,9 +94,13 @@ impl Mlp {
             .take()
             .expect("backward needs a training forward first");
         let loss = (out * delta_out.to_kind(self.kind).detach()).sum(self.kind);
+        let points = self.qat_points.take().filter(|_| param_grads);
         let mut wrt = Vec::new();
         if param_grads {
             wrt.push(self.params.shallow_clone());
+        }
+        if let Some(s) = &points {
+            wrt.push(s.shallow_clone());
         }
         if input_grad {
             wrt.push(input.shallow_clone());
@@ -97,6 +114,12 @@ impl Mlp {
         if param_grads {
             let gp = g.next().expect("one gradient per input");
             self.grads.copy_(&gp);
+        }
+        if points.is_some() {
+            let gs = g.next().expect("one gradient per input");
+            if let Some(lp) = &mut self.learned {
+                lp.set_grad(&gs);
+            }
         }
         self.params = self.params.detach();
         self.rebuild_param_views_only();

@@ -10,7 +10,6 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
 
 use super::derive::derive_formats;
 use super::ladder::Rung;
@@ -21,7 +20,6 @@ use super::{
 };
 use crate::checkpoint::CheckpointReader;
 use crate::layout::{self, FileError};
-use crate::learned_point::{calibrate_actor, NetworkPoints};
 use crate::precision::{LayerFormats, TensorClass, TrainMode};
 use crate::trainer::Trainer;
 
@@ -93,70 +91,6 @@ fn make_env(id: &str) -> Result<Box<dyn envs::Env>> {
         id: id.to_string(),
         source,
     })
-}
-
-/// Observations visited by the current deterministic policy (for calibrating the
-/// actor's binary points), `episodes` episodes from seeded resets.
-fn policy_states(t: &mut Trainer, episodes: u32, seed: u64) -> Result<Tensor> {
-    let id = t.config().env_id.clone();
-    let mut env = make_env(&id)?;
-    let env_err = |source| QatError::Env {
-        id: id.clone(),
-        source,
-    };
-    let obs_dim = env.observation_space().low.len();
-    let act_dim = env.action_space().low.len();
-    let (mut obs, mut next) = (vec![0f32; obs_dim], vec![0f32; obs_dim]);
-    let mut action = vec![0f32; act_dim];
-    let mut all = Vec::new();
-    for i in 0..episodes {
-        env.reset(
-            Some(seed.wrapping_mul(1_000_003).wrapping_add(i as u64)),
-            &mut obs,
-        )
-        .map_err(env_err)?;
-        loop {
-            all.extend_from_slice(&obs);
-            t.act(&obs, &mut action);
-            let out = env.step(&action, &mut next).map_err(env_err)?;
-            obs.copy_from_slice(&next);
-            if out.terminated || out.truncated {
-                break;
-            }
-        }
-    }
-    Ok(Tensor::from_slice(&all).view([-1, obs_dim as i64]))
-}
-
-/// The learned-binary-point step: calibrates the actor's (and its target's) integer
-/// bits on its task loss.
-fn calibrate(t: &mut Trainer, plan: &QatPlan, seed: u64) -> Result<()> {
-    let states = policy_states(t, 4, seed)?;
-    let mut nets = t.agent_mut().networks_mut();
-    // Online networks come first: actor, then its critic(s).
-    let (head, rest) = nets.split_at_mut(1);
-    let actor = &mut *head[0];
-    let critic = &mut *rest[0];
-    let mut points = NetworkPoints::of(actor, plan.learn_lr);
-    let loss = calibrate_actor(
-        actor,
-        critic,
-        &mut points,
-        &states,
-        256,
-        plan.learn_iters,
-        seed,
-    );
-    if !loss.is_finite() {
-        return Err(QatError::Diverged(format!(
-            "learned binary point: actor loss is {loss}"
-        )));
-    }
-    points.apply(actor);
-    if let Some(target) = rest.iter_mut().find(|n| n.name() == "actor_target") {
-        points.apply(target);
-    }
-    Ok(())
 }
 
 /// The mean return of a uniformly random policy on `env_id`.
@@ -374,29 +308,27 @@ fn run_rung(
                 t.set_learning_rate(lr);
             }
             t.set_formats(&formats);
+            if strategy == Strategy::Learned {
+                // Fresh points only at the start of the ladder; later rungs keep the
+                // learned integer bits (set_formats left them alone) and narrow the width.
+                t.learn_binary_points(plan.learn_lr)?;
+            }
             t.reset_range_observers();
             // Odd on purpose: TD3/DDPG train the actor on every second update, and an
             // even period would observe the critics only.
             t.set_range_every(5);
-            let chunk = match (strategy, plan.pow2_terms) {
-                (Strategy::Learned, _) => plan.learn_every,
-                (_, Some(_)) => plan.learn_every,
-                _ => plan.steps,
+            let chunk = match plan.pow2_terms {
+                Some(_) => plan.pow2_every,
+                None => plan.steps,
             };
             let mut done = 0;
             while done < plan.steps {
-                if strategy == Strategy::Learned {
-                    calibrate(&mut t, plan, parent.seed ^ done)?;
-                }
                 if let Some(k) = plan.pow2_terms {
                     t.project_actor_pow2(k)?;
                 }
                 let n = chunk.min(plan.steps - done);
                 t.train_steps(n)?;
                 done += n;
-            }
-            if strategy == Strategy::Learned {
-                calibrate(&mut t, plan, parent.seed ^ done)?;
             }
             // The rung's result is the deployable network: the master weights rounded
             // onto their formats (what the QAT forward computed with), stored in fixed

@@ -23,9 +23,13 @@
 //!      profile for the first), starts from the previous rung's checkpoint (the last
 //!      good one if a rung failed), trains and evaluates. Seeds run in parallel; rungs
 //!      in order.
-//!    - `learned` (QFX): like `range`, but every `learn_every` steps of the retraining
-//!      the actor's binary points take `learn_iters` gradient steps on the actor's task
-//!      loss with the LSQ estimator of [`crate::learned_point`].
+//!    - `learned` (QFX): like `range`, but the binary point of every forward cast of
+//!      every online network (actor and critics) is a trainable parameter, stepped by
+//!      Adam on the network's own loss on every update of the retraining
+//!      ([`crate::learned_point`]; QAT train mode only). The points start at the first
+//!      rung's range-derived formats and are never reset afterwards: a later rung
+//!      narrows the width and keeps the learned integer bits, and they travel in the
+//!      rung checkpoints.
 //! 4. **Evaluate** every rung and seed as the deployable network: a retrained rung ends
 //!    in fixed-point mode (master weights rounded onto their formats), and that is what
 //!    its checkpoint holds.
@@ -39,7 +43,8 @@
 //!
 //! With [`QatPlan::pow2_terms`] = K every actor weight is projected onto the nearest
 //! value of its format that is a sum of at most K signed powers of two
-//! ([`crate::pow2`]) before each evaluation (and after every retraining chunk).
+//! ([`crate::pow2`]) before each evaluation (and every [`QatPlan::pow2_every`] retraining
+//! steps).
 //!
 //! # The verdict ([`verdict`])
 //! Reference = the parent's mean final eval over seeds. A rung holds when its mean over
@@ -130,12 +135,10 @@ pub struct QatPlan {
     pub mode: TrainMode,
     /// Learning rate of the retraining (default: the parent's).
     pub learning_rate: Option<f64>,
-    /// `learned`: calibrate the actor's binary points every this many retraining steps.
-    pub learn_every: u64,
-    /// `learned`: gradient steps per calibration.
-    pub learn_iters: usize,
-    /// `learned`: SGD step size on the integer bits.
+    /// `learned`: Adam's step size on the binary points (integer bits per update).
     pub learn_lr: f64,
+    /// With `pow2_terms`: project the actor's weights every this many retraining steps.
+    pub pow2_every: u64,
     /// Multiplier-free actor weights: at most this many signed powers of two each.
     pub pow2_terms: Option<u32>,
     /// A float32 reference band from elsewhere (another run's final evals); without it

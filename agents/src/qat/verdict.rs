@@ -27,8 +27,8 @@ pub enum Strategy {
     /// Quantization delay: each rung branches from the parent (trained at 32 bits until
     /// its last step D), takes the formats derived at D, and trains on.
     Delay,
-    /// Range-based formats whose actor binary points are then learned by gradient
-    /// (`agents::learned_point`), retrained down the ladder like `range`.
+    /// Range-based formats at the first rung whose binary points are then trained with
+    /// the weights (`agents::learned_point`), retrained down the ladder like `range`.
     Learned,
 }
 

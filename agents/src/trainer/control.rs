@@ -38,10 +38,6 @@ impl Trainer {
         self.agent.as_ref()
     }
 
-    pub(crate) fn agent_mut(&mut self) -> &mut dyn Agent {
-        self.agent.as_mut()
-    }
-
     /// The deterministic action of the current policy (no exploration noise).
     pub fn act(&mut self, obs: &[f32], action: &mut [f32]) {
         self.agent.act(obs, action);
@@ -61,6 +57,8 @@ impl Trainer {
     }
 
     /// Sets the formats of every layer named in `table` (stored weights are recast).
+    /// A learned binary point keeps its integer bits (`Mlp::update_formats`), and a
+    /// target network keeps its online network's learned formats.
     pub fn set_formats(&mut self, table: &FormatTable) {
         for net in self.agent.networks_mut() {
             net.update_formats(|name, f| {
@@ -69,6 +67,7 @@ impl Trainer {
                 }
             });
         }
+        self.sync_learned_targets();
     }
 
     /// The observed range of every layer and class by observer `kind` (0 = never
@@ -185,5 +184,68 @@ impl Trainer {
         let flat = actor.params().copy();
         actor.load_params(&flat);
         Ok(total)
+    }
+}
+
+/// The online network a target network (`<name>_target`) follows.
+fn online_of(target: &str) -> Option<&str> {
+    target.strip_suffix("_target")
+}
+
+impl Trainer {
+    /// Starts learning the binary points of every online network's fixed-point casts
+    /// (`crate::learned_point`) at their current formats, stepped by Adam with step `lr`
+    /// on every update of QAT-mode training; the target networks follow. Points that
+    /// already exist (a later rung, a resumed run) are kept as they are: returns whether
+    /// any network started fresh. `metrics.csv` gains one column per point
+    /// (`<layer>.<class>.int_bits`, the continuous `s`), empty on the rows before.
+    pub fn learn_binary_points(&mut self, lr: f64) -> Result<bool, TrainError> {
+        let mut fresh = false;
+        for net in self.agent.networks_mut() {
+            if net.optimizer().is_some() {
+                fresh |= net.learn_binary_points(lr);
+            }
+        }
+        self.sync_learned_targets();
+        if fresh {
+            let header = self.metrics_header();
+            self.rec.widen(super::record::METRICS, &header)?;
+        }
+        Ok(fresh)
+    }
+
+    /// Every target network takes its online network's learned formats.
+    pub(super) fn sync_learned_targets(&mut self) {
+        let mut nets = self.agent.networks_mut();
+        for i in 0..nets.len() {
+            let Some(online) = online_of(nets[i].name()).map(str::to_string) else {
+                continue;
+            };
+            let Some(j) = nets.iter().position(|n| n.name() == online) else {
+                continue;
+            };
+            let (a, b) = nets.split_at_mut(i.max(j));
+            let (target, src) = if i > j {
+                (&mut *b[0], &*a[j])
+            } else {
+                (&mut *a[i], &*b[0])
+            };
+            target.follow_learned(src);
+        }
+    }
+
+    /// Every learned binary point: (layer name, class, continuous integer bits `s`), in
+    /// network then layer order (empty when none is learned).
+    pub fn learned_points(&self) -> Vec<(String, TensorClass, f64)> {
+        let mut out = Vec::new();
+        for net in self.agent.networks() {
+            if let Some(lp) = net.learned_points() {
+                for p in &lp.points {
+                    let name = net.layers()[p.layer].name().to_string();
+                    out.push((name, p.class, p.s));
+                }
+            }
+        }
+        out
     }
 }

@@ -452,6 +452,9 @@ impl Trainer {
         if self.cfg.schedule.is_on() {
             h.push_str(",schedule");
         }
+        for (layer, class, _) in self.learned_points() {
+            h.push_str(&format!(",{layer}.{class}.int_bits"));
+        }
         h
     }
 
@@ -475,6 +478,9 @@ impl Trainer {
         save_agent(self.agent.as_ref(), &mut w)?;
         let (pos, len, fields) = self.buffer.state();
         w.meta("replay.pos", pos)?;
+        // The capacity was sized from the config's total_timesteps when the buffer was
+        // made; train_steps moves that total, so a resume must not size it afresh.
+        w.meta("replay.capacity", self.buffer.capacity())?;
         w.meta("replay.len", len)?;
         for (name, f) in ["obs", "actions", "rewards", "next_obs", "terminated"]
             .iter()
@@ -538,6 +544,10 @@ impl Trainer {
         let fields = ["obs", "actions", "rewards", "next_obs", "terminated"]
             .map(|n| r.f32s(&format!("replay.{n}")));
         let [a, b, c, d, e] = fields;
+        if r.has_meta("replay.capacity") {
+            let cap: usize = r.meta("replay.capacity")?;
+            self.buffer.set_capacity(cap.max(1));
+        }
         self.buffer.restore(
             r.meta("replay.pos")?,
             r.meta("replay.len")?,
@@ -1010,8 +1020,13 @@ impl Trainer {
             true if self.schedule_switches_at(step) => format!(",{}", self.cfg.schedule.label()),
             true => ",".to_string(),
         };
+        let learned: String = self
+            .learned_points()
+            .iter()
+            .map(|(_, _, s)| format!(",{s}"))
+            .collect();
         let line = format!(
-            "{step},{},{},{},{},{},{},{},{eval},{sat_all},{wrap_all}{per_layer}{schedule}",
+            "{step},{},{},{},{},{},{},{},{eval},{sat_all},{wrap_all}{per_layer}{schedule}{learned}",
             self.agent.updates(),
             self.st.episode,
             mean(w.return_sum, w.episodes),

@@ -1,6 +1,7 @@
 //! Building an agent from a config, and saving and restoring its whole state
 //! (parameters, formats, optimizer state, stochastic-rounding sources, cast statistics,
-//! range observers, the QAT schedule's affine quantizers) in a checkpoint.
+//! range observers, the QAT schedule's affine quantizers, learned binary points) in a
+//! checkpoint.
 
 use envs::BoxSpace;
 use quant::tensor::QuantStats;
@@ -13,6 +14,7 @@ use crate::checkpoint::{CheckpointError, CheckpointReader, CheckpointWriter};
 use crate::config::{Algo, TrainConfig};
 use crate::ddpg::{Ddpg, DdpgParams};
 use crate::dpg::{Agent, NetSpec};
+use crate::learned_point::LearnedPoints;
 use crate::mlp::RangeTrack;
 use crate::precision::{LayerFormats, TensorClass};
 use crate::td3::{Td3, Td3Params};
@@ -83,6 +85,10 @@ pub fn save_agent(agent: &dyn Agent, w: &mut CheckpointWriter) -> Result<(), Che
             .map(|l| TensorClass::ALL.iter().map(|&c| l.affine(c)).collect())
             .collect();
         w.meta(&format!("{p}.affine"), affine)?;
+        // Learned binary points (QAT's `learned` strategy), when the network has them.
+        if let Some(lp) = net.learned_points() {
+            w.meta(&format!("{p}.learned"), lp)?;
+        }
         if let Some(opt) = net.optimizer() {
             w.meta(&format!("{p}.opt.t"), opt.t)?;
             w.tensor(&format!("{p}.opt.m"), opt.first_moment())?;
@@ -150,6 +156,12 @@ pub fn load_agent(agent: &mut dyn Agent, r: &CheckpointReader) -> Result<(), Che
                 l.set_affine(c, q);
             }
         }
+        let key = format!("{p}.learned");
+        let learned: Option<LearnedPoints> = match r.has_meta(&key) {
+            true => Some(r.meta(&key)?),
+            false => None,
+        };
+        net.set_learned_points(learned);
         if let Some(opt) = net.optimizer_mut() {
             let t = r.meta(&format!("{p}.opt.t"))?;
             let mut moments = Vec::new();

@@ -357,6 +357,38 @@ impl Recorder {
         })
     }
 
+    /// Gives stream `which` the header `header`, which adds columns at the end: the
+    /// rows already written get empty fields there. The file is rewritten atomically.
+    pub(super) fn widen(&mut self, which: usize, header: &str) -> Result<(), TrainError> {
+        let s = &mut self.files[which];
+        s.file.flush().map_err(io_err(&s.path))?;
+        let text = std::fs::read_to_string(&s.path).map_err(io_err(&s.path))?;
+        let mut lines = text.lines();
+        let old = lines.next().unwrap_or("");
+        let extra = header
+            .matches(',')
+            .count()
+            .saturating_sub(old.matches(',').count());
+        let pad = ",".repeat(extra);
+        let mut out = format!("{header}\n");
+        for l in lines {
+            out.push_str(l);
+            out.push_str(&pad);
+            out.push('\n');
+        }
+        layout::write_atomic(&s.path, out.as_bytes())
+            .map_err(|e| io_err(&s.path)(std::io::Error::other(e.to_string())))?;
+        let f = OpenOptions::new()
+            .append(true)
+            .open(&s.path)
+            .map_err(io_err(&s.path))?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(out.as_bytes());
+        s.file = BufWriter::new(f);
+        s.crc = crc;
+        Ok(())
+    }
+
     pub(super) fn line(&mut self, which: usize, line: &str) -> Result<(), TrainError> {
         self.files[which].write(line)
     }

@@ -132,6 +132,9 @@ pub fn render_md(r: &Study) -> String {
         );
     }
     s += &resources(r);
+    if let Some(c) = &r.shift_add {
+        s += &shift_add_md(c);
+    }
     let _ = write!(s, "\n{}\n", heading(2, "This CPU, same workload"));
     match &r.cpu {
         None => s += "Not measured (`--cpu-seconds 0`).\n",
@@ -459,5 +462,38 @@ fn resources(r: &Study) -> String {
         heading(2, &title),
         t.to_markdown(),
         comps.to_markdown()
+    )
+}
+
+/// The multiplier-free PE against the multiplying one (`--pow2-terms`).
+fn shift_add_md(c: &accel_model::PeComparison) -> String {
+    let mut t = table(
+        "PE|DSP/PE|LUT/PE|FF/PE|DSP|LUT|FF|fits|inference IPS|inference W|inference IPS/W",
+        "lrrrrrrlrrr",
+    );
+    for p in [&c.multiplying, &c.shift_add] {
+        t.row(cells![
+            p.pe,
+            p.pe_dsp,
+            p.pe_lut,
+            p.pe_ff,
+            p.dsp,
+            p.lut,
+            p.ff,
+            if p.fits { "yes" } else { "no" },
+            n(p.inference_ips, 0),
+            n(p.inference_power_w, 2),
+            n(p.inference_ips_per_watt, 1)
+        ]);
+    }
+    let title = format!(
+        "Multiplier-free PE: {}-bit weights of at most {} signed powers of two, {}-bit activations, {} PEs",
+        c.weight_bits, c.terms, c.activation_bits, c.pes
+    );
+    format!(
+        "\n{}\n{}\n{}\n",
+        heading(2, &title),
+        t.to_markdown(),
+        c.definition
     )
 }

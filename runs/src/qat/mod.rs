@@ -6,6 +6,7 @@
 //! `reward_vs_bits.png/.svg`. The rung directories are the engine's.
 
 pub mod figure;
+pub mod learned;
 pub mod table;
 
 use std::path::{Path, PathBuf};
@@ -93,18 +94,15 @@ pub struct QatArgs {
     /// Learning rate of the retraining (default: the parent's).
     #[arg(long)]
     pub learning_rate: Option<f64>,
-    /// learned: calibrate the actor's binary points every this many retraining steps.
-    #[arg(long, default_value_t = 1_000)]
-    pub learn_every: u64,
-    /// learned: gradient steps per calibration.
-    #[arg(long, default_value_t = 50)]
-    pub learn_iters: usize,
-    /// learned: SGD step size on the integer bits.
-    #[arg(long, default_value_t = 0.5)]
+    /// learned: Adam's step size on the binary points (integer bits per update).
+    #[arg(long, default_value_t = 5e-3, allow_negative_numbers = true)]
     pub learn_lr: f64,
     /// Multiplier-free actor weights: at most this many signed powers of two each.
-    #[arg(long)]
-    pub pow2_terms: Option<u32>,
+    #[arg(long, allow_negative_numbers = true)]
+    pub pow2_terms: Option<i64>,
+    /// With --pow2-terms: project the actor's weights every this many retraining steps.
+    #[arg(long, default_value_t = 1_000)]
+    pub pow2_every: u64,
     /// A float32 run whose final evals give the float32 reference band.
     #[arg(long)]
     pub float_ref: Option<PathBuf>,
@@ -138,6 +136,22 @@ pub fn parse_strategies(s: &str) -> Result<Vec<Strategy>> {
 }
 
 impl QatArgs {
+    /// `--pow2-terms K`: at least 1 and at most the narrowest weight width of the ladder
+    /// (a weight of W bits has at most W non-zero signed digits that matter).
+    fn pow2_terms_checked(&self, ladder: &Ladder) -> Result<Option<u32>> {
+        let Some(k) = self.pow2_terms else {
+            return Ok(None);
+        };
+        let narrowest = ladder.rungs.iter().map(|r| r.weights).min().unwrap_or(32);
+        if k < 1 || k > narrowest as i64 {
+            return Err(config_error(format!(
+                "--pow2-terms must be between 1 and the narrowest weight width of the ladder \
+                 ({narrowest}), got {k}"
+            )));
+        }
+        Ok(Some(k as u32))
+    }
+
     /// Checks every flag; bad input is a configuration error (exit 2).
     pub fn plan(&self) -> Result<QatPlan> {
         let parse = |flag: &str, v: &Option<String>| -> Result<Option<Vec<u32>>> {
@@ -171,13 +185,22 @@ impl QatArgs {
         if self.episodes == Some(0) {
             return Err(config_error("--episodes must be positive"));
         }
-        if self.pow2_terms == Some(0) {
-            return Err(config_error("--pow2-terms must be at least 1"));
+        let pow2_terms = self.pow2_terms_checked(&ladder)?;
+        if !(self.learn_lr.is_finite() && self.learn_lr > 0.0 && self.learn_lr <= 1.0) {
+            return Err(config_error(format!(
+                "--learn-lr must be in (0, 1] (Adam's step on the integer bits per update), \
+                 got {}",
+                self.learn_lr
+            )));
         }
-        if self.learn_every == 0 || self.learn_iters == 0 {
+        if strategies.contains(&Strategy::Learned) && self.train_mode == TrainModeArg::Fixed {
             return Err(config_error(
-                "--learn-every and --learn-iters must be positive",
+                "--strategy learned trains binary points through the QAT forward's autograd: \
+                 it needs --train-mode qat, not fixed",
             ));
+        }
+        if self.pow2_every == 0 {
+            return Err(config_error("--pow2-every must be positive"));
         }
         if let Some(lr) = self.learning_rate {
             if !(lr.is_finite() && lr > 0.0) {
@@ -218,10 +241,9 @@ impl QatArgs {
                 TrainModeArg::Fixed => TrainMode::Fixed,
             },
             learning_rate: self.learning_rate,
-            learn_every: self.learn_every,
-            learn_iters: self.learn_iters,
             learn_lr: self.learn_lr,
-            pow2_terms: self.pow2_terms,
+            pow2_every: self.pow2_every,
+            pow2_terms,
             float_reference,
         })
     }
@@ -319,7 +341,7 @@ fn write_outputs(plan: &QatPlan, o: &LadderOutcome, paths: &QatPaths) -> Result<
     );
     let notes = plan_notes(plan, o.episodes);
     let chosen_result = o.chosen_result();
-    let md = table::render_md(
+    let mut md = table::render_md(
         &MdContext {
             title: &title,
             reference: &o.reference,
@@ -331,6 +353,8 @@ fn write_outputs(plan: &QatPlan, o: &LadderOutcome, paths: &QatPaths) -> Result<
         },
         &o.results,
     );
+    let learned_figures = learned::write_figures(&layout::qat_dir(&plan.from), &o.results)?;
+    md.push_str(&learned::section(&o.results, &learned_figures));
     crate::rundir::write_atomic(paths.md(), &md)
         .with_context(|| format!("writing {}", paths.md().display()))?;
     figure::write(
@@ -388,9 +412,11 @@ fn plan_notes(plan: &QatPlan, episodes: u32) -> Vec<String> {
     ];
     if plan.strategies.contains(&Strategy::Learned) {
         n.push(format!(
-            "learned: every {} steps the actor's binary points take {} LSQ steps (lr {}) on \
-             the actor loss −mean Q.",
-            plan.learn_every, plan.learn_iters, plan.learn_lr
+            "learned: the binary point of every forward cast of the actor and critics is a \
+             trainable parameter (log2 domain, TQT's gradient), stepped by Adam (step {}) \
+             with the weights on every update; set from `range` at the first rung only, \
+             then kept down the ladder.",
+            plan.learn_lr
         ));
     }
     if let Some(k) = plan.pow2_terms {
