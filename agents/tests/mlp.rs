@@ -297,7 +297,11 @@ fn fused_kernels_equal_the_unfused_path_bit_for_bit() {
     // 24-bit errors on f32 storage: the bias gradient's column sums need f64.
     let mut wide_errors = exact(PrecisionSpec::preset(Preset::Fxp16));
     wide_errors.formats.all.error = Some("ap_fixed<24,2>".parse().unwrap());
+    // FIXAR's schedule after the delay: fxp32 with 16-bit affine activation quantizers
+    // on ranges narrow enough that codes saturate on both sides (not the identity on
+    // ReLU outputs: small positive values go to 0).
     let specs = [
+        PrecisionSpec::preset(Preset::Fxp32),
         wide_errors,
         PrecisionSpec::preset(Preset::Fxp32),
         PrecisionSpec::preset(Preset::Fxp16),
@@ -306,19 +310,35 @@ fn fused_kernels_equal_the_unfused_path_bit_for_bit() {
         exact(custom),
         wide_grads,
     ];
-    for spec in specs {
+    for (k, spec) in specs.into_iter().enumerate() {
+        let with_affine = k == 0;
         let build = |fused: bool, name: &str, out: Activation| {
             let mut rng = ChaCha8Rng::seed_from_u64(3);
             let sizes = [5, 64, 48, if name == "actor" { 2 } else { 1 }];
             let mut m = Mlp::new(name, &sizes, out, &spec, &mut rng, 11)
                 .with_optimizer(OptimizerConfig::adam(3e-3));
             m.set_fused(fused);
+            let ranges = [(-0.3, 1.2), (-0.05, 0.8), (-1.5, 1.0)];
+            if with_affine {
+                for (i, &(lo, hi)) in ranges.iter().enumerate() {
+                    let q = quant::AffineQuantizer::from_range(16, lo, hi).unwrap();
+                    m.set_affine(i, TensorClass::Activation, Some(q));
+                }
+            }
             if spec.gemm == Gemm::Exact {
                 // The fused path really runs: every forward and error GEMM is exact in f64.
                 assert!(m.exact_in_f64(), "{name}: {:?}", spec.formats);
             }
             let mut t = m.target_copy(&format!("{name}_target"), &spec, 12);
             t.set_fused(fused);
+            assert_eq!(m.runs_fused(), fused, "{name}: {:?}", spec.formats);
+            if with_affine {
+                for (i, &(_, hi)) in ranges.iter().enumerate() {
+                    let q = quant::AffineQuantizer::from_range(16, hi - 1.0, hi).unwrap();
+                    t.set_affine(i, TensorClass::Activation, Some(q));
+                }
+            }
+            assert_eq!(t.runs_fused(), fused, "{name}_target: {:?}", spec.formats);
             (m, t)
         };
         let tanh = Activation::Tanh {
@@ -367,6 +387,14 @@ fn fused_kernels_equal_the_unfused_path_bit_for_bit() {
                     let o = n.optimizer().unwrap();
                     trace.push(bits(o.first_moment()));
                     trace.push(bits(o.root_second_moment()));
+                }
+            }
+            if with_affine {
+                // The affine casts saturate (both paths count the same, compared above).
+                let act = TensorClass::Activation.index();
+                for n in [&actor, &critic, &actor_t, &critic_t] {
+                    let sat: u64 = n.layers().iter().map(|l| l.stats()[act].saturated).sum();
+                    assert!(sat > 0, "{}: no affine saturation", n.name());
                 }
             }
             runs.push(trace);

@@ -230,6 +230,11 @@ impl AffineQuantizer {
     ///
     /// # Panics
     /// If the lengths differ.
+    ///
+    /// Slices of at least [`AFFINE_TABLE_MIN_LEN`] elements with at most
+    /// [`AFFINE_TABLE_MAX_BITS`] bits read each code's output from a table built once per
+    /// thread for the quantizer, grid and element type (by the element path below, so the
+    /// values and counts are the same).
     pub fn fake_quant_slice<T: FakeQuantElem>(
         &self,
         xs: &[T],
@@ -241,6 +246,23 @@ impl AffineQuantizer {
             out.len(),
             "affine fake_quant: input and output lengths differ"
         );
+        if xs.len() >= AFFINE_TABLE_MIN_LEN
+            && self.bits <= AFFINE_TABLE_MAX_BITS
+            && !self.is_degenerate()
+        {
+            return table::with_table(self, onto, |t: &table::Table<T>| t.apply(self, xs, out));
+        }
+        self.fake_quant_elements(xs, out, onto)
+    }
+
+    /// [`fake_quant_slice`](Self::fake_quant_slice) element by element (the reference the
+    /// table path is built from and tested against).
+    pub(crate) fn fake_quant_elements<T: FakeQuantElem>(
+        &self,
+        xs: &[T],
+        out: &mut [T],
+        onto: Option<&FxFormat>,
+    ) -> QuantStats {
         let grid = onto.map(Quantizer::new);
         let mut stats = QuantStats::default();
         for (o, &x) in out.iter_mut().zip(xs) {
@@ -265,6 +287,121 @@ impl AffineQuantizer {
             };
         }
         stats
+    }
+}
+
+/// Slices shorter than this take the element path (a table costs `2^n` element casts).
+pub const AFFINE_TABLE_MIN_LEN: usize = 256;
+/// Widths up to this read their outputs from a per-code table (`2^n` entries).
+pub const AFFINE_TABLE_MAX_BITS: u32 = 16;
+
+/// Per-thread tables of every code's output: `floor_div` and the clamp stay per element,
+/// the dequantization and the cast onto the grid are read from the table.
+mod table {
+    use std::any::Any;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::{floor_div, AffineQuantizer, Clip, FakeQuantElem, FxFormat, QuantStats};
+
+    /// The output of every code `0..=2^n - 1` and the grid's clip of it (`None` without a
+    /// grid): exactly what the element path computes after the code.
+    pub(super) struct Table<T> {
+        out: Vec<T>,
+        clip: Vec<Clip>,
+    }
+
+    impl<T: FakeQuantElem> Table<T> {
+        fn build(q: &AffineQuantizer, onto: Option<&FxFormat>) -> Self {
+            let n = q.code_max() as usize + 1;
+            let grid = onto.map(crate::quantizer::Quantizer::new);
+            let mut out = Vec::with_capacity(n);
+            let mut clip = Vec::with_capacity(n);
+            for code in 0..n as i64 {
+                let v = q.dequantize(code);
+                match &grid {
+                    None => {
+                        out.push(T::from_f64(v));
+                        clip.push(Clip::None);
+                    }
+                    Some(g) => {
+                        let (raw, c) = g.code_clip(v, None).expect("a finite dequantized value");
+                        out.push(T::from_raw(raw, g.format()));
+                        clip.push(c);
+                    }
+                }
+            }
+            Table { out, clip }
+        }
+
+        pub(super) fn apply(&self, q: &AffineQuantizer, xs: &[T], out: &mut [T]) -> QuantStats {
+            let mut stats = QuantStats::default();
+            let (delta, zero, max) = (q.delta, q.zero, q.code_max());
+            for (o, &x) in out.iter_mut().zip(xs) {
+                let x64 = x.to_f64();
+                if !x64.is_finite() {
+                    stats.record_non_finite(x64);
+                    *o = x;
+                    continue;
+                }
+                // As `AffineQuantizer::code`: |floor| <= 2^60, |z| <= 2^32.
+                let c = floor_div(x64, delta) as i64 + zero;
+                let (c, clip) = if c < 0 {
+                    (0, Clip::Saturated)
+                } else if c > max {
+                    (max as usize, Clip::Saturated)
+                } else {
+                    (c as usize, self.clip[c as usize])
+                };
+                *o = self.out[c];
+                stats.record(clip);
+            }
+            stats
+        }
+    }
+
+    type Key = (u32, u64, u64, Option<FxFormat>, bool);
+
+    /// Tables kept per thread (a training run uses one per scheduled layer and network);
+    /// dropped all at once beyond this many.
+    const KEEP: usize = 64;
+
+    thread_local! {
+        static TABLES: RefCell<Vec<(Key, Rc<dyn Any>)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn with_table<T: FakeQuantElem, R>(
+        q: &AffineQuantizer,
+        onto: Option<&FxFormat>,
+        f: impl FnOnce(&Table<T>) -> R,
+    ) -> R {
+        let key: Key = (
+            q.bits,
+            q.min.to_bits(),
+            q.max.to_bits(),
+            onto.copied(),
+            T::IS_F32,
+        );
+        let found = TABLES.with(|t| {
+            t.borrow()
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| Rc::clone(v))
+        });
+        let table = found.unwrap_or_else(|| {
+            let v: Rc<dyn Any> = Rc::new(Table::<T>::build(q, onto));
+            TABLES.with(|t| {
+                let mut t = t.borrow_mut();
+                if t.len() >= KEEP {
+                    t.clear();
+                }
+                t.push((key, Rc::clone(&v)));
+            });
+            v
+        });
+        f(table
+            .downcast_ref::<Table<T>>()
+            .expect("keyed by element type"))
     }
 }
 
@@ -457,5 +594,60 @@ mod tests {
         let json = serde_json::to_string(&q).unwrap();
         assert_eq!(serde_json::from_str::<AffineQuantizer>(&json).unwrap(), q);
         assert!(serde_json::from_str::<AffineQuantizer>(r#"{"bits":0,"min":0,"max":1}"#).is_err());
+    }
+    /// The per-code table path equals the element path bit for bit, with the same counts:
+    /// f32 and f64, with and without a grid (saturating and wrapping), codes saturating on
+    /// both sides, NaN and infinities, widths up to the table's limit.
+    #[test]
+    fn table_path_equals_the_element_path() {
+        // SplitMix64 draws in [0, 1).
+        let mut state = 5u64;
+        let mut unit = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let grids: [Option<FxFormat>; 4] = [
+            None,
+            Some("ap_fixed<32,16>".parse().unwrap()),
+            Some("ap_fixed<10,3,AP_RND_CONV,AP_SAT>".parse().unwrap()),
+            Some("ap_fixed<8,2,AP_RND,AP_WRAP>".parse().unwrap()),
+        ];
+        for bits in [1, 3, 8, 12, 16] {
+            for &(lo, hi) in &[(-2.7, 9.1), (0.0, 16.03), (-5.25, 517.19), (0.3, 0.9)] {
+                let q = AffineQuantizer::from_range(bits, lo, hi).unwrap();
+                let n = AFFINE_TABLE_MIN_LEN + 300;
+                let mut xs: Vec<f64> = (0..n)
+                    .map(|_| (lo - 2.0 + (hi - lo + 4.0) * unit()) * (0.5 + unit()))
+                    .collect();
+                xs[7] = f64::NAN;
+                xs[8] = f64::INFINITY;
+                xs[9] = f64::NEG_INFINITY;
+                xs[10] = lo;
+                xs[11] = hi;
+                xs[12] = -0.0;
+                for g in &grids {
+                    let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
+                    let sa = q.fake_quant_slice(&xs, &mut a, g.as_ref());
+                    let sb = q.fake_quant_elements(&xs, &mut b, g.as_ref());
+                    assert_eq!(sa, sb, "{q} onto {g:?}");
+                    assert!(
+                        sa.saturated > 0 && sa.nan == 1 && sa.inf == 2,
+                        "{q}: {sa:?}"
+                    );
+                    let bits_of = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits_of(&a), bits_of(&b), "{q} onto {g:?}");
+                    let x32: Vec<f32> = xs.iter().map(|&x| x as f32).collect();
+                    let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+                    let sa = q.fake_quant_slice(&x32, &mut a, g.as_ref());
+                    let sb = q.fake_quant_elements(&x32, &mut b, g.as_ref());
+                    assert_eq!(sa, sb, "{q} onto {g:?} (f32)");
+                    let bits32 = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits32(&a), bits32(&b), "{q} onto {g:?} (f32)");
+                }
+            }
+        }
     }
 }

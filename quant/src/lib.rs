@@ -69,7 +69,9 @@ mod stochastic;
 pub mod tensor;
 pub mod vectors;
 
-pub use affine::{AffineError, AffineQuantizer, AFFINE_MAX_BITS};
+pub use affine::{
+    AffineError, AffineQuantizer, AFFINE_MAX_BITS, AFFINE_TABLE_MAX_BITS, AFFINE_TABLE_MIN_LEN,
+};
 pub use exact::{
     add, apply_counted, cast, cast_counted, from_f64_exact, from_f64_stochastic, mul, sub, to_f64,
     Op, QuantError,

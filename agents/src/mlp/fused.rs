@@ -1,6 +1,6 @@
 //! The fused path: the network's forward, backward and soft update through the slice
-//! kernels of `crate::fused` (pure fixed point, `fast` GEMMs, no range observation; see
-//! `Mlp::fusable`). Each GEMM result is read once: cast, ReLU and the f32 operand of the
+//! kernels of `crate::fused` (pure fixed point, `fast` GEMMs, no range observation;
+//! affine activation quantizers go through `Layer::activate_cast`; see `Mlp::fusable`). Each GEMM result is read once: cast, ReLU and the f32 operand of the
 //! next GEMM in one pass. A hidden ReLU layer whose ReLU backward the layer above fuses
 //! into its error kernel keeps only that f32 operand (the mask is read from it, see
 //! `relu_backward_from_activation`); the error kernel also sums the bias gradient where
@@ -29,9 +29,11 @@ pub(super) fn exact_grad_gemms(xf: &FxFormat, ef: &FxFormat, rows: usize) -> boo
 /// error cast of `layer` is then the identity, and `f32(max(0, z)) <= 0` exactly when
 /// `z <= 0` (NaN passes both) because every positive pre-activation is at least one LSB,
 /// 2^-F, which f32 keeps non-zero for F < 149.
+/// Not under an affine activation quantizer, which maps small positive values to 0.
 fn relu_backward_from_activation(layer: &Layer, above: &Layer) -> bool {
     let pre = layer.formats.get(TensorClass::Preact);
     layer.activation == Activation::Relu
+        && layer.affine(TensorClass::Activation).is_none()
         && holds(
             layer.formats.get(TensorClass::Error),
             above.formats.get(TensorClass::Error),
@@ -81,8 +83,11 @@ impl Mlp {
             let n = z32.numel();
             let pre = l.formats.get(TensorClass::Preact).expect("fusable");
             let act_fmt = l.formats.get(TensorClass::Activation);
-            let passes =
-                !matches!(l.activation, Activation::Tanh { .. }) && holds(act_fmt, Some(pre));
+            // The activation cast is the identity (not under an affine quantizer, which
+            // `activate_cast` applies).
+            let passes = !matches!(l.activation, Activation::Tanh { .. })
+                && l.affine(TensorClass::Activation).is_none()
+                && holds(act_fmt, Some(pre));
             let relu = passes && l.activation == Activation::Relu;
             if relu && idx + 1 < n_layers && (!cache || lean[idx]) {
                 // Nothing keeps this layer's pre-activation or f64 activation (target

@@ -33,7 +33,7 @@ mod mismatch;
 mod qat;
 
 use quant::tensor::{fake_quant, QuantStats, StochasticSource};
-use quant::FxFormat;
+use quant::{AffineQuantizer, FxFormat};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
@@ -247,6 +247,15 @@ impl Mlp {
 
     pub(crate) fn layers_mut(&mut self) -> &mut [Layer] {
         &mut self.layers
+    }
+
+    /// Puts (or with `None` removes) an affine quantizer at `class` of layer `layer`, as
+    /// the QAT schedule's switch does (`Layer::affine`).
+    ///
+    /// # Panics
+    /// If `layer` is out of range.
+    pub fn set_affine(&mut self, layer: usize, class: TensorClass, q: Option<AffineQuantizer>) {
+        self.layers[layer].set_affine(class, q);
     }
 
     /// This network with a fresh `config` optimizer over its parameters (online
@@ -577,7 +586,8 @@ impl Mlp {
     }
 
     /// Whether the fused kernels apply: pure fixed point, every class of every layer
-    /// fixed point, no affine quantizer (the QAT schedule's), no range observation, and
+    /// fixed point, affine quantizers (the QAT schedule's) on activations only, no range
+    /// observation, and
     /// either `fast` GEMMs (f32 storage, or f64 storage with its f32 shadow) or `exact`
     /// GEMMs that f64 computes exactly (see [`Mlp::exact_in_f64`]).
     fn fusable(&self) -> bool {
@@ -588,10 +598,12 @@ impl Mlp {
                 .layers
                 .iter()
                 .all(|l| l.formats.0.iter().all(Option::is_some))
-            && self
-                .layers
-                .iter()
-                .all(|l| l.affine.iter().all(Option::is_none))
+            && self.layers.iter().all(|l| {
+                l.affine
+                    .iter()
+                    .enumerate()
+                    .all(|(i, q)| q.is_none() || i == TensorClass::Activation.index())
+            })
             && match (self.gemm, self.kind) {
                 (Gemm::Fast, Kind::Float) => self.params32.is_none(),
                 (Gemm::Fast, Kind::Double) => self.params32.is_some(),
@@ -637,6 +649,11 @@ impl Mlp {
                 && quant::f64_gemm_is_exact(&xf, &wf, l.in_dim, Some(&bf))
                 && quant::f64_gemm_is_exact(&ef, &wf, l.out_dim, None)
         })
+    }
+
+    /// Whether the next forward and backward take the fused kernels (see `set_fused`).
+    pub fn runs_fused(&self) -> bool {
+        self.fusable()
     }
 
     /// Turns the fused kernels off (or back on): for tests that compare both paths.
