@@ -302,7 +302,7 @@ mod table {
     use std::cell::RefCell;
     use std::rc::Rc;
 
-    use super::{floor_div, AffineQuantizer, Clip, FakeQuantElem, FxFormat, QuantStats};
+    use super::{AffineQuantizer, Clip, FakeQuantElem, FxFormat, QuantStats};
 
     /// The output of every code `0..=2^n - 1` and the grid's clip of it (`None` without a
     /// grid): exactly what the element path computes after the code.
@@ -334,27 +334,78 @@ mod table {
             Table { out, clip }
         }
 
+        /// The outputs and counts of `q` on `xs` (`q` is the quantizer the table was
+        /// built for): the element path's code through the same floor, correction and
+        /// clamp, compiled with AVX-512 or AVX2 and FMA where the CPU has them (`floor`
+        /// and the fused multiply-add are exact, so the codes do not depend on it).
         pub(super) fn apply(&self, q: &AffineQuantizer, xs: &[T], out: &mut [T]) -> QuantStats {
-            let mut stats = QuantStats::default();
-            let (delta, zero, max) = (q.delta, q.zero, q.code_max());
-            for (o, &x) in out.iter_mut().zip(xs) {
-                let x64 = x.to_f64();
-                if !x64.is_finite() {
-                    stats.record_non_finite(x64);
-                    *o = x;
-                    continue;
+            #[cfg(target_arch = "x86_64")]
+            {
+                use std::is_x86_feature_detected as has;
+                if has!("avx512f") && has!("avx512dq") && has!("avx512vl") && has!("fma") {
+                    // SAFETY: the CPU has these features.
+                    return unsafe { self.apply_avx512(q, xs, out) };
                 }
-                // As `AffineQuantizer::code`: |floor| <= 2^60, |z| <= 2^32.
-                let c = floor_div(x64, delta) as i64 + zero;
-                let (c, clip) = if c < 0 {
-                    (0, Clip::Saturated)
-                } else if c > max {
-                    (max as usize, Clip::Saturated)
-                } else {
-                    (c as usize, self.clip[c as usize])
-                };
-                *o = self.out[c];
-                stats.record(clip);
+                if has!("avx2") && has!("fma") {
+                    // SAFETY: the CPU has these features.
+                    return unsafe { self.apply_avx2(q, xs, out) };
+                }
+            }
+            self.apply_body(q, xs, out)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
+        unsafe fn apply_avx512(&self, q: &AffineQuantizer, xs: &[T], out: &mut [T]) -> QuantStats {
+            self.apply_body(q, xs, out)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn apply_avx2(&self, q: &AffineQuantizer, xs: &[T], out: &mut [T]) -> QuantStats {
+            self.apply_body(q, xs, out)
+        }
+
+        /// Two passes per block: the codes without branches (so they vectorize), then
+        /// the table reads, the clamp and the counts.
+        #[inline(always)]
+        fn apply_body(&self, q: &AffineQuantizer, xs: &[T], out: &mut [T]) -> QuantStats {
+            const BLOCK: usize = 256;
+            let mut stats = QuantStats::default();
+            let (delta, zero, max) = (q.delta, q.zero as f64, q.code_max() as f64);
+            let top = self.out.len() - 1;
+            let mut codes = [0f64; BLOCK];
+            for (xb, ob) in xs.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
+                // `floor_div` without its clamp to 2^60: a quotient that large (or
+                // infinite) saturates the same way, and `z` (|z| <= 2^32) added in f64
+                // is exact wherever the code can land in [0, 2^n - 1] (n <= 16).
+                for (c, &x) in codes.iter_mut().zip(xb) {
+                    let v = x.to_f64();
+                    let f = (v / delta).floor();
+                    let f = if (-f).mul_add(delta, v) < 0.0 {
+                        f - 1.0
+                    } else {
+                        f
+                    };
+                    *c = f + zero;
+                }
+                for ((o, &x), &c) in ob.iter_mut().zip(xb).zip(&codes) {
+                    let v = x.to_f64();
+                    if !v.is_finite() {
+                        stats.record_non_finite(v);
+                        *o = x;
+                    } else if c < 0.0 {
+                        stats.record(Clip::Saturated);
+                        *o = self.out[0];
+                    } else if c > max {
+                        stats.record(Clip::Saturated);
+                        *o = self.out[top];
+                    } else {
+                        let i = c as usize;
+                        stats.record(self.clip[i]);
+                        *o = self.out[i];
+                    }
+                }
             }
             stats
         }
@@ -616,7 +667,16 @@ mod tests {
             Some("ap_fixed<8,2,AP_RND,AP_WRAP>".parse().unwrap()),
         ];
         for bits in [1, 3, 8, 12, 16] {
-            for &(lo, hi) in &[(-2.7, 9.1), (0.0, 16.03), (-5.25, 517.19), (0.3, 0.9)] {
+            // The last two: quotients that overflow to infinity, and huge ones.
+            let ranges = [
+                (-2.7, 9.1),
+                (0.0, 16.03),
+                (-5.25, 517.19),
+                (0.3, 0.9),
+                (-1e-300, 2e-300),
+                (-3e300, 1e300),
+            ];
+            for &(lo, hi) in &ranges {
                 let q = AffineQuantizer::from_range(bits, lo, hi).unwrap();
                 let n = AFFINE_TABLE_MIN_LEN + 300;
                 let mut xs: Vec<f64> = (0..n)
@@ -628,6 +688,10 @@ mod tests {
                 xs[10] = lo;
                 xs[11] = hi;
                 xs[12] = -0.0;
+                xs[13] = 1e10;
+                xs[14] = -1e308;
+                xs[15] = f64::MAX;
+                xs[16] = 5e-324;
                 for g in &grids {
                     let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
                     let sa = q.fake_quant_slice(&xs, &mut a, g.as_ref());
