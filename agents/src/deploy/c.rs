@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 
 use quant::{FxFormat, Overflow, Rounding};
 
-use super::native::{Accumulation, CInt, LayerPlan};
+use super::native::{int32_input_limit, max_code, Accumulation, CInt, LayerPlan};
 use super::shift_add::ShiftAddLayer;
 use super::{activation_label, AccSpec, DeployedActor, DeployedLayer, TanhTable};
 use crate::mlp::Activation;
@@ -259,15 +259,50 @@ fn preact_and_act(
     (z, act)
 }
 
-/// `static void fixar_layer<li>(x, y)`: one layer on its native types.
+/// `static void fixar_layer<li>(x, y)`: one layer on its native types. A layer whose
+/// formats need two input limbs checks each call's `max|x|` against its weights' bound
+/// ([`int32_input_limit`]) and sums in one `int32_t` pass when it holds.
 fn layer_function(li: usize, l: &DeployedLayer, in_fmt: &FxFormat, plan: &LayerPlan) -> String {
+    let limit = match plan.accumulation {
+        Accumulation::Int32Limbs { .. } => int32_input_limit(l),
+        _ => None,
+    };
+    let Some(limit) = limit else {
+        return layer_function_named(li, "", l, in_fmt, plan);
+    };
+    let single = LayerPlan {
+        accumulation: Accumulation::Int32,
+        ..*plan
+    };
+    if limit >= max_code(in_fmt) {
+        // Every input code is within the bound: one pass, no check.
+        return layer_function_named(li, "", l, in_fmt, &single);
+    }
+    let x_t = CInt::holding(in_fmt).name();
+    let y_t = CInt::holding(&l.act_fmt).name();
+    let k = l.in_dim;
+    format!(
+        "{}{}static void fixar_layer{li}(const {x_t} *restrict x, {y_t} *restrict y) {{\n    /* max|x| * max_j sum_i |W[i][j]| <= INT32_MAX bounds every partial sum: one int32 pass */\n    int i;\n    int64_t m = 0;\n    for (i = 0; i < {k}; ++i) {{\n        int64_t a = x[i] < 0 ? -(int64_t)x[i] : (int64_t)x[i];\n        m = a > m ? a : m;\n    }}\n    if (m <= {limit}LL)\n        fixar_layer{li}_int32(x, y);\n    else\n        fixar_layer{li}_limbs(x, y);\n}}\n",
+        layer_function_named(li, "_int32", l, in_fmt, &single),
+        layer_function_named(li, "_limbs", l, in_fmt, plan),
+    )
+}
+
+/// [`layer_function`] on `plan` as written, named `fixar_layer<li><suffix>`.
+fn layer_function_named(
+    li: usize,
+    suffix: &str,
+    l: &DeployedLayer,
+    in_fmt: &FxFormat,
+    plan: &LayerPlan,
+) -> String {
     let (k, n) = (l.in_dim, l.out_dim);
     let x_t = CInt::holding(in_fmt).name();
     let y_t = CInt::holding(&l.act_fmt).name();
     let w_t = CInt::holding(&l.weight_fmt).name();
     let wide = plan.accumulation == Accumulation::Wide;
     let mut s = format!(
-        "static void fixar_layer{li}(const {x_t} *restrict x, {y_t} *restrict y) {{\n    int i, j;\n"
+        "static void fixar_layer{li}{suffix}(const {x_t} *restrict x, {y_t} *restrict y) {{\n    int i, j;\n"
     );
     if let Accumulation::Int32Limbs { low_bits } = plan.accumulation {
         // x = x_hi * 2^L + x_lo with 0 <= x_lo < 2^L: the unsigned conversion keeps the
@@ -401,9 +436,9 @@ fn shift_add_function(
 fn plan_label(p: &LayerPlan) -> String {
     let sums = match p.accumulation {
         Accumulation::Int32 => "int32 sums".to_string(),
-        Accumulation::Int32Limbs { low_bits } => {
-            format!("int32 sums of two input limbs (low {low_bits} bits) combined in int64")
-        }
+        Accumulation::Int32Limbs { low_bits } => format!(
+            "int32 sums of two input limbs (low {low_bits} bits) combined in int64, or one int32 pass where the weights bound max|x|"
+        ),
         Accumulation::Int64 => "int64 sums".to_string(),
         Accumulation::Wide => "128-bit emulated sums".to_string(),
     };
@@ -879,6 +914,28 @@ mod tests {
         }
         assert!(wide.contains("typedef struct { uint64_t lo; uint64_t hi; } fx128;"));
         assert_eq!(wide.matches("fx_block_dot2(L0_W").count(), 1);
+        // ... and its one-pass route where the call's inputs allow it; the golden bench
+        // (`c_export_compiles_with_the_system_compiler_and_matches_the_golden_path`)
+        // takes both routes.
+        assert_eq!(wide.matches("fx_block_dot1(L0_W").count(), 1, "{wide}");
+        let limit = super::int32_input_limit(&actor.layers[0]).unwrap();
+        assert!(wide.contains(&format!("if (m <= {limit}LL)")));
+        let inputs =
+            super::super::vectors::test_inputs(&actor, 400, super::super::vectors::VECTOR_SEED);
+        let max = |x: &Vec<i64>| x.iter().map(|v| v.unsigned_abs() as i128).max().unwrap();
+        let one = inputs.iter().filter(|x| max(x) <= limit).count();
+        assert!(
+            one > 0 && one < inputs.len(),
+            "{one} of 400 vectors in one pass"
+        );
+        // Weights small enough for every input code: one pass, no check, no limbs.
+        let mut small = synthetic_wide_actor(4);
+        for w in &mut small.layers[0].weight {
+            *w /= 64;
+        }
+        let src = super::source(&small, &small.tanh_tables().unwrap());
+        assert!(!src.contains("fixar_layer0_limbs") && !src.contains("fx_block_dot2(L0_W"));
+        assert_eq!(src.matches("fx_block_dot1(L0_W").count(), 1);
     }
 
     /// The multiplications in the generated layer functions: every `*` outside comments

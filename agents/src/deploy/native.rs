@@ -147,6 +147,27 @@ impl LayerPlan {
     }
 }
 
+/// The largest input magnitude for which layer `l`'s sums provably fit `int32_t` given its
+/// actual weights: every partial sum of output j's products is at most
+/// `max|x| * sum_i |W[i][j]|`, so `max|x| <= i32::MAX / max_j sum_i |W[i][j]|` keeps
+/// every one of them (and every product) within `int32_t`. `None` when not even
+/// `max|x| = 1` is covered. The C target checks `max|x|` of each call against it and sums
+/// an [`Accumulation::Int32Limbs`] layer in one `int32_t` pass when it holds.
+pub fn int32_input_limit(l: &DeployedLayer) -> Option<i128> {
+    let row_abs = (0..l.out_dim)
+        .map(|j| {
+            (0..l.in_dim)
+                .map(|i| (l.weight[i * l.out_dim + j] as i128).abs())
+                .sum::<i128>()
+        })
+        .max()
+        .unwrap_or(0);
+    match row_abs {
+        0 => Some(i32::MAX as i128),
+        r => Some(i32::MAX as i128 / r).filter(|&m| m >= 1),
+    }
+}
+
 /// Largest |low limb| and |high limb| of a code of `x` split at `low_bits`
 /// (x = hi * 2^low_bits + lo, 0 <= lo < 2^low_bits).
 pub fn limb_max(x: &FxFormat, low_bits: u32) -> (i128, i128) {

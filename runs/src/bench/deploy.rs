@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use agents::deploy::native::{Accumulation, LayerPlan};
+use agents::deploy::native::{int32_input_limit, max_code, Accumulation, LayerPlan};
 use agents::deploy::{DeployedActor, Target};
 use agents::mlp::Activation;
 use anyhow::{anyhow, bail, Context, Result};
@@ -198,7 +198,8 @@ fn shape(actor: &DeployedActor) -> String {
         .join("-")
 }
 
-/// How each layer sums, e.g. `int32,int32-limbs,int32`.
+/// How each layer sums, e.g. `int32,int32-limbs/int32<=5218,int32`: a limb layer names
+/// the largest input code magnitude for which a call takes its one `int32` pass.
 fn sums(actor: &DeployedActor) -> String {
     let mut x = actor.input_fmt;
     actor
@@ -206,12 +207,16 @@ fn sums(actor: &DeployedActor) -> String {
         .iter()
         .map(|l| {
             let p = LayerPlan::of(&x, l);
-            x = l.act_fmt;
+            let x_in = std::mem::replace(&mut x, l.act_fmt);
             match p.accumulation {
-                Accumulation::Int32 => "int32",
-                Accumulation::Int32Limbs { .. } => "int32-limbs",
-                Accumulation::Int64 => "int64",
-                Accumulation::Wide => "emulated-128",
+                Accumulation::Int32 => "int32".to_string(),
+                Accumulation::Int32Limbs { .. } => match int32_input_limit(l) {
+                    Some(m) if m >= max_code(&x_in) => "int32".to_string(),
+                    Some(m) => format!("int32-limbs/int32<={m}"),
+                    None => "int32-limbs".to_string(),
+                },
+                Accumulation::Int64 => "int64".to_string(),
+                Accumulation::Wide => "emulated-128".to_string(),
             }
         })
         .collect::<Vec<_>>()
