@@ -432,15 +432,22 @@ fn shift_add_function(
     s
 }
 
-/// How a layer's sums run, for the comment above it.
-fn plan_label(p: &LayerPlan) -> String {
-    let sums = match p.accumulation {
-        Accumulation::Int32 => "int32 sums".to_string(),
-        Accumulation::Int32Limbs { low_bits } => format!(
-            "int32 sums of two input limbs (low {low_bits} bits) combined in int64, or one int32 pass where the weights bound max|x|"
+/// How a layer's sums run, for the comment above it (`limit`: its weights' bound on
+/// `max|x|` for one `int32` pass, see [`layer_function`]).
+fn plan_label(p: &LayerPlan, limit: Option<i128>, in_fmt: &FxFormat) -> String {
+    let sums = match (p.accumulation, limit) {
+        (Accumulation::Int32Limbs { .. }, Some(m)) if m >= max_code(in_fmt) => {
+            "int32 sums (the weights bound every input code)".to_string()
+        }
+        (Accumulation::Int32Limbs { low_bits }, Some(m)) => format!(
+            "int32 sums where max|x| <= {m} (the weights' bound), else two input limbs (low {low_bits} bits) combined in int64"
         ),
-        Accumulation::Int64 => "int64 sums".to_string(),
-        Accumulation::Wide => "128-bit emulated sums".to_string(),
+        (Accumulation::Int32Limbs { low_bits }, None) => {
+            format!("int32 sums of two input limbs (low {low_bits} bits) combined in int64")
+        }
+        (Accumulation::Int32, _) => "int32 sums".to_string(),
+        (Accumulation::Int64, _) => "int64 sums".to_string(),
+        (Accumulation::Wide, _) => "128-bit emulated sums".to_string(),
     };
     format!("{sums}; |products| <= {} by the formats", p.sum_bound)
 }
@@ -522,7 +529,10 @@ fn source(actor: &DeployedActor, tables: &[Option<Vec<TanhTable>>]) -> String {
             in_fmt = l.act_fmt;
             continue;
         }
-        s.push_str(&layer_comment(l, &plan_label(plan)));
+        s.push_str(&layer_comment(
+            l,
+            &plan_label(plan, int32_input_limit(l), &in_fmt),
+        ));
         int_array(
             &mut s,
             CInt::holding(&l.weight_fmt).name(),
@@ -906,7 +916,7 @@ mod tests {
         let actor = synthetic_wide_actor(4);
         let wide = super::source(&actor, &actor.tanh_tables().unwrap());
         for label in [
-            "int32 sums of two input limbs",
+            "else two input limbs",
             "int64 sums;",
             "128-bit emulated sums;",
         ] {
