@@ -1,7 +1,8 @@
 //! The fused path: the network's forward, backward and soft update through the slice
 //! kernels of `crate::fused` (pure fixed point, `fast` GEMMs, no range observation;
-//! affine activation quantizers go through `Layer::activate_cast`; see `Mlp::fusable`). Each GEMM result is read once: cast, ReLU and the f32 operand of the
-//! next GEMM in one pass. A hidden ReLU layer whose ReLU backward the layer above fuses
+//! affine activation quantizers go through `Layer::activate_cast`; see `Mlp::fusable`).
+//! Each GEMM result is read once: cast, ReLU and the f32 operand of the next GEMM in one
+//! pass. A hidden ReLU layer whose ReLU backward the layer above fuses
 //! into its error kernel keeps only that f32 operand (the mask is read from it, see
 //! `relu_backward_from_activation`); the error kernel also sums the bias gradient where
 //! every order of addition is exact, and writes storage errors only where something
@@ -28,8 +29,8 @@ pub(super) fn exact_grad_gemms(xf: &FxFormat, ef: &FxFormat, rows: usize) -> boo
 /// with the mask read from `layer`'s f32 activation instead of its pre-activation: the
 /// error cast of `layer` is then the identity, and `f32(max(0, z)) <= 0` exactly when
 /// `z <= 0` (NaN passes both) because every positive pre-activation is at least one LSB,
-/// 2^-F, which f32 keeps non-zero for F < 149.
-/// Not under an affine activation quantizer, which maps small positive values to 0.
+/// 2^-F, which f32 keeps non-zero for F < 149. Never under an affine activation
+/// quantizer, which maps small positive values to 0 (the mask then comes from `z`).
 fn relu_backward_from_activation(layer: &Layer, above: &Layer) -> bool {
     let pre = layer.formats.get(TensorClass::Preact);
     layer.activation == Activation::Relu

@@ -587,9 +587,8 @@ impl Mlp {
 
     /// Whether the fused kernels apply: pure fixed point, every class of every layer
     /// fixed point, affine quantizers (the QAT schedule's) on activations only, no range
-    /// observation, and
-    /// either `fast` GEMMs (f32 storage, or f64 storage with its f32 shadow) or `exact`
-    /// GEMMs that f64 computes exactly (see [`Mlp::exact_in_f64`]).
+    /// observation, and either `fast` GEMMs (f32 storage, or f64 storage with its f32
+    /// shadow) or `exact` GEMMs that f64 computes exactly (see [`Mlp::exact_in_f64`]).
     fn fusable(&self) -> bool {
         self.fused
             && !self.observe
