@@ -5,9 +5,11 @@
 //! formats prove exact ([`super::native`]: `int32_t`, two `int32_t` input limbs, `int64_t`,
 //! or the 128-bit emulation of [`C_WIDE_RUNTIME`] only where even `int64_t` cannot be
 //! proven); each layer is a function of plain loops over contiguous arrays with constant
-//! sizes, each output's weights contiguous, which compilers vectorize. Each cast
-//! reproduces the format's rounding and overflow mode bit for bit ([`C_RUNTIME`]). Tanh
-//! layers look their output up in the threshold tables of [`super::tanh`].
+//! sizes ([`Layout`]: blocks of 64 outputs, outer products or inner products), which
+//! compilers vectorize. Each cast reproduces the format's rounding and overflow mode bit
+//! for bit in a function of its own without branches ([`cast_function`]), so the loops
+//! of casts vectorize too. Tanh layers look their output up in the threshold tables of
+//! [`super::tanh`].
 
 use std::fmt::Write as _;
 
@@ -157,6 +159,43 @@ fn blocked(l: &DeployedLayer, plan: &LayerPlan, x_t: CInt, w_t: CInt) -> bool {
         && l.out_dim.is_multiple_of(BLOCK)
 }
 
+/// Fewest outputs for which a layer that is not [`blocked`] sums as outer products: a
+/// 16-lane `int32_t` vector.
+const OUTER_MIN: usize = 16;
+
+/// How a layer's weights are laid out and its products summed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// [`blocked_weights`], summed by `fx_block_dot1`/`fx_block_dot2`.
+    Blocked,
+    /// Row-major `in_dim x out_dim` (the weights as they are): input by input, each
+    /// input's products added to all outputs' sums at once, a loop over contiguous
+    /// outputs that compilers vectorize without horizontal sums.
+    Outer,
+    /// [`transposed`]: one inner product per output.
+    Dot,
+}
+
+/// The layout of layer `l` fed with `in_fmt` on `plan`. A layer with two input limbs and
+/// a per-call check keeps one layout for both of its routes.
+fn layout(l: &DeployedLayer, in_fmt: &FxFormat, plan: &LayerPlan) -> Layout {
+    if blocked(l, plan, CInt::holding(in_fmt), CInt::holding(&l.weight_fmt)) {
+        return Layout::Blocked;
+    }
+    let one_pass = match plan.accumulation {
+        Accumulation::Int32 | Accumulation::Int64 => true,
+        Accumulation::Int32Limbs { .. } => {
+            int32_input_limit(l).is_some_and(|m| m >= max_code(in_fmt))
+        }
+        Accumulation::Wide => false,
+    };
+    if one_pass && l.out_dim >= OUTER_MIN {
+        Layout::Outer
+    } else {
+        Layout::Dot
+    }
+}
+
 /// The weights of a [`blocked`] layer as `[block][i / 2][output in block][i % 2]`: for
 /// each pair of inputs, the pair's two weights of each of the block's outputs side by
 /// side, so one multiply-add of 16-bit pairs into `int32_t` lanes (`vpdpwssd`) adds both
@@ -212,14 +251,108 @@ fn accumulate(li: usize, l: &DeployedLayer, plan: &LayerPlan) -> String {
     )
 }
 
-/// A cast of `value` (an `int64_t` expression, or the `fx128` accumulator when `wide_value`)
-/// from `from_frac` fraction bits into `to`, on `int64_t` when `native`.
-fn cast(value: &str, wide_value: bool, native: bool, from_frac: i32, to: &FxFormat) -> String {
+/// `static inline int64_t <name>(int64_t v)`: `fx_cast64(v, shift, ...)` into `to`
+/// (`v` with `shift` more fraction bits, within the plan's native bound) specialized to
+/// `to`'s width and modes and written without branches, so that a loop of casts over a
+/// layer's outputs vectorizes. Rounding adds the mode's offset before the floor shift
+/// (round up exactly when the dropped bits reach 2^shift): `v`'s sign and the floor's
+/// lowest bit come from unsigned shifts.
+fn cast_function(name: &str, shift: i32, to: &FxFormat) -> String {
+    let mut s = format!("static inline int64_t {name}(int64_t v) {{\n");
+    if shift <= 0 {
+        let r = match shift {
+            0 => "v".to_string(),
+            sh => format!("v * {}", pow2_literal(-sh)),
+        };
+        let _ = writeln!(s, "    int64_t r = {r};");
+    } else {
+        let neg = "(int64_t)((uint64_t)v >> 63)";
+        let half = 1i64 << (shift - 1);
+        let offset = match to.rounding {
+            Rounding::Trn => "0".to_string(),
+            Rounding::TrnZero => format!(
+                "(int64_t)(((uint64_t)0 - ((uint64_t)v >> 63)) & {}ULL)",
+                (1u64 << shift) - 1
+            ),
+            Rounding::Rnd => format!("{half}LL"),
+            Rounding::RndZero => format!("{}LL + {neg}", half - 1),
+            Rounding::RndMinInf => format!("{}LL", half - 1),
+            Rounding::RndInf => format!("{half}LL - {neg}"),
+            Rounding::RndConv | Rounding::Stochastic => {
+                format!("{}LL + (int64_t)(((uint64_t)v >> {shift}) & 1u)", half - 1)
+            }
+        };
+        let _ = writeln!(s, "    int64_t r = fx_floor_shr(v + ({offset}), {shift});");
+    }
+    let w = to.width;
+    let (mut mn, mx) = if to.signed {
+        (-(1i64 << (w - 1)), (1i64 << (w - 1)) - 1)
+    } else {
+        (0, (1i64 << w) - 1)
+    };
+    if to.overflow == Overflow::SatSym && to.signed {
+        mn = -mx;
+    }
+    match to.overflow {
+        Overflow::Sat | Overflow::SatSym => {
+            let _ = write!(
+                s,
+                "    r = r < {mn}LL ? {mn}LL : r;\n    r = r > {mx}LL ? {mx}LL : r;\n"
+            );
+        }
+        Overflow::SatZero => {
+            let _ = write!(
+                s,
+                "    r = r < {mn}LL ? 0 : r;\n    r = r > {mx}LL ? 0 : r;\n"
+            );
+        }
+        Overflow::Wrap => {
+            let _ = writeln!(
+                s,
+                "    r = (int64_t)((uint64_t)r & {}ULL);",
+                (1u64 << w) - 1
+            );
+            if to.signed {
+                let _ = writeln!(s, "    r = r > {mx}LL ? r - {}LL : r;", 1i64 << w);
+            }
+        }
+    }
+    s.push_str("    return r;\n}\n");
+    s
+}
+
+/// Layer `li`'s specialized casts ([`cast_function`]): `fixar_cast<li>_z` of the
+/// accumulator into the pre-activation format and `fixar_cast<li>_a` of the
+/// pre-activation into the activation format, each where its plan runs it on `int64_t`.
+fn cast_functions(li: usize, l: &DeployedLayer, in_fmt: &FxFormat, plan: &LayerPlan) -> String {
+    let mut s = String::new();
+    if plan.native_preact_cast {
+        let acc_frac = AccSpec::of(in_fmt, l).frac;
+        s.push_str(&cast_function(
+            &format!("fixar_cast{li}_z"),
+            acc_frac - l.preact_fmt.frac_bits(),
+            &l.preact_fmt,
+        ));
+    }
+    if plan.native_act_cast && !matches!(l.activation, Activation::Tanh { .. }) {
+        s.push_str(&cast_function(
+            &format!("fixar_cast{li}_a"),
+            l.preact_fmt.frac_bits() - l.act_fmt.frac_bits(),
+            &l.act_fmt,
+        ));
+    }
+    s
+}
+
+/// A cast on the 128-bit emulation of `value` (an `int64_t` expression, or the `fx128`
+/// accumulator when `wide_value`) from `from_frac` fraction bits into `to`, for a cast
+/// whose bound `int64_t` cannot be proven to hold (else [`cast_function`]).
+fn wide_cast(value: &str, wide_value: bool, from_frac: i32, to: &FxFormat) -> String {
     let args = cast_args(from_frac, to);
-    match (wide_value, native) {
-        (false, true) => format!("fx_cast64({value}, {args})"),
-        (false, false) => format!("fx_cast(fx128_from({value}), {args})"),
-        (true, _) => format!("fx_cast({value}, {args})"),
+    if wide_value {
+        format!("fx_cast({value}, {args})")
+    } else {
+        format!("fx_cast(fx128_from({value}), {args})")
     }
 }
 
@@ -233,21 +366,18 @@ fn preact_and_act(
     wide: bool,
 ) -> (String, String) {
     let acc_frac = AccSpec::of(in_fmt, l).frac;
-    let z = cast(
-        "acc",
-        wide,
-        plan.native_preact_cast,
-        acc_frac,
-        &l.preact_fmt,
-    );
+    // A native pre-activation cast implies a native accumulation ([`LayerPlan::of`]).
+    let z = if plan.native_preact_cast {
+        format!("fixar_cast{li}_z(acc)")
+    } else {
+        wide_cast("acc", wide, acc_frac, &l.preact_fmt)
+    };
     let act_cast = |v: &str| {
-        cast(
-            v,
-            false,
-            plan.native_act_cast,
-            l.preact_fmt.frac_bits(),
-            &l.act_fmt,
-        )
+        if plan.native_act_cast {
+            format!("fixar_cast{li}_a({v})")
+        } else {
+            wide_cast(v, false, l.preact_fmt.frac_bits(), &l.act_fmt)
+        }
     };
     let act = match &l.activation {
         Activation::Relu => act_cast("z > 0 ? z : 0"),
@@ -267,8 +397,9 @@ fn layer_function(li: usize, l: &DeployedLayer, in_fmt: &FxFormat, plan: &LayerP
         Accumulation::Int32Limbs { .. } => int32_input_limit(l),
         _ => None,
     };
+    let layout = layout(l, in_fmt, plan);
     let Some(limit) = limit else {
-        return layer_function_named(li, "", l, in_fmt, plan);
+        return layer_function_named(li, "", l, in_fmt, plan, layout);
     };
     let single = LayerPlan {
         accumulation: Accumulation::Int32,
@@ -276,25 +407,27 @@ fn layer_function(li: usize, l: &DeployedLayer, in_fmt: &FxFormat, plan: &LayerP
     };
     if limit >= max_code(in_fmt) {
         // Every input code is within the bound: one pass, no check.
-        return layer_function_named(li, "", l, in_fmt, &single);
+        return layer_function_named(li, "", l, in_fmt, &single, layout);
     }
     let x_t = CInt::holding(in_fmt).name();
     let y_t = CInt::holding(&l.act_fmt).name();
     let k = l.in_dim;
     format!(
         "{}{}static void fixar_layer{li}(const {x_t} *restrict x, {y_t} *restrict y) {{\n    /* max|x| * max_j sum_i |W[i][j]| <= INT32_MAX bounds every partial sum: one int32 pass */\n    int i;\n    int64_t m = 0;\n    for (i = 0; i < {k}; ++i) {{\n        int64_t a = x[i] < 0 ? -(int64_t)x[i] : (int64_t)x[i];\n        m = a > m ? a : m;\n    }}\n    if (m <= {limit}LL)\n        fixar_layer{li}_int32(x, y);\n    else\n        fixar_layer{li}_limbs(x, y);\n}}\n",
-        layer_function_named(li, "_int32", l, in_fmt, &single),
-        layer_function_named(li, "_limbs", l, in_fmt, plan),
+        layer_function_named(li, "_int32", l, in_fmt, &single, layout),
+        layer_function_named(li, "_limbs", l, in_fmt, plan, layout),
     )
 }
 
-/// [`layer_function`] on `plan` as written, named `fixar_layer<li><suffix>`.
+/// [`layer_function`] on `plan` as written with its weights in `layout`, named
+/// `fixar_layer<li><suffix>`.
 fn layer_function_named(
     li: usize,
     suffix: &str,
     l: &DeployedLayer,
     in_fmt: &FxFormat,
     plan: &LayerPlan,
+    layout: Layout,
 ) -> String {
     let (k, n) = (l.in_dim, l.out_dim);
     let x_t = CInt::holding(in_fmt).name();
@@ -315,7 +448,7 @@ fn layer_function_named(
         );
     }
     let (z, act) = preact_and_act(li, l, in_fmt, plan, wide);
-    if blocked(l, plan, CInt::holding(in_fmt), CInt::holding(&l.weight_fmt)) {
+    if layout == Layout::Blocked {
         let _ = write!(
             s,
             "    for (jb = 0; jb < {n}; jb += {BLOCK}) {{\n        int32_t {sums};\n        {dot};\n        for (t = 0; t < {BLOCK}; ++t) {{\n            j = jb + t;\n{acc}            int64_t z = {z};\n            y[j] = ({y_t})({act});\n        }}\n    }}\n}}\n",
@@ -337,6 +470,23 @@ fn layer_function_named(
             _ => "j, jb, t",
         };
         return s.replace("    int i, j;\n", &format!("    int {vars};\n"));
+    }
+    if layout == Layout::Outer {
+        let s_t = match plan.accumulation {
+            Accumulation::Int64 => "int64_t",
+            _ => "int32_t",
+        };
+        let term = |v: &str, shift: i32| match shift {
+            0 => format!("(int64_t){v}"),
+            sh => format!("(int64_t){v} * {}", pow2_literal(sh)),
+        };
+        let _ = write!(
+            s,
+            "    {s_t} s[{n}];\n    for (j = 0; j < {n}; ++j)\n        s[j] = 0;\n    for (i = 0; i < {k}; ++i) {{\n        const {w_t} *w = L{li}_W + i * {n};\n        {s_t} xi = x[i];\n        for (j = 0; j < {n}; ++j)\n            s[j] += xi * w[j];\n    }}\n    for (j = 0; j < {n}; ++j) {{\n        int64_t acc = {} + {};\n        int64_t z = {z};\n        y[j] = ({y_t})({act});\n    }}\n}}\n",
+            term("s[j]", plan.product_shift),
+            term(&format!("L{li}_B[j]"), plan.bias_shift),
+        );
+        return s;
     }
     let _ = write!(
         s,
@@ -525,6 +675,7 @@ fn source(actor: &DeployedActor, tables: &[Option<Vec<TanhTable>>]) -> String {
                 ),
             ));
             tanh_tables_c(&mut s, li, table.as_deref());
+            s.push_str(&cast_functions(li, l, &in_fmt, plan));
             s.push_str(&shift_add_function(li, l, &in_fmt, plan, sa));
             in_fmt = l.act_fmt;
             continue;
@@ -537,15 +688,10 @@ fn source(actor: &DeployedActor, tables: &[Option<Vec<TanhTable>>]) -> String {
             &mut s,
             CInt::holding(&l.weight_fmt).name(),
             &format!("L{li}_W"),
-            &if blocked(
-                l,
-                plan,
-                CInt::holding(&in_fmt),
-                CInt::holding(&l.weight_fmt),
-            ) {
-                blocked_weights(l)
-            } else {
-                transposed(l)
+            &match layout(l, &in_fmt, plan) {
+                Layout::Blocked => blocked_weights(l),
+                Layout::Outer => l.weight.clone(),
+                Layout::Dot => transposed(l),
             },
         );
         int_array(
@@ -555,6 +701,7 @@ fn source(actor: &DeployedActor, tables: &[Option<Vec<TanhTable>>]) -> String {
             &l.bias,
         );
         tanh_tables_c(&mut s, li, table.as_deref());
+        s.push_str(&cast_functions(li, l, &in_fmt, plan));
         s.push_str(&layer_function(li, l, &in_fmt, plan));
         in_fmt = l.act_fmt;
     }
@@ -585,65 +732,18 @@ fn source(actor: &DeployedActor, tables: &[Option<Vec<TanhTable>>]) -> String {
     s
 }
 
-/// Integer-only helpers of the C target on `int64_t`: the cast into a format with each
-/// rounding and overflow mode, and the tanh table lookup. Right shifts of negative numbers
-/// are done on complements and wrapped codes sign-extended by subtraction, so nothing
-/// relies on implementation-defined behaviour.
+/// Integer-only helpers of the C target on `int64_t`: the floor shift of the casts (each
+/// layer's casts are its own functions, [`cast_function`]), the blocked dot products and
+/// the tanh table lookup. Right shifts of negative numbers are done on complements and
+/// wrapped codes sign-extended by subtraction, so nothing relies on
+/// implementation-defined behaviour.
 pub const C_RUNTIME: &str = r#"#if defined(__AVX512F__) && defined(__AVX512VNNI__)
 #include <immintrin.h>
 #define FX_VNNI 1
 #endif
 
-enum { FX_TRN, FX_TRN_ZERO, FX_RND, FX_RND_ZERO, FX_RND_MIN_INF, FX_RND_INF, FX_RND_CONV };
-enum { FX_WRAP, FX_SAT, FX_SAT_ZERO, FX_SAT_SYM };
-
-/* Whether quantization mode q rounds floor(v / 2^s) up, from v's sign, whether the
-   dropped bits are non-zero, above or at half an LSB, and the floor's lowest bit. */
-static inline int fx_round_up(int q, int neg, int nz, int gt, int tie, int odd) {
-    switch (q) {
-    case FX_TRN: return 0;
-    case FX_TRN_ZERO: return neg && nz;
-    case FX_RND: return gt || tie;
-    case FX_RND_ZERO: return gt || (tie && neg);
-    case FX_RND_MIN_INF: return gt;
-    case FX_RND_INF: return gt || (tie && !neg);
-    default: return gt || (tie && odd);
-    }
-}
-
 /* floor(v / 2^s) for 0 < s <= 62. */
 static inline int64_t fx_floor_shr(int64_t v, int s) { return v < 0 ? ~(~v >> s) : v >> s; }
-
-/* Assigns v (a value with `shift` more fraction bits than the target, |v| and v * 2^-shift
-   below 2^62) to a target of `width` <= 32 bits: quantization first, then overflow, as
-   HLS ap_fixed does. */
-static inline int64_t fx_cast64(int64_t v, int shift, int width, int is_signed, int q, int o) {
-    int64_t r, mx, mn;
-    if (shift <= 0) {
-        r = v * ((int64_t)1 << -shift);
-    } else {
-        int neg = v < 0;
-        int64_t fl = fx_floor_shr(v, shift);
-        int64_t rem = (int64_t)((uint64_t)v & (((uint64_t)1 << shift) - 1));
-        int64_t half = (int64_t)1 << (shift - 1);
-        r = fl + fx_round_up(q, neg, rem != 0, rem > half, rem == half, (int)(fl & 1));
-    }
-    if (is_signed) { mx = ((int64_t)1 << (width - 1)) - 1; mn = -mx - 1; }
-    else { mx = ((int64_t)1 << width) - 1; mn = 0; }
-    if (o == FX_SAT_SYM && is_signed) mn = -mx;
-    if (r < mn || r > mx) {
-        switch (o) {
-        case FX_SAT: case FX_SAT_SYM: return r < mn ? mn : mx;
-        case FX_SAT_ZERO: return 0;
-        default: { /* wrap: keep the low `width` bits */
-            int64_t bits = (int64_t)((uint64_t)r & (((uint64_t)1 << width) - 1));
-            if (is_signed && bits > mx) return bits - ((int64_t)1 << width);
-            return bits;
-        }
-        }
-    }
-    return r;
-}
 
 /* The 64 outputs of one block of weights w (blocked: [i / 2][output][i % 2]) summed in
    int32_t lanes over `pairs` input pairs of x into s; fx_block_dot2 sums two input limbs
@@ -732,8 +832,26 @@ fn runtime(shift_add: bool) -> String {
 }
 
 /// The 128-bit emulation, emitted only for layers whose sums or casts `int64_t` cannot be
-/// proven to hold ([`LayerPlan`]): a two-limb accumulator and the cast from it.
+/// proven to hold ([`LayerPlan`]): a two-limb accumulator and the cast from it, with the
+/// rounding and overflow modes as run-time arguments.
 pub const C_WIDE_RUNTIME: &str = r#"
+enum { FX_TRN, FX_TRN_ZERO, FX_RND, FX_RND_ZERO, FX_RND_MIN_INF, FX_RND_INF, FX_RND_CONV };
+enum { FX_WRAP, FX_SAT, FX_SAT_ZERO, FX_SAT_SYM };
+
+/* Whether quantization mode q rounds floor(v / 2^s) up, from v's sign, whether the
+   dropped bits are non-zero, above or at half an LSB, and the floor's lowest bit. */
+static inline int fx_round_up(int q, int neg, int nz, int gt, int tie, int odd) {
+    switch (q) {
+    case FX_TRN: return 0;
+    case FX_TRN_ZERO: return neg && nz;
+    case FX_RND: return gt || tie;
+    case FX_RND_ZERO: return gt || (tie && neg);
+    case FX_RND_MIN_INF: return gt;
+    case FX_RND_INF: return gt || (tie && !neg);
+    default: return gt || (tie && odd);
+    }
+}
+
 typedef struct { uint64_t lo; uint64_t hi; } fx128; /* two's complement */
 
 static fx128 fx128_from(int64_t v) { fx128 r; r.lo = (uint64_t)v; r.hi = v < 0 ? ~(uint64_t)0 : 0; return r; }
@@ -912,7 +1030,15 @@ mod tests {
         assert_eq!(narrow.matches("int64 sums;").count(), 1);
         assert!(!narrow.contains("fx128"), "no layer needs the emulation");
         assert_eq!(narrow.matches("fx_block_dot1(L1_W").count(), 1, "{narrow}");
-        assert!(narrow.contains("static const int16_t L1_W[768]"));
+        assert!(narrow.contains("static const int16_t L1_W[1024]"));
+        // 16 outputs or more, not blocked: outer products (fc1 in int32, the wide
+        // actor's fc2 in int64); fewer: one inner product per output (fc3).
+        assert!(narrow.contains("        int32_t xi = x[i];\n        for (j = 0; j < 16; ++j)"));
+        assert!(
+            narrow.contains("const int32_t *w = L2_W + j * 64;"),
+            "{narrow}"
+        );
+        assert!(!narrow.contains("fx_cast64") && narrow.contains("fixar_cast1_a(z > 0 ? z : 0)"));
         let actor = synthetic_wide_actor(4);
         let wide = super::source(&actor, &actor.tanh_tables().unwrap());
         for label in [
@@ -923,6 +1049,7 @@ mod tests {
             assert_eq!(wide.matches(label).count(), 1, "{label}");
         }
         assert!(wide.contains("typedef struct { uint64_t lo; uint64_t hi; } fx128;"));
+        assert!(wide.contains("        int64_t xi = x[i];\n        for (j = 0; j < 16; ++j)"));
         assert_eq!(wide.matches("fx_block_dot2(L0_W").count(), 1);
         // ... and its one-pass route where the call's inputs allow it; the golden bench
         // (`c_export_compiles_with_the_system_compiler_and_matches_the_golden_path`)
@@ -946,6 +1073,108 @@ mod tests {
         let src = super::source(&small, &small.tanh_tables().unwrap());
         assert!(!src.contains("fixar_layer0_limbs") && !src.contains("fx_block_dot2(L0_W"));
         assert_eq!(src.matches("fx_block_dot1(L0_W").count(), 1);
+    }
+
+    /// Every specialized cast ([`super::cast_function`]) against the golden cast
+    /// (`quant::exact::cast`): each rounding and overflow mode, signed and unsigned
+    /// targets of 2 to 32 bits, shifts that add fraction bits, keep them, or drop 1 to 62,
+    /// on values across the native range: ties and their neighbours, the saturation
+    /// bounds, the range's ends and random magnitudes of every size. Compiled with the
+    /// same flags as the bench, at `-O2` and vectorizing.
+    #[test]
+    fn each_specialized_cast_equals_the_golden_cast() {
+        use quant::{FxFormat, Overflow, Rounding};
+        use std::fmt::Write as _;
+        let mut state = 0x5eed_u64;
+        let mut draw = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            state
+        };
+        let (mut fns, mut table, mut names) = (String::new(), String::new(), Vec::new());
+        let mut cases = 0usize;
+        // HLS's seven rounding modes (stochastic rounding deploys as AP_RND_CONV).
+        for &rounding in &Rounding::ALL[..7] {
+            for overflow in Overflow::ALL {
+                for (signed, width) in [(true, 2), (true, 16), (true, 32), (false, 3), (false, 32)]
+                {
+                    for shift in [-7, 0, 1, 2, 14, 37, 62] {
+                        let to = FxFormat::new(signed, width, 3, rounding, overflow).unwrap();
+                        let from = FxFormat::new(
+                            true,
+                            64,
+                            64 - (to.frac_bits() + shift),
+                            Rounding::Trn,
+                            Overflow::Wrap,
+                        )
+                        .unwrap();
+                        let name = format!("fc{}", names.len());
+                        fns.push_str(&super::cast_function(&name, shift, &to));
+                        let limit: i64 = if shift >= 0 {
+                            1 << 62
+                        } else {
+                            (1 << 62) >> -shift
+                        };
+                        let mut values = vec![0, 1, -1, limit, -limit, limit - 1, 1 - limit];
+                        let step = if shift > 0 { 1i64 << shift } else { 1 };
+                        let half = step / 2;
+                        for code in [to.raw_min(), to.raw_max(), 0, 1, -1, 5, -6] {
+                            for extra in [0, 1, 2] {
+                                let base = (code + extra).checked_mul(step);
+                                for d in [0, 1, -1, half, half - 1, half + 1, -half, -half - 1] {
+                                    if let Some(v) = base.and_then(|b| b.checked_add(d)) {
+                                        values.push(v);
+                                    }
+                                }
+                            }
+                        }
+                        for _ in 0..40 {
+                            let bits = draw() % 63;
+                            let v = (draw() >> 1) as i64 >> (62 - bits);
+                            values.push(if draw() % 2 == 0 { v } else { -v });
+                        }
+                        for v in values
+                            .into_iter()
+                            .filter(|v| v.unsigned_abs() <= limit as u64)
+                        {
+                            let want = quant::cast(v, &from, &to);
+                            let _ = writeln!(table, "    {{{}, {v}LL, {want}LL}},", names.len());
+                            cases += 1;
+                        }
+                        names.push(name);
+                    }
+                }
+            }
+        }
+        let src = format!(
+            "#include <stdint.h>\n#include <stdio.h>\n{}{fns}\ntypedef int64_t (*fx_fn)(int64_t);\nstatic const fx_fn FNS[] = {{{}}};\nstatic const struct {{ int f; int64_t v, want; }} CASES[] = {{\n{table}}};\nint main(void) {{\n    long i, n = (long)(sizeof CASES / sizeof CASES[0]), bad = 0;\n    for (i = 0; i < n; ++i) {{\n        int64_t got = FNS[CASES[i].f](CASES[i].v);\n        if (got != CASES[i].want) {{\n            if (bad < 5) printf(\"fc%d(%lld): got %lld want %lld\\n\", CASES[i].f, (long long)CASES[i].v, (long long)got, (long long)CASES[i].want);\n            ++bad;\n        }}\n    }}\n    printf(\"%ld cases, %ld wrong\\n\", n, bad);\n    return bad != 0;\n}}\n",
+            super::runtime(false),
+            names.join(", "),
+        );
+        let dir = scratch("casts");
+        std::fs::write(dir.join("casts.c"), src).unwrap();
+        for opt in [vec!["-O2"], vec!["-O3", "-march=native"]] {
+            let out = Command::new("cc")
+                .args(["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror"])
+                .args(&opt)
+                .args(["-o", "casts", "casts.c"])
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let run = Command::new(dir.join("casts")).output().unwrap();
+            let stdout = String::from_utf8_lossy(&run.stdout);
+            assert!(
+                run.status.success() && stdout.trim() == format!("{cases} cases, 0 wrong"),
+                "{opt:?}: {stdout}"
+            );
+        }
+        assert!(cases > 40_000, "{cases}");
     }
 
     /// The multiplications in the generated layer functions: every `*` outside comments

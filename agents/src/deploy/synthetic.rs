@@ -82,7 +82,7 @@ pub fn synthetic_actor(seed: u64) -> DeployedActor {
     let layers = vec![
         layer(
             "fc1",
-            (3, 12),
+            (3, 16),
             [
                 "ap_fixed<12,2,AP_RND_CONV,AP_SAT>",
                 "ap_fixed<10,3>",
@@ -94,7 +94,7 @@ pub fn synthetic_actor(seed: u64) -> DeployedActor {
         ),
         layer(
             "fc2",
-            (12, 64),
+            (16, 64),
             [
                 "ap_fixed<16,1,AP_TRN_ZERO,AP_SAT>",
                 "ap_fixed<32,8,AP_RND_INF,AP_SAT>",
@@ -150,7 +150,7 @@ pub fn synthetic_wide_actor(seed: u64) -> DeployedActor {
         ),
         layer(
             "fc2",
-            (64, 6),
+            (64, 16),
             [
                 "ap_fixed<32,8,AP_RND_CONV,AP_SAT>",
                 "ap_fixed<32,8,AP_TRN_ZERO,AP_SAT>",
@@ -162,7 +162,7 @@ pub fn synthetic_wide_actor(seed: u64) -> DeployedActor {
         ),
         layer(
             "fc3",
-            (6, 2),
+            (16, 2),
             [
                 "ap_fixed<32,3,AP_RND_CONV,AP_SAT>",
                 "ap_fixed<32,6,AP_RND_CONV,AP_SAT>",
