@@ -109,6 +109,7 @@ pub fn run(args: &PipelineArgs) -> Result<ExitCode> {
         config_source: Some(train_path.display().to_string()),
         sets: sets.clone(),
         config_crc32: None,
+        cpu: None,
         branched_from: None,
     };
     crate::rundir::create(&out, &resolved, &mut info)?;

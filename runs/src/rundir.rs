@@ -30,6 +30,21 @@ pub struct RunInfo {
     /// (`fixar train --branch-from`; see `agents::trainer::Trainer::branch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branched_from: Option<String>,
+    /// The CPU the run was created on ([`cpu_model`]). libtorch's MKL picks its GEMM
+    /// kernels by CPU, and their sums round differently: float32 runs, and FXP32's fast
+    /// GEMM once updates start, reproduce bit for bit only on a CPU that gets the same
+    /// kernels; exact paths (integer evaluation, the exact GEMM) reproduce on any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+}
+
+/// This machine's CPU model (`model name` in `/proc/cpuinfo`), where the OS says.
+pub fn cpu_model() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 pub use agents::layout::{seed_dir, CONFIG, CURVE, RUN_INFO, SUMMARY};
@@ -97,6 +112,7 @@ pub fn clear_run(dir: &Path) -> Result<()> {
 pub fn create(dir: &Path, resolved_config: &str, info: &mut RunInfo) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     info.config_crc32 = Some(crc32fast::hash(resolved_config.as_bytes()));
+    info.cpu = cpu_model();
     for (name, text) in [
         (CONFIG, resolved_config.to_string()),
         (RUN_INFO, serde_json::to_string_pretty(info)?),
@@ -147,6 +163,17 @@ pub fn open(dir: &Path) -> Result<(String, RunInfo)> {
                  original back (every seed's checkpoint.bin holds it) or start a new run"
             ),
         ));
+    }
+    let here = cpu_model();
+    if let (Some(then), Some(now)) = (&info.cpu, &here) {
+        if then != now {
+            tracing::warn!(
+                "--resume {}: the run started on \"{then}\", this is \"{now}\": float32 and \
+                 fast-GEMM steps from here on may round differently from a run that stays \
+                 on the first CPU (exact paths are unaffected)",
+                dir.display()
+            );
+        }
     }
     Ok((text, info))
 }

@@ -354,6 +354,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             config_source: Some(path.display().to_string()),
             sets: args.sets.clone(),
             config_crc32: None,
+            cpu: None,
             branched_from: args.branch_from.as_ref().map(|p| p.display().to_string()),
         };
         rundir::create(&dir, &resolved, &mut info)?;

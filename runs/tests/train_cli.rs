@@ -72,6 +72,14 @@ fn train_writes_a_complete_run_directory_and_refuses_to_overwrite_it() {
     assert_eq!(summary["precision"], "fxp16");
     let stdout = &o.stdout;
     assert!(stdout.contains("final_eval_return_mean:"), "{stdout}");
+    // run.json names the CPU (MKL's kernels, and so float sums, depend on it).
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    if let Some(model) = cpuinfo.lines().find(|l| l.starts_with("model name")) {
+        let model = model.split_once(':').unwrap().1.trim();
+        assert_eq!(info["cpu"], model, "{info}");
+    }
 
     // A second run into the same directory is refused (exit 2); --force replaces it.
     let o = train(&[
