@@ -304,11 +304,12 @@ mod table {
 
     use super::{AffineQuantizer, Clip, FakeQuantElem, FxFormat, QuantStats};
 
-    /// The output of every code `0..=2^n - 1` and the grid's clip of it (`None` without a
-    /// grid): exactly what the element path computes after the code.
+    /// The output of every code `0..=2^n - 1` and whether the grid saturated or wrapped
+    /// it (never without a grid): exactly what the element path computes after the code.
     pub(super) struct Table<T> {
         out: Vec<T>,
-        clip: Vec<Clip>,
+        saturated: Vec<u8>,
+        wrapped: Vec<u8>,
     }
 
     impl<T: FakeQuantElem> Table<T> {
@@ -316,22 +317,39 @@ mod table {
             let n = q.code_max() as usize + 1;
             let grid = onto.map(crate::quantizer::Quantizer::new);
             let mut out = Vec::with_capacity(n);
-            let mut clip = Vec::with_capacity(n);
+            let (mut saturated, mut wrapped) = (Vec::with_capacity(n), Vec::with_capacity(n));
             for code in 0..n as i64 {
                 let v = q.dequantize(code);
-                match &grid {
+                let clip = match &grid {
                     None => {
                         out.push(T::from_f64(v));
-                        clip.push(Clip::None);
+                        Clip::None
                     }
                     Some(g) => {
                         let (raw, c) = g.code_clip(v, None).expect("a finite dequantized value");
                         out.push(T::from_raw(raw, g.format()));
-                        clip.push(c);
+                        c
                     }
-                }
+                };
+                saturated.push((clip == Clip::Saturated) as u8);
+                wrapped.push((clip == Clip::Wrapped) as u8);
             }
-            Table { out, clip }
+            Table {
+                out,
+                saturated,
+                wrapped,
+            }
+        }
+
+        /// The grid's clip of code `i`'s output.
+        fn clip(&self, i: usize) -> Clip {
+            if self.saturated[i] != 0 {
+                Clip::Saturated
+            } else if self.wrapped[i] != 0 {
+                Clip::Wrapped
+            } else {
+                Clip::None
+            }
         }
 
         /// The outputs and counts of `q` on `xs` (`q` is the quantizer the table was
@@ -367,13 +385,15 @@ mod table {
         }
 
         /// Two passes per block: the codes without branches (so they vectorize), then
-        /// the table reads, the clamp and the counts.
+        /// the clamp, the table reads and the counts, also without branches where the
+        /// block holds no NaN or infinity (else element by element).
         #[inline(always)]
         fn apply_body(&self, q: &AffineQuantizer, xs: &[T], out: &mut [T]) -> QuantStats {
             const BLOCK: usize = 256;
             let mut stats = QuantStats::default();
             let (delta, zero, max) = (q.delta, q.zero as f64, q.code_max() as f64);
             let top = self.out.len() - 1;
+            debug_assert_eq!(max, top as f64);
             let mut codes = [0f64; BLOCK];
             for (xb, ob) in xs.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
                 // `floor_div` without its clamp to 2^60: a quotient that large (or
@@ -389,6 +409,32 @@ mod table {
                     };
                     *c = f + zero;
                 }
+                let non_finite = xb.iter().filter(|x| !x.to_f64().is_finite()).count();
+                if non_finite == 0 {
+                    // A finite x gives a code that is finite or +-infinity (never NaN:
+                    // delta > 0 is finite), so the clamp lands in [0, 2^n - 1].
+                    let (mut saturated, mut wrapped) = (0u64, 0u64);
+                    for (o, &c) in ob.iter_mut().zip(&codes) {
+                        let outside = (c < 0.0) | (c > max);
+                        // SAFETY: the clamped code is an integer in [0, max] and
+                        // max = top < 2^16, so it converts exactly and indexes the table.
+                        let i = unsafe { c.clamp(0.0, max).to_int_unchecked::<usize>() };
+                        let (v, s, w) = unsafe {
+                            (
+                                *self.out.get_unchecked(i),
+                                *self.saturated.get_unchecked(i),
+                                *self.wrapped.get_unchecked(i),
+                            )
+                        };
+                        *o = v;
+                        saturated += if outside { 1 } else { s as u64 };
+                        wrapped += if outside { 0 } else { w as u64 };
+                    }
+                    stats.elements += xb.len() as u64;
+                    stats.saturated += saturated;
+                    stats.wrapped += wrapped;
+                    continue;
+                }
                 for ((o, &x), &c) in ob.iter_mut().zip(xb).zip(&codes) {
                     let v = x.to_f64();
                     if !v.is_finite() {
@@ -402,7 +448,7 @@ mod table {
                         *o = self.out[top];
                     } else {
                         let i = c as usize;
-                        stats.record(self.clip[i]);
+                        stats.record(self.clip(i));
                         *o = self.out[i];
                     }
                 }
