@@ -251,9 +251,10 @@ fn accumulate(li: usize, l: &DeployedLayer, plan: &LayerPlan) -> String {
     )
 }
 
-/// `static inline int64_t <name>(int64_t v)`: `fx_cast64(v, shift, ...)` into `to`
-/// (`v` with `shift` more fraction bits, within the plan's native bound) specialized to
-/// `to`'s width and modes and written without branches, so that a loop of casts over a
+/// `static inline int64_t <name>(int64_t v)`: the HLS assignment of `v` (`shift` more
+/// fraction bits than `to`, within the plan's native bound) to `to`, quantization then
+/// overflow (`quant::cast`), specialized to `to`'s width and modes and written without
+/// branches, so that a loop of casts over a
 /// layer's outputs vectorizes. Rounding adds the mode's offset before the floor shift
 /// (round up exactly when the dropped bits reach 2^shift): `v`'s sign and the floor's
 /// lowest bit come from unsigned shifts.
