@@ -164,18 +164,25 @@ pub fn open(dir: &Path) -> Result<(String, RunInfo)> {
             ),
         ));
     }
-    let here = cpu_model();
-    if let (Some(then), Some(now)) = (&info.cpu, &here) {
-        if then != now {
+    warn_if_other_cpu("--resume", dir, &info);
+    Ok((text, info))
+}
+
+/// Warns when the run in `dir` (its `info`) was created on another CPU than this one:
+/// float32 and fast-GEMM steps continued here may round differently from a run that
+/// stayed there (exact paths are unaffected). `how` names the flag (`--resume`,
+/// `--branch-from`).
+pub fn warn_if_other_cpu(how: &str, dir: &Path, info: &RunInfo) {
+    if let (Some(then), Some(now)) = (&info.cpu, cpu_model()) {
+        if *then != now {
             tracing::warn!(
-                "--resume {}: the run started on \"{then}\", this is \"{now}\": float32 and \
+                "{how} {}: the run started on \"{then}\", this is \"{now}\": float32 and \
                  fast-GEMM steps from here on may round differently from a run that stays \
                  on the first CPU (exact paths are unaffected)",
                 dir.display()
             );
         }
     }
-    Ok((text, info))
 }
 
 /// Writes a result file atomically (temp file, fsync, rename: `agents::layout::write_atomic`),

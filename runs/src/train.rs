@@ -254,6 +254,12 @@ fn default_out(config: &Path, cfg: &TrainConfig) -> PathBuf {
 /// Checks that every seed of `seeds` can branch from its seed directory in `src`
 /// (`Trainer::branch_point`); a refusal is a usage error naming the seed.
 fn check_branches(src: &Path, cfg: &TrainConfig, seeds: &[u64]) -> Result<()> {
+    let info = std::fs::read_to_string(src.join(rundir::RUN_INFO))
+        .ok()
+        .and_then(|t| serde_json::from_str::<RunInfo>(&t).ok());
+    if let Some(info) = info {
+        rundir::warn_if_other_cpu("--branch-from", src, &info);
+    }
     for &seed in seeds {
         let from = rundir::seed_dir(src, seed);
         let step = Trainer::branch_point(&from, cfg).map_err(|e| {
