@@ -150,6 +150,20 @@ impl ReplayBuffer {
         self.capacity = capacity;
     }
 
+    /// Gives a buffer that has never overwritten a transition (`len` pushes in all)
+    /// another capacity, at least its length: it then holds and samples exactly what a
+    /// buffer made with that capacity would after the same pushes (sampling reads only
+    /// `len`; the next push appends at `len`). `None`, and no change, when the buffer
+    /// has overwritten (`pushes != len`) or `capacity < len`.
+    pub fn recapacity(&mut self, capacity: usize, pushes: u64) -> Option<()> {
+        if pushes != self.len as u64 || capacity < self.len.max(1) {
+            return None;
+        }
+        self.capacity = capacity;
+        self.pos = self.len % capacity;
+        Some(())
+    }
+
     /// Restores what `state` returned.
     pub fn restore(
         &mut self,
@@ -186,6 +200,40 @@ impl ReplayBuffer {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn a_recapacitied_buffer_equals_one_made_with_that_capacity() {
+        let push = |rb: &mut ReplayBuffer, i: usize| {
+            let f = i as f32;
+            rb.push(&[f, f], &[f], f, &[f + 1.0, f + 1.0], false);
+        };
+        for (small, pushed, big) in [(4, 4, 9), (4, 3, 9), (9, 4, 4), (9, 4, 6)] {
+            let (mut a, mut b) = (ReplayBuffer::new(small, 2, 1), ReplayBuffer::new(big, 2, 1));
+            for i in 0..pushed {
+                push(&mut a, i);
+                push(&mut b, i);
+            }
+            a.recapacity(big, pushed as u64).expect("never overwritten");
+            for i in pushed..12 {
+                push(&mut a, i);
+                push(&mut b, i);
+            }
+            assert_eq!(a.state().0, b.state().0, "{small}->{big}: pos");
+            assert_eq!(a.state().1, b.state().1, "{small}->{big}: len");
+            assert_eq!(a.state().2, b.state().2, "{small}->{big}: fields");
+            let (mut ra, mut rb) = (ChaCha8Rng::seed_from_u64(1), ChaCha8Rng::seed_from_u64(1));
+            let (sa, sb) = (a.sample(16, &mut ra), b.sample(16, &mut rb));
+            assert!(sa.obs.equal(&sb.obs) && sa.rewards.equal(&sb.rewards));
+        }
+        // Overwritten, or smaller than what it holds: refused, unchanged.
+        let mut rb = ReplayBuffer::new(3, 2, 1);
+        (0..5).for_each(|i| push(&mut rb, i));
+        assert!(rb.recapacity(8, 5).is_none());
+        let mut rb = ReplayBuffer::new(8, 2, 1);
+        (0..5).for_each(|i| push(&mut rb, i));
+        assert!(rb.recapacity(4, 5).is_none());
+        assert_eq!((rb.capacity(), rb.state().0), (8, 5));
+    }
 
     #[test]
     fn ring_overwrites_oldest_and_samples_only_stored_transitions() {

@@ -263,7 +263,19 @@ fn branch_equals_a_run_from_scratch() {
     later.learning_rate *= 2.0;
     refused(&src, later, "learning_rate");
     fs::remove_dir_all(src).unwrap();
-    // A source whose replay buffer was cut to its shorter run.
+    // A source whose replay buffer was cut to its shorter run (capacity 400) and never
+    // overwrote: the branch takes the target's capacity (1,000) and equals the target
+    // run from scratch.
+    let roomy = TrainConfig {
+        buffer_size: 1_000,
+        ..target.clone()
+    };
+    let full_roomy = scratch("branch-full-roomy");
+    let rr = Trainer::new(roomy.clone(), 3, &full_roomy)
+        .unwrap()
+        .run(None, &mut |_| {})
+        .unwrap()
+        .unwrap();
     let src = scratch("branch-src-short");
     let short = TrainConfig {
         buffer_size: 1_000,
@@ -273,14 +285,18 @@ fn branch_equals_a_run_from_scratch() {
         .unwrap()
         .run(None, &mut |_| {})
         .unwrap();
-    refused(
-        &src,
-        TrainConfig {
-            buffer_size: 1_000,
-            ..target.clone()
-        },
-        "replay buffer",
-    );
-    fs::remove_dir_all(src).unwrap();
+    let dst = scratch("branch-dst-short");
+    let mut t = Trainer::branch(&src, roomy, &dst).unwrap();
+    assert_eq!(t.step(), 400);
+    let rb = t.run(None, &mut |_| {}).unwrap().unwrap();
+    assert_same_files(&full_roomy, &dst, "branch from a shorter run");
+    assert_eq!(rr.eval_curve, rb.eval_curve);
+    assert_eq!(rr.final_eval_return, rb.final_eval_return);
+    // The capacity shows in the result: the same run with 400 transitions differs, so
+    // a branch that kept the source's capacity would fail the comparison above.
+    assert_ne!(ra.eval_curve, rr.eval_curve);
+    for d in [dst, src, full_roomy] {
+        fs::remove_dir_all(d).unwrap();
+    }
     fs::remove_dir_all(full).unwrap();
 }

@@ -4,8 +4,12 @@
 //! not have been different.
 //!
 //! What may differ is the `[schedule]` table, provided neither run's schedule has
-//! switched by the checkpoint's step, and `total_timesteps`, provided the replay
-//! buffer's capacity (`min(buffer_size, total_timesteps)`) stays the same. Before its
+//! switched by the checkpoint's step, and `total_timesteps`. When the latter changes
+//! the replay buffer's capacity (`min(buffer_size, total_timesteps)`), the source's
+//! buffer must not have overwritten a transition yet; it then takes the branch's
+//! capacity and holds what a buffer of that capacity would (`ReplayBuffer::recapacity`),
+//! so an FXP32 run stopped early (`--set total_timesteps=475000`) can still be the
+//! source of a 1M-step branch. Before its
 //! delay a scheduled run computes exactly what the same run without a schedule
 //! computes (the switch reads the range observers every run keeps), so the branch is
 //! the run the new config would have made from step 0, bit for bit; the test
@@ -19,7 +23,10 @@
 use std::fs;
 use std::path::Path;
 
-use super::{config_difference, io_err, EventsMark, LoopState, Recorder, TrainError, Trainer};
+use super::{
+    config_difference, io_err, replay_capacity, EventsMark, LoopState, Recorder, TrainError,
+    Trainer,
+};
 use crate::checkpoint::CheckpointReader;
 use crate::config::TrainConfig;
 use crate::layout;
@@ -43,8 +50,24 @@ impl Trainer {
         let seed: u64 = r.meta("seed")?;
         let (was_on, is_on) = (src_cfg.schedule.is_on(), cfg.schedule.is_on());
         fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let capacity = replay_capacity(&cfg);
         let mut t = Self::assemble(cfg, seed, dir)?;
         t.restore(&r)?;
+        if t.buffer.capacity() != capacity {
+            let step = t.step();
+            // check_branch made sure the source's buffer never overwrote a transition.
+            t.buffer.recapacity(capacity, step).ok_or_else(|| {
+                TrainError::Branch(BranchError {
+                    path: src.join(layout::CHECKPOINT),
+                    why: format!(
+                        "its replay buffer ({} of {} transitions at step {step}) cannot take \
+                         the capacity {capacity}",
+                        t.buffer.len(),
+                        t.buffer.capacity()
+                    ),
+                })
+            })?;
+        }
         t.st.finished = false;
         t.st.fast_gemm_mismatch = None;
         // `metrics.csv` has a last `schedule` column exactly when a schedule is on; the
@@ -103,16 +126,18 @@ fn check_branch(
             config_difference(&same, cfg)
         )));
     }
-    let capacity = |c: &TrainConfig| c.buffer_size.min(c.total_timesteps as usize).max(1);
-    if capacity(&src_cfg) != capacity(cfg) {
+    let step = st.step;
+    let held: usize = r.meta("replay.len")?;
+    let (from, to) = (replay_capacity(&src_cfg), replay_capacity(cfg));
+    // A buffer that has overwritten transitions holds what a larger one would not; one
+    // that has not holds the same under any capacity of at least its length.
+    if from != to && (held as u64 != step || to < held) {
         return Err(refuse(format!(
-            "the replay buffer would hold {} transitions instead of {} \
-             (min(buffer_size, total_timesteps)); set `buffer_size` to keep it",
-            capacity(cfg),
-            capacity(&src_cfg)
+            "the replay buffer would hold {to} transitions instead of {from} \
+             (min(buffer_size, total_timesteps)), and the source's, with {held} transitions \
+             after {step} steps, cannot change capacity; set `buffer_size` to keep it"
         )));
     }
-    let step = st.step;
     for (whose, c) in [("the source's", &src_cfg), ("the branch's", cfg)] {
         if let Some(d) = c.schedule.switch_step().filter(|&d| d <= step) {
             return Err(refuse(format!(

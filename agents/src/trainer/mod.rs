@@ -382,11 +382,7 @@ impl Trainer {
             fast_gemm_mismatch: None,
         };
         Ok(Trainer {
-            buffer: ReplayBuffer::new(
-                cfg.buffer_size.min(cfg.total_timesteps as usize).max(1),
-                obs_dim,
-                act_dim,
-            ),
+            buffer: ReplayBuffer::new(replay_capacity(&cfg), obs_dim, act_dim),
             noise: cfg.exploration_noise(act_dim),
             rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, SALT_LOOP, 0)),
             low: act_space.low,
@@ -1048,4 +1044,10 @@ impl Trainer {
         self.rec.scalars(step, &scalars)?;
         self.rec.flush_events()
     }
+}
+
+/// The replay buffer's capacity for `cfg`: `min(buffer_size, total_timesteps)`, so a
+/// short run does not reserve a million transitions.
+fn replay_capacity(cfg: &TrainConfig) -> usize {
+    cfg.buffer_size.min(cfg.total_timesteps as usize).max(1)
 }
