@@ -15,5 +15,6 @@ pub mod plot;
 pub mod qat;
 pub mod report;
 pub mod rundir;
+pub mod stop;
 pub mod sweep;
 pub mod train;

@@ -79,24 +79,6 @@ exit $?
     )
 }
 
-/// Set by SIGUSR1 or SIGTERM during a sweep: every trial checkpoints at its next episode
-/// boundary and stops.
-static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-extern "C" fn request_stop(_: libc::c_int) {
-    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
-}
-
-/// Installs the handler that turns SIGUSR1/SIGTERM into [`STOP`].
-fn stop_on_signals() {
-    let handler = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGUSR1, handler);
-        libc::signal(libc::SIGTERM, handler);
-    }
-}
-
 /// The shard this process runs: `--shard`, else Slurm's `SLURM_ARRAY_TASK_ID` of
 /// `--shards` inside an array task, else the whole grid.
 fn own_shard(args: &SweepArgs) -> Result<Option<Shard>> {
@@ -239,8 +221,9 @@ pub fn run_trial(
     if dir.join(agents::layout::CHECKPOINT).is_file() {
         tracing::info!("{}: resuming from its checkpoint", trial.id);
     }
-    let res = crate::train::train_run_until(&cfg, trial.seed, dir, &mut |_| {}, Some(&STOP))
-        .with_context(|| format!("trial {}", trial.id))?;
+    let res =
+        crate::train::train_run_until(&cfg, trial.seed, dir, &mut |_| {}, Some(&crate::stop::STOP))
+            .with_context(|| format!("trial {}", trial.id))?;
     let result = TrialResult {
         trial: trial.clone(),
         final_eval_return: res.final_eval_return,
@@ -330,7 +313,7 @@ pub fn run_sweep(args: &SweepArgs) -> Result<std::process::ExitCode> {
         Some(s) => shard(&trials, s),
         None => trials.clone(),
     };
-    stop_on_signals();
+    crate::stop::on_signals();
     write_grid(&out, &spec).map_err(lift)?;
     let todo: Vec<(Trial, agents::config::TrainConfig)> = mine
         .into_iter()

@@ -136,6 +136,9 @@ fn bar_style() -> ProgressStyle {
 /// Trains `seeds` of `cfg` in the run directory `dir` (which must exist), `jobs` at a
 /// time, then writes the learning curve and `summary.json`. A failed seed does not stop
 /// the others; the first failure is returned after all have ended (no summary then).
+/// Once [`crate::stop::STOP`] is set (`fixar train` installs the signal handler),
+/// running seeds checkpoint at their next episode boundary and stop, and seeds not yet
+/// started do not start.
 pub fn train_seeds(
     cfg: &TrainConfig,
     seeds: &[u64],
@@ -170,7 +173,11 @@ pub fn train_seeds(
             .zip(&bars)
             .map(|(&seed, bar)| {
                 tch::set_num_threads(1);
-                let r = train_run(
+                if crate::stop::requested().is_some() {
+                    bar.abandon_with_message("not started");
+                    return Err(anyhow!("seed {seed}: not started (stopped on request)"));
+                }
+                let r = train_run_until(
                     cfg,
                     seed,
                     &rundir::seed_dir(dir, seed),
@@ -180,6 +187,7 @@ pub fn train_seeds(
                             bar.set_message(format!("{e:.1}"));
                         }
                     },
+                    Some(&crate::stop::STOP),
                 );
                 match &r {
                     Ok(res) => {
@@ -379,7 +387,22 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         cfg.precision,
         dir.display()
     );
-    let summary = train_seeds(&cfg, &seeds, &dir, jobs, true)?;
+    crate::stop::on_signals();
+    let summary = match train_seeds(&cfg, &seeds, &dir, jobs, true) {
+        Ok(s) => s,
+        Err(e) => match crate::stop::requested() {
+            // Every seed wrote a checkpoint where it stopped (or had finished).
+            Some(sig) => {
+                eprintln!("{}", crate::failure::describe(&e));
+                eprintln!(
+                    "stopped by signal {sig}; continue with: fixar train --resume {}",
+                    dir.display()
+                );
+                return Ok(ExitCode::from((128 + sig) as u8));
+            }
+            None => return Err(e),
+        },
+    };
     for s in &summary.seeds {
         println!(
             "seed_{}: final_eval_return {:.1} (std {:.1} over {} episodes), steps {}, updates {}, wall {:.1} s, updates_per_s {:.1}",

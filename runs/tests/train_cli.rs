@@ -1,5 +1,6 @@
 //! `fixar train` end to end on tiny budgets: run directory contents, refusals, config
-//! errors, and a real kill (SIGKILL) followed by `--resume`.
+//! errors, and a real kill (SIGKILL) and a stop signal (SIGTERM), each followed by
+//! `--resume`.
 
 mod common;
 
@@ -193,6 +194,48 @@ fn killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one() {
         ra["seeds"][0]["final_eval_return"],
         rb["seeds"][0]["final_eval_return"]
     );
+
+    // SIGTERM (like Ctrl-C and Slurm's SIGUSR1): the run checkpoints at its next episode
+    // boundary and exits 128 + 15 naming the resume command; the resume then equals the
+    // uninterrupted run too.
+    let c = d.join("c");
+    let child = fixar()
+        .args(["train", "--config", cfg.to_str().unwrap(), "--seeds", "4"])
+        .args(["--out", c.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ck = c.join("seed_4").join("checkpoint.bin");
+    let t = Instant::now();
+    while !ck.exists() && t.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(ck.exists(), "no checkpoint appeared");
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(err.contains("fixar train --resume"), "{err}");
+    assert!(
+        !c.join("summary.json").exists(),
+        "the run finished; raise the budget"
+    );
+    let steps = |dir: &Path| {
+        std::fs::read_to_string(dir.join("seed_4").join("metrics.csv"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert!(steps(&c) < steps(&a), "stopped at the end, not early");
+    let o = train(&["--resume", c.to_str().unwrap()]);
+    assert!(o.success(), "{}", o.stderr);
+    for f in ["metrics.csv", "quant.csv", "eval.csv", "episodes.csv"] {
+        let x = std::fs::read_to_string(a.join("seed_4").join(f)).unwrap();
+        let y = std::fs::read_to_string(c.join("seed_4").join(f)).unwrap();
+        assert!(x == y, "{f} differs after SIGTERM + resume");
+    }
 }
 
 #[test]
