@@ -193,6 +193,9 @@ pub fn train_seeds(
                     Ok(res) => {
                         bar.finish_with_message(format!("{:.1} (final)", res.final_eval_return))
                     }
+                    Err(_) if crate::stop::requested().is_some() => {
+                        bar.abandon_with_message("stopped (checkpoint written)")
+                    }
                     Err(_) => bar.abandon_with_message("failed"),
                 }
                 r
