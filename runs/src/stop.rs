@@ -14,11 +14,15 @@ pub static STOP: AtomicBool = AtomicBool::new(false);
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn request_stop(sig: libc::c_int) {
-    if STOP.swap(true, Ordering::SeqCst) {
+    // The signal number is recorded before STOP is set, so whoever sees STOP sees it.
+    if SIGNAL
+        .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
         // SAFETY: _exit is async-signal-safe.
         unsafe { libc::_exit(128 + sig) };
     }
-    SIGNAL.store(sig, Ordering::SeqCst);
+    STOP.store(true, Ordering::SeqCst);
 }
 
 /// Installs the handler for SIGUSR1, SIGTERM and SIGINT.
@@ -34,6 +38,8 @@ pub fn on_signals() {
 
 /// The signal that set [`STOP`], if one did.
 pub fn requested() -> Option<i32> {
-    STOP.load(Ordering::SeqCst)
-        .then(|| SIGNAL.load(Ordering::SeqCst))
+    match SIGNAL.load(Ordering::SeqCst) {
+        0 => None,
+        sig => Some(sig),
+    }
 }
