@@ -275,7 +275,10 @@ mod tests {
 
     /// Exports `actor` to HLS in a scratch directory, compiles the bench against the real
     /// `ap_fixed.h` and asserts it passes on 300 vectors; the directory and the source.
-    fn hls_bench(name: &str, actor: &super::super::DeployedActor) -> (std::path::PathBuf, String) {
+    fn hls_bench(
+        name: &str,
+        actor: &super::super::DeployedActor,
+    ) -> (crate::deploy::synthetic::Scratch, String) {
         let headers = std::path::PathBuf::from(env!("FIXAR_AP_TYPES"));
         let dir = scratch(name);
         export(actor, Target::Hls, &dir, 300).unwrap();
