@@ -29,6 +29,28 @@ fn train(args: &[&str]) -> Ran {
     fixar().arg("train").args(args).run()
 }
 
+/// Waits (up to 2 minutes) until the seed directory holds its first checkpoint.
+fn wait_for_checkpoint(seed_dir: &Path) {
+    let ck = seed_dir.join("checkpoint.bin");
+    let t = Instant::now();
+    while !ck.exists() && t.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        ck.exists(),
+        "no checkpoint appeared in {}",
+        seed_dir.display()
+    );
+}
+
+/// The four CSVs of two seed directories are equal byte for byte.
+fn assert_same_csvs(x: &Path, y: &Path, what: &str) {
+    for f in ["metrics.csv", "quant.csv", "eval.csv", "episodes.csv"] {
+        let read = |d: &Path| std::fs::read_to_string(d.join(f)).unwrap();
+        assert!(read(x) == read(y), "{f} differs after {what}");
+    }
+}
+
 #[test]
 fn train_writes_a_complete_run_directory_and_refuses_to_overwrite_it() {
     let d = Scratch::new("complete");
@@ -166,12 +188,7 @@ fn killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let ck = b.join("seed_4").join("checkpoint.bin");
-    let t = Instant::now();
-    while !ck.exists() && t.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(ck.exists(), "no checkpoint appeared");
+    wait_for_checkpoint(&b.join("seed_4"));
     child.kill().unwrap(); // SIGKILL: no chance to write anything more
     child.wait().unwrap();
     assert!(
@@ -181,11 +198,7 @@ fn killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one() {
 
     let o = train(&["--resume", b.to_str().unwrap()]);
     assert!(o.success(), "{}", o.stderr);
-    for f in ["metrics.csv", "quant.csv", "eval.csv", "episodes.csv"] {
-        let x = std::fs::read_to_string(a.join("seed_4").join(f)).unwrap();
-        let y = std::fs::read_to_string(b.join("seed_4").join(f)).unwrap();
-        assert!(x == y, "{f} differs after kill + resume");
-    }
+    assert_same_csvs(&a.join("seed_4"), &b.join("seed_4"), "kill + resume");
     let ra: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(a.join("summary.json")).unwrap()).unwrap();
     let rb: serde_json::Value =
@@ -206,12 +219,7 @@ fn killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let ck = c.join("seed_4").join("checkpoint.bin");
-    let t = Instant::now();
-    while !ck.exists() && t.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(ck.exists(), "no checkpoint appeared");
+    wait_for_checkpoint(&c.join("seed_4"));
     // SAFETY: signalling our own child process.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let out = child.wait_with_output().unwrap();
@@ -231,11 +239,7 @@ fn killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one() {
     assert!(steps(&c) < steps(&a), "stopped at the end, not early");
     let o = train(&["--resume", c.to_str().unwrap()]);
     assert!(o.success(), "{}", o.stderr);
-    for f in ["metrics.csv", "quant.csv", "eval.csv", "episodes.csv"] {
-        let x = std::fs::read_to_string(a.join("seed_4").join(f)).unwrap();
-        let y = std::fs::read_to_string(c.join("seed_4").join(f)).unwrap();
-        assert!(x == y, "{f} differs after SIGTERM + resume");
-    }
+    assert_same_csvs(&a.join("seed_4"), &c.join("seed_4"), "SIGTERM + resume");
 }
 
 #[test]
