@@ -60,6 +60,7 @@ mod fake;
 mod format;
 mod gemm;
 mod grid;
+mod intgemm;
 mod magnitude;
 mod observer;
 mod quantizer;
@@ -79,6 +80,7 @@ pub use exact::{
 pub use fake::{fake_quant_slice, fake_quant_slice_widen, FakeQuantElem};
 pub use format::{FormatError, FxFormat, Overflow, Rounding, MAX_ABS_INT_BITS};
 pub use gemm::{f64_gemm_is_exact, golden_gemm, golden_gemm_with_stats, AccumulatorCast};
+pub use intgemm::{grid_gemm, grid_gemm_available, GridOperand};
 pub use observer::{int_bits_for_range, MinMaxObserver, RangeKind, RangeObserver};
 pub use quantizer::{from_f64, quantize, Quantizer};
 pub use stats::{Clip, QuantStats};

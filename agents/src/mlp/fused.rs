@@ -11,6 +11,7 @@
 
 use tch::{Kind, Tensor};
 
+use quant::tensor::grid_mm;
 use quant::FxFormat;
 
 use super::fixed::exact_param_grads;
@@ -43,6 +44,20 @@ fn relu_backward_from_activation(layer: &Layer, above: &Layer) -> bool {
         && pre.is_some_and(|f| f.frac_bits() < 149)
 }
 
+/// The fractional bits of `layer`'s `class` format (fused networks have every format).
+fn frac(layer: &Layer, class: TensorClass) -> i32 {
+    layer.formats.get(class).expect("fusable").frac_bits()
+}
+
+/// The fractional bits of layer `i`'s GEMM input: the network input's format, or the
+/// activation format of the layer below.
+fn input_frac(layers: &[Layer], i: usize) -> i32 {
+    match i {
+        0 => frac(&layers[0], TensorClass::Input),
+        _ => frac(&layers[i - 1], TensorClass::Activation),
+    }
+}
+
 impl Mlp {
     /// `forward_fixed` with the fused kernels (see `fusable`); the same values, counts
     /// and stochastic draws.
@@ -70,13 +85,29 @@ impl Mlp {
                     && relu_backward_from_activation(&self.layers[i], &self.layers[i + 1])
             })
             .collect();
+        // `exact` GEMMs on f64 grid values: the integer kernel (`quant::tensor::grid_mm`)
+        // with each operand's fractional bits.
+        let grid = self.gemm == Gemm::Exact && G::KIND == Kind::Double;
+        let x_fracs: Vec<i32> = match grid {
+            true => (0..n_layers).map(|i| input_frac(&self.layers, i)).collect(),
+            false => Vec::new(),
+        };
         for (idx, l) in self.layers.iter_mut().enumerate() {
             let z32 = match &l.w32 {
                 Some((w32, b32)) => {
                     let x32 = h32.take().unwrap_or_else(|| h.to_kind(G::KIND));
-                    let z32 = b32.addmm(&x32, w32);
+                    let z32 = if grid {
+                        let wf = frac(l, TensorClass::Weight);
+                        grid_mm(&x32, x_fracs[idx], w32, wf, Some(b32))
+                    } else {
+                        b32.addmm(&x32, w32)
+                    };
                     h32 = Some(x32);
                     z32
+                }
+                None if grid => {
+                    let wf = frac(l, TensorClass::Weight);
+                    grid_mm(&h, x_fracs[idx], &l.w, wf, Some(&l.b))
                 }
                 None => l.b.addmm(&h, &l.w),
             };
@@ -171,6 +202,7 @@ impl Mlp {
         let opts = (kind, tch::Device::Cpu);
         let n = self.layers.len();
         let mut d = delta_out.to_kind(kind);
+        let grid = self.gemm == Gemm::Exact && G::KIND == Kind::Double;
         // (delta_z, its f32 rounding, its column sums) of the layer below, when the error
         // kernel above already applied that layer's ReLU backward. With the f32 shadow
         // delta_z itself is only kept when its column sums (the bias gradient) are not.
@@ -223,7 +255,12 @@ impl Mlp {
                     l.gw.copy_(&gw);
                     l.gb.copy_(&gb);
                 } else {
-                    let gw32 = xg.tr().mm(dzg).contiguous();
+                    let gw32 = if grid {
+                        let xfr = x_fmt.expect("fusable").frac_bits();
+                        grid_mm(&xg.tr(), xfr, dzg, ef.frac_bits(), None)
+                    } else {
+                        xg.tr().mm(dzg).contiguous()
+                    };
                     // SAFETY: gw32 is a fresh tensor; l.gw is a contiguous view into the
                     // flat gradients that nothing else reads or writes here.
                     unsafe {
@@ -262,7 +299,15 @@ impl Mlp {
                 return None;
             }
             let dx32 = match &l.w32 {
+                Some((w32, _)) if grid => {
+                    let ef = frac(l, TensorClass::Error);
+                    grid_mm(dzg, ef, &w32.tr(), frac(l, TensorClass::Weight), None)
+                }
                 Some((w32, _)) => dzg.mm(&w32.tr()),
+                None if grid => {
+                    let ef = frac(l, TensorClass::Error);
+                    grid_mm(&dz, ef, &l.w.tr(), frac(l, TensorClass::Weight), None)
+                }
                 None => dz.mm(&l.w.tr()),
             }
             .contiguous();
