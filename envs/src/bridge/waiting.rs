@@ -14,6 +14,12 @@
 //! CPUs). A loop with long gaps (a gradient update per step) does not spin, nor do
 //! split steps; those sleep, co-located with the worker (the `affinity` module).
 //!
+//! Whether spinning pays also depends on what else the machine runs: with another
+//! busy process per CPU (another training run, say), a spinning caller holds a CPU the
+//! woken worker needs, and a step costs several times what it costs asleep and
+//! co-located. So `auto` measures both: each [`PROBE_EVERY`] tight calls, [`PROBE`] of them
+//! wait the other way, and the way with the shorter mean round trip is kept ([`Chooser`]).
+//!
 //! How a call waits changes nothing in its results, only when they arrive.
 
 use std::os::fd::RawFd;
@@ -35,6 +41,82 @@ pub const WORKER_SPIN: Duration = Duration::from_micros(200);
 /// [`WORKER_SPIN`], so a worker asked to spin is still spinning when it arrives).
 pub const SHORT_GAP: Duration = Duration::from_micros(100);
 
+/// Tight calls per measuring cycle of [`Chooser`].
+pub const PROBE_EVERY: u32 = 1024;
+
+/// Calls of each cycle that wait the way not chosen (the first two of them, and of the
+/// chosen way at the cycle's start, are not timed: the worker is still in the previous
+/// way).
+pub const PROBE: u32 = 32;
+
+/// Picks spinning or sleeping for an env's tight loop from measured round trips (module
+/// docs): within each cycle of [`PROBE_EVERY`] calls, the last [`PROBE`] wait the way
+/// not chosen, the rest the chosen way (so a loop starts the chosen way); at the
+/// cycle's end the way with the lower mean round trip is chosen (the other one only when
+/// it is at least 10% faster).
+#[derive(Debug)]
+pub(super) struct Chooser {
+    spin: bool,
+    pos: u32,
+    /// (sum of round trips, count): the way not chosen, then the chosen way.
+    other: (Duration, u32),
+    chosen: (Duration, u32),
+}
+
+impl Default for Chooser {
+    fn default() -> Self {
+        Self {
+            spin: true,
+            pos: 0,
+            other: (Duration::ZERO, 0),
+            chosen: (Duration::ZERO, 0),
+        }
+    }
+}
+
+impl Chooser {
+    /// Whether the next tight call spins.
+    fn spin_next(&self) -> bool {
+        if self.pos >= PROBE_EVERY - PROBE {
+            !self.spin
+        } else {
+            self.spin
+        }
+    }
+
+    /// Records a tight call's round trip (the call [`Self::spin_next`] was asked for)
+    /// and moves on.
+    fn record(&mut self, rtt: Duration) {
+        let warm = |start: u32, pos: u32| pos >= start + 2;
+        if self.pos >= PROBE_EVERY - PROBE {
+            if warm(PROBE_EVERY - PROBE, self.pos) {
+                self.other.0 += rtt;
+                self.other.1 += 1;
+            }
+        } else if warm(0, self.pos) {
+            self.chosen.0 += rtt;
+            self.chosen.1 += 1;
+        }
+        self.pos += 1;
+        if self.pos == PROBE_EVERY {
+            let mean = |(sum, n): (Duration, u32)| sum.as_secs_f64() / n.max(1) as f64;
+            if self.other.1 > 0 && self.chosen.1 > 0 && mean(self.other) < 0.9 * mean(self.chosen) {
+                self.spin = !self.spin;
+            }
+            *self = Self {
+                spin: self.spin,
+                ..Self::default()
+            };
+        }
+    }
+
+    /// Whether spinning is the chosen way now.
+    #[cfg(test)]
+    fn spins(&self) -> bool {
+        self.spin
+    }
+}
+
 /// The rhythm of one env's calls: whether the next request asks the worker to spin and
 /// whether the caller spins for the answer.
 pub(super) struct Pace {
@@ -50,6 +132,10 @@ pub(super) struct Pace {
     spinning: bool,
     /// Counted among the envs in a tight loop (spinning is allowed while they fit).
     tight: TightLoop,
+    /// Spinning or sleeping in tight loops, from measured round trips (`auto`).
+    chooser: Chooser,
+    /// When the call in flight began, if it is a timed tight call.
+    timing: Option<Instant>,
 }
 
 impl Pace {
@@ -61,6 +147,8 @@ impl Pace {
             asked_spin: false,
             spinning: false,
             tight: TightLoop::default(),
+            chooser: Chooser::default(),
+            timing: None,
         }
     }
 
@@ -76,12 +164,14 @@ impl Pace {
     pub(super) fn begin_sync(&mut self) -> bool {
         let short = self.last_answer.is_some_and(|t| t.elapsed() < SHORT_GAP);
         let fits = self.tight.mark(short && self.wait != Wait::Block);
+        let timed = short && self.wait == Wait::Auto && fits;
         let ask = short
             && match self.wait {
-                Wait::Auto => fits,
+                Wait::Auto => fits && self.chooser.spin_next(),
                 Wait::Spin => true,
                 Wait::Block => false,
             };
+        self.timing = timed.then(Instant::now);
         self.ask_spin = ask;
         self.spinning = ask && self.asked_spin;
         self.ask_spin
@@ -93,6 +183,7 @@ impl Pace {
         if !sync {
             self.ask_spin = false;
             self.spinning = false;
+            self.timing = None;
             self.tight.mark(false);
         }
         self.asked_spin = self.ask_spin;
@@ -110,7 +201,11 @@ impl Pace {
 
     /// An answer was read now.
     pub(super) fn answered(&mut self) {
-        self.last_answer = Some(Instant::now());
+        let now = Instant::now();
+        if let Some(start) = self.timing.take() {
+            self.chooser.record(now - start);
+        }
+        self.last_answer = Some(now);
     }
 
     /// Whether the caller spun for the last answer instead of sleeping.
@@ -220,6 +315,34 @@ impl Drop for TightLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs one cycle with round trips `spin_us` / `sleep_us`; returns the choice.
+    fn cycle(c: &mut Chooser, spin_us: u64, sleep_us: u64) -> bool {
+        let mut spun = 0;
+        for _ in 0..PROBE_EVERY {
+            let spin = c.spin_next();
+            spun += spin as u32;
+            c.record(Duration::from_micros(if spin { spin_us } else { sleep_us }));
+        }
+        assert!(
+            spun == PROBE || spun == PROBE_EVERY - PROBE,
+            "{spun} spun calls"
+        );
+        c.spins()
+    }
+
+    #[test]
+    fn the_faster_way_to_wait_is_chosen_and_revisited() {
+        let mut c = Chooser::default();
+        assert!(c.spins(), "spinning first");
+        assert!(cycle(&mut c, 40, 70), "spinning is faster: kept");
+        assert!(!cycle(&mut c, 490, 70), "a busy machine: sleeping");
+        assert!(!cycle(&mut c, 65, 70), "within 10%: no switch back");
+        assert!(
+            cycle(&mut c, 40, 70),
+            "the machine is quiet again: spinning"
+        );
+    }
 
     #[test]
     fn envs_in_tight_loops_spin_only_while_each_has_two_cpus() {
