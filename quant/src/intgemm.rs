@@ -239,31 +239,37 @@ mod avx512 {
         }
     }
 
-    /// `a`'s words: `(words, stride of a row, stride of a pair)`, word `(i, p)` pairing
-    /// `a[i][2p]` and `a[i][2p + 1]` (0 past k); `None` if a value is not a code.
+    /// `a`'s words into `w`: `(stride of a row, stride of a pair)`, word `(i, p)`
+    /// pairing `a[i][2p]` and `a[i][2p + 1]` (0 past k); `None` if a value is not a
+    /// code. `codes` is scratch.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn a_words(a: &GridOperand<'_>, scale: f64) -> Option<(Vec<i32>, usize, usize)> {
+    unsafe fn a_words(
+        a: &GridOperand<'_>,
+        scale: f64,
+        w: &mut Vec<i32>,
+        codes: &mut Vec<i16>,
+    ) -> Option<(usize, usize)> {
         let (m, k) = (a.rows, a.cols);
         let kp = k.div_ceil(2);
-        let mut w = vec![0i32; m * kp];
+        fit(w, m * kp);
         if !a.trans {
             // Row i's codes, padded to an even length, are its words.
             // SAFETY (of the view): i32 storage seen as twice as many i16.
             let codes = std::slice::from_raw_parts_mut(w.as_mut_ptr() as *mut i16, 2 * m * kp);
             for i in 0..m {
-                if !to_codes(
-                    &a.data[i * k..(i + 1) * k],
-                    scale,
-                    &mut codes[2 * i * kp..][..k],
-                ) {
+                let row = &mut codes[2 * i * kp..][..2 * kp];
+                if !to_codes(&a.data[i * k..(i + 1) * k], scale, &mut row[..k]) {
                     return None;
                 }
+                if k % 2 == 1 {
+                    row[k] = 0;
+                }
             }
-            Some((w, kp, 1))
+            Some((kp, 1))
         } else {
             // `data` is k x m: pair p interleaves the codes of memory rows 2p and 2p + 1.
-            let mut codes = vec![0i16; k * m];
-            if !to_codes(a.data, scale, &mut codes) {
+            fit(codes, k * m);
+            if !to_codes(a.data, scale, codes) {
                 return None;
             }
             for p in 0..kp {
@@ -271,7 +277,7 @@ mod avx512 {
                 let r1 = (2 * p + 1 < k).then(|| &codes[(2 * p + 1) * m..(2 * p + 2) * m]);
                 interleave(r0, r1, &mut w[p * m..(p + 1) * m]);
             }
-            Some((w, 1, m))
+            Some((1, m))
         }
     }
 
@@ -286,14 +292,53 @@ mod avx512 {
         _mm512_storeu_si512(dst.add(48) as *mut _, _mm512_srai_epi16::<8>(w1));
     }
 
-    /// `b`'s panels: for each block of NR columns and each pair p, 2 x NR words (low
-    /// limbs, then high limbs; columns past n are 0).
+    /// `b`'s panels into `panels`: for each block of NR columns and each pair p, 2 x NR
+    /// words (low limbs, then high limbs; columns past n are 0). `words` is scratch.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn b_panels(codes: &[i16], k: usize, n: usize, trans: bool) -> Vec<i32> {
+    unsafe fn b_panels(
+        codes: &[i16],
+        (k, n, trans): (usize, usize, bool),
+        panels: &mut [i32],
+        words: &mut Vec<i32>,
+    ) {
         let kp = k.div_ceil(2);
         let nb = n.div_ceil(NR);
-        let mut panels = vec![0i32; nb * kp * 2 * NR];
-        let mut words = vec![0i32; nb * NR];
+        if trans && k % 2 == 0 {
+            // `codes` is n x k with k even: column j's pair p is the aligned 32-bit word
+            // j*k/2 + p, gathered 16 columns at a time.
+            let base = codes.as_ptr() as *const i32;
+            let kw = (k / 2) as i32;
+            let lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+            for blk in 0..nb {
+                let half = |h: usize| {
+                    let j0 = blk * NR + h * 16;
+                    let valid = n.saturating_sub(j0).min(16);
+                    let mask = if valid == 16 {
+                        !0
+                    } else {
+                        ((1u32 << valid) - 1) as __mmask16
+                    };
+                    let idx = _mm512_mullo_epi32(
+                        _mm512_add_epi32(lanes, _mm512_set1_epi32(j0 as i32)),
+                        _mm512_set1_epi32(kw),
+                    );
+                    (mask, idx)
+                };
+                let ((m0, i0), (m1, i1)) = (half(0), half(1));
+                for p in 0..kp {
+                    let off = _mm512_set1_epi32(p as i32);
+                    let z = _mm512_setzero_si512();
+                    let w0 =
+                        _mm512_mask_i32gather_epi32::<4>(z, m0, _mm512_add_epi32(i0, off), base);
+                    let w1 =
+                        _mm512_mask_i32gather_epi32::<4>(z, m1, _mm512_add_epi32(i1, off), base);
+                    store_limbs(w0, w1, panels.as_mut_ptr().add((blk * kp + p) * 2 * NR));
+                }
+            }
+            return;
+        }
+        words.clear();
+        words.resize(nb * NR, 0);
         for p in 0..kp {
             if !trans {
                 // `codes` is k x n: interleave rows 2p and 2p + 1.
@@ -301,7 +346,7 @@ mod avx512 {
                 let r1 = (2 * p + 1 < k).then(|| &codes[(2 * p + 1) * n..(2 * p + 2) * n]);
                 interleave(r0, r1, &mut words[..n]);
             } else {
-                // `codes` is n x k: column j's pair is codes j*k + 2p, 2p + 1.
+                // `codes` is n x k (k odd): column j's pair is codes j*k + 2p, 2p + 1.
                 for (j, w) in words[..n].iter_mut().enumerate() {
                     let row = &codes[j * k..(j + 1) * k];
                     let hi = if 2 * p + 1 < k { row[2 * p + 1] } else { 0 };
@@ -315,7 +360,6 @@ mod avx512 {
                 store_limbs(w0, w1, panels.as_mut_ptr().add((blk * kp + p) * 2 * NR));
             }
         }
-        panels
     }
 
     /// `acc + dot pairs(a, b)` as one `vpdpwssd`: through `asm!` because LLVM otherwise
@@ -423,15 +467,55 @@ mod avx512 {
         scale: f64,
     ) -> bool {
         let (m, k, n) = (a.rows, a.cols, b.cols);
-        let Some((aw, si, sp)) = a_words(&a, super::pow2(a.frac_bits as i64)) else {
-            return false;
-        };
-        let mut bc = vec![0i16; k * n];
-        if !to_codes(b.data, super::pow2(b.frac_bits as i64), &mut bc) {
-            return false;
-        }
+        SCRATCH.with_borrow_mut(|s| {
+            let Some((si, sp)) = a_words(&a, super::pow2(a.frac_bits as i64), &mut s.aw, &mut s.ac)
+            else {
+                return false;
+            };
+            fit(&mut s.bc, k * n);
+            if !to_codes(b.data, super::pow2(b.frac_bits as i64), &mut s.bc) {
+                return false;
+            }
+            let kp = k.div_ceil(2);
+            fit(&mut s.panels, n.div_ceil(NR) * kp * 2 * NR);
+            b_panels(&s.bc, (k, n, b.trans), &mut s.panels, &mut s.words);
+            tiles(&s.aw, (si, sp), &s.panels, (m, k, n), bias, out, scale);
+            true
+        })
+    }
+
+    /// Buffers reused by every product of a thread (contents are stale between calls:
+    /// each is written before it is read).
+    #[derive(Default)]
+    struct Scratch {
+        aw: Vec<i32>,
+        ac: Vec<i16>,
+        bc: Vec<i16>,
+        panels: Vec<i32>,
+        words: Vec<i32>,
+    }
+
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+    }
+
+    /// Makes `v` exactly `len` long (new elements zero, old ones stale).
+    fn fit<T: Copy + Default>(v: &mut Vec<T>, len: usize) {
+        v.resize(len, T::default());
+    }
+
+    /// Every tile of the product from `a`'s words and `b`'s panels into `out`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn tiles(
+        aw: &[i32],
+        (si, sp): (usize, usize),
+        panels: &[i32],
+        (m, k, n): (usize, usize, usize),
+        bias: Option<&[f64]>,
+        out: &mut [f64],
+        scale: f64,
+    ) {
         let kp = k.div_ceil(2);
-        let panels = b_panels(&bc, k, n, b.trans);
         for blk in 0..n.div_ceil(NR) {
             let cols = (n - blk * NR).min(NR);
             let panel = panels.as_ptr().add(blk * kp * 2 * NR);
@@ -471,7 +555,6 @@ mod avx512 {
                 i0 += rows;
             }
         }
-        true
     }
 }
 
