@@ -1,4 +1,4 @@
-//! `fixar bench deploy` and `fixar bench train` on tiny budgets: the JSON figures exist
+//! `fixar bench deploy`, `fixar bench train` and `fixar bench quant` on tiny budgets: the JSON figures exist
 //! and are positive, the compiled C actor reproduces the golden integer inference on the
 //! exported vectors, and commands without a peer or a checkpoint are usage errors.
 
@@ -116,4 +116,30 @@ fn bench_train_without_a_matching_peer_is_a_usage_error_naming_why() {
         .run();
     assert_eq!(o.code, Some(2), "{}", o.stderr);
     assert!(o.stderr.contains("key `hidden`"), "{}", o.stderr);
+}
+
+#[test]
+fn bench_quant_times_the_exact_gemm_and_it_equals_libtorch_f64() {
+    let out = fixar()
+        .args([
+            "bench", "quant", "--n", "2000", "--repeat", "1", "--peer", "false",
+        ])
+        .run_ok()
+        .stdout;
+    let value = |key: &str| -> &str {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(": "))
+            .unwrap_or_else(|| panic!("no `{key}` line in\n{out}"))
+    };
+    for shape in ["256x256x256", "64x400x300"] {
+        assert_eq!(
+            value(&format!("exact_gemm_{shape}_identical_to_f64")),
+            "true"
+        );
+        for key in ["exact_gemm", "libtorch_f64_gemm", "libtorch_f32_gemm"] {
+            let us: f64 = value(&format!("{key}_{shape}_us")).parse().unwrap();
+            assert!(us > 0.0 && us.is_finite(), "{key}_{shape}_us = {us}");
+        }
+    }
+    assert!(["true", "false"].contains(&value("exact_gemm_vnni")));
 }

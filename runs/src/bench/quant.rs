@@ -177,5 +177,49 @@ pub fn bench(args: &BenchQuantArgs) -> Result<ExitCode> {
         best[2] / best[3]
     );
     println!("tensor_results_identical: {agree}");
+    exact_gemm(args.repeat.max(1));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The exact GEMM of 16-bit codes (`quant::tensor::grid_mm`: the VNNI integer kernel
+/// where the CPU has it) against libtorch's f64 GEMM of the same values (what the exact
+/// path ran before) and its f32 GEMM (what `fast` runs), one thread, at TD3's 256-wide
+/// layers (batch 256) and FIXAR's 400-300 critic layer (batch 64).
+fn exact_gemm(repeat: usize) {
+    let threads = tch::get_num_threads();
+    tch::set_num_threads(1);
+    println!("exact_gemm_vnni: {}", quant::grid_gemm_available());
+    for (m, k, n) in [(256i64, 256i64, 256i64), (64, 400, 300)] {
+        // Codes of ap_fixed<16,6> (10 fractional bits) from a fixed pattern.
+        let codes = |len: i64, mul: i64| {
+            let v: Vec<f64> = (0..len)
+                .map(|i| ((i * mul) % 65536 - 32768) as f64 / 1024.0)
+                .collect();
+            Tensor::from_slice(&v)
+        };
+        let x = codes(m * k, 7919).view([m, k]);
+        let w = codes(k * n, 104729).view([k, n]);
+        let (x32, w32) = (x.to_kind(tch::Kind::Float), w.to_kind(tch::Kind::Float));
+        let mut best = [f64::INFINITY; 3];
+        for _ in 0..repeat {
+            best[0] = best[0].min(fastest(20, || {
+                let _ = black_box(quant::tensor::grid_mm(&x, 10, &w, 10, None));
+            }));
+            best[1] = best[1].min(fastest(20, || {
+                let _ = black_box(x.mm(&w));
+            }));
+            best[2] = best[2].min(fastest(20, || {
+                let _ = black_box(x32.mm(&w32));
+            }));
+        }
+        let same = quant::tensor::grid_mm(&x, 10, &w, 10, None).equal(&x.mm(&w));
+        let shape = format!("{m}x{k}x{n}");
+        println!("exact_gemm_{shape}_us: {:.1}", best[0] * 1e6);
+        println!("libtorch_f64_gemm_{shape}_us: {:.1}", best[1] * 1e6);
+        println!("libtorch_f32_gemm_{shape}_us: {:.1}", best[2] * 1e6);
+        println!("exact_gemm_{shape}_vs_f64: {:.2}", best[1] / best[0]);
+        println!("exact_gemm_{shape}_vs_f32: {:.2}", best[2] / best[0]);
+        println!("exact_gemm_{shape}_identical_to_f64: {same}");
+    }
+    tch::set_num_threads(threads);
 }
