@@ -92,6 +92,17 @@ pub(crate) fn affine_cast_into(
 
 /// Feeds `x`'s magnitudes to `track` (as f32, the observers' element type).
 pub(crate) fn observe_into(track: &mut RangeTrack, x: &Tensor) {
+    if x.kind() == Kind::Float
+        && x.device() == tch::Device::Cpu
+        && x.is_contiguous()
+        && x.numel() > 0
+    {
+        // Read in place (no copy): the float path's tensors usually are this already.
+        // SAFETY: a contiguous CPU f32 tensor of numel() elements, only read here.
+        let v = unsafe { std::slice::from_raw_parts(x.data_ptr() as *const f32, x.numel()) };
+        track.observe(v);
+        return;
+    }
     let v: Vec<f32> = Vec::try_from(x.detach().to_kind(Kind::Float).flatten(0, -1))
         .expect("a float tensor converts to Vec<f32>");
     track.observe(&v);
