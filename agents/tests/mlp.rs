@@ -439,3 +439,24 @@ fn fixed_point_adam_step_stays_near_lr_when_the_root_moment_rounds_to_zero() {
         );
     }
 }
+
+#[test]
+fn fused_exact_16_bit_gemms_all_run_on_the_integer_kernel() {
+    let mut m = net(Preset::Fxp16, Gemm::Exact, &[4, 24, 16, 2]);
+    assert!(m.runs_fused());
+    let before = quant::tensor::grid_mm_counts();
+    let x = randn(8, 4, 5, Kind::Float);
+    let y = m.forward(&x);
+    m.backward(&(y * 0.25), true, true);
+    let (kernel, torch) = quant::tensor::grid_mm_counts();
+    // Three forward products, three weight gradients, three error products.
+    let (kernel, torch) = (kernel - before.0, torch - before.1);
+    assert_eq!(kernel + torch, 9, "every exact GEMM goes through grid_mm");
+    if quant::grid_gemm_available() {
+        assert_eq!(
+            (kernel, torch),
+            (9, 0),
+            "a 16-bit GEMM fell back to libtorch"
+        );
+    }
+}

@@ -251,9 +251,12 @@ fn limb_gemm(
 /// # Panics
 /// If the shapes do not form a product.
 pub fn grid_mm(x: &Tensor, x_frac: i32, w: &Tensor, w_frac: i32, b: Option<&Tensor>) -> Tensor {
-    let torch = || match b {
-        Some(b) => b.addmm(x, w),
-        None => x.mm(w),
+    let torch = || {
+        GRID_MM_CALLS.with(|c| c.set((c.get().0, c.get().1 + 1)));
+        match b {
+            Some(b) => b.addmm(x, w),
+            None => x.mm(w),
+        }
     };
     let cpu_f64 = |t: &Tensor| t.kind() == Kind::Double && t.device() == Device::Cpu;
     if !(cpu_f64(x) && cpu_f64(w) && b.is_none_or(|b| cpu_f64(b) && b.is_contiguous()))
@@ -307,10 +310,22 @@ pub fn grid_mm(x: &Tensor, x_frac: i32, w: &Tensor, w_frac: i32, b: Option<&Tens
         crate::grid_gemm(xo, wo, bd, od)
     };
     if done {
+        GRID_MM_CALLS.with(|c| c.set((c.get().0 + 1, c.get().1)));
         out
     } else {
         torch()
     }
+}
+
+thread_local! {
+    /// This thread's [`grid_mm`] products: (on the integer kernel, on libtorch).
+    static GRID_MM_CALLS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// How many of this thread's [`grid_mm`] products ran on the integer kernel and how many
+/// went to libtorch's GEMM, so far (tests and benches check the kernel is not bypassed).
+pub fn grid_mm_counts() -> (u64, u64) {
+    GRID_MM_CALLS.with(|c| c.get())
 }
 
 /// [`exact_linear`] through one f64 GEMM on the grid values, where
